@@ -1,0 +1,280 @@
+"""The ``hadis`` command line.
+
+Bad input data (a malformed trace, profile or table) prints one line naming the file and line
+and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hadis import __version__
+from hadis.core.errors import DataError
+
+DEFAULT_DATA_DIR = "data/hadis"
+
+
+def _data_dir_default() -> str:
+    """The shipped E1 data when run from a checkout, else the folder named by the user."""
+    here = Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR
+    return str(here) if here.is_dir() else DEFAULT_DATA_DIR
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from hadis.sim import report
+    from hadis.sim.data import load_data_dir, load_trace
+    from hadis.sim.policies import SYSTEMS
+    from hadis.sim.run import SimSettings, run_systems
+
+    systems = list(SYSTEMS) if args.system == "all" else [s.strip() for s in args.system.split(",")]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        print(f"hadis sim: unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)}, all", file=sys.stderr)
+        return 2
+    data = load_data_dir(args.data_dir, args.time_scale)
+    trace = load_trace(args.trace)
+    settings = SimSettings(
+        gpus=args.gpus,
+        slo_s=args.slo,
+        time_scale=args.time_scale,
+        replan_interval_s=args.replan_interval,
+        swap=not args.no_swap_delay,
+    )
+    print(
+        f"replaying {trace.source}: {len(trace)} arrivals over {trace.duration_s:.0f}s, {args.gpus} GPUs, "
+        f"SLO {args.slo:g}s, time scale {args.time_scale:g}, re-plan every {settings.interval:g}s",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    runs = run_systems(systems, data, trace, settings, progress=lambda line: print(line, file=sys.stderr))
+    print(f"{len(runs)} system(s) in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    print(report.markdown_table(runs))
+    if args.json:
+        report.write_json(args.json, runs, settings, str(args.trace))
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.csv:
+        report.write_csv(args.csv, runs)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    if args.plot:
+        title = f"{Path(args.trace).name}: {args.gpus} GPUs, SLO {args.slo:g}s"
+        report.plot(args.plot, runs, settings, title)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_table_build(args: argparse.Namespace) -> int:
+    from hadis.core.pareto import format_table, load_grid, pareto_filter
+    from hadis.core.profile import load_profile
+
+    profile = load_profile(args.profile)
+    rows = pareto_filter(load_grid(args.grid, profile.names))
+    text = format_table(rows)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {len(rows)} Pareto rows to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_table_compare(args: argparse.Namespace) -> int:
+    from hadis.core.pareto import load_grid, load_table, pareto_filter
+    from hadis.core.profile import load_profile
+    from hadis.core.table_compare import compare
+
+    profile = load_profile(args.profile)
+    grid = load_grid(args.grid, profile.names)
+    print(compare(pareto_filter(grid), load_table(args.table, profile.names), grid))
+    return 0
+
+
+def cmd_configmap(args: argparse.Namespace) -> int:
+    from hadis.core.bundle import Bundle, dump_configmap
+    from hadis.core.pareto import ParetoTable, QualityGrid, load_grid, load_table, pareto_filter
+    from hadis.core.profile import load_profile
+
+    profile = load_profile(args.profile).scaled(args.time_scale)
+    grid_rows = load_grid(args.grid, profile.names) if args.grid else None
+    if args.table:
+        rows = load_table(args.table, profile.names)
+    elif grid_rows is not None:
+        rows = pareto_filter(grid_rows)
+    else:
+        print("hadis table configmap: give --table, --grid or both", file=sys.stderr)
+        return 2
+    table = ParetoTable(rows, QualityGrid(grid_rows) if grid_rows and args.with_grid else None)
+    text = dump_configmap(Bundle(profile, table), args.name, args.namespace)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote ConfigMap {args.name} to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_profile_convert(args: argparse.Namespace) -> int:
+    from hadis.core.profile import dump_profile, load_profile
+
+    profile = load_profile(args.source).scaled(args.time_scale)
+    text = dump_profile(profile)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from hadis.core.bundle import parse_configmap
+    from hadis.core.pareto import read_file
+    from hadis.core.planner import Demand, plan_cascade, plan_hadis_reference
+
+    bundle = parse_configmap(read_file(args.configmap), args.configmap)
+    queues = {}
+    for item in args.queue or []:
+        model, _, n = item.partition("=")
+        queues[model] = int(n)
+    demand = Demand(args.rate, queues)
+    planner = plan_cascade if args.policy == "hadis" else plan_hadis_reference
+    plan = planner(bundle.profile, bundle.table, args.gpus, args.slo, demand)
+    if args.json:
+        out = {
+            "policy": plan.policy,
+            "feasible": plan.feasible,
+            "reason": plan.reason,
+            "light": plan.config.light,
+            "heavy": plan.config.heavy,
+            "router_ratio": plan.config.router_ratio,
+            "disc_ratio": plan.config.disc_ratio,
+            "predicted_quality": plan.predicted_quality,
+            "predicted_latency_s": plan.predicted_latency_s,
+            "allocations": [a.__dict__ for a in plan.allocations],
+        }
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(plan.summary())
+    return 0 if plan.feasible else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hadis",
+        description="Hybrid adaptive serving of text-to-image diffusion models: plan, simulate, serve.",
+    )
+    p.add_argument("--version", action="version", version=f"hadis {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser(
+        "sim",
+        help="replay a trace through the planner and router against the baselines",
+        description="Replay an arrival trace (arrival_ms,prompt_index) through each serving system and "
+        "report SLO violations, drops and quality. Example (the paper's E1): hadis sim --trace "
+        "data/hadis/traces/maf_1to64qps.csv --system all --gpus 16 --slo 6 --time-scale 0.1 --plot e1.png",
+    )
+    s.add_argument("--trace", required=True, help="CSV with arrival_ms,prompt_index (any order)")
+    s.add_argument(
+        "--data-dir", default=_data_dir_default(), help="folder shaped like shared/data/hadis (default: %(default)s)"
+    )
+    s.add_argument(
+        "--system",
+        default="all",
+        help="clipper-light, clipper-heavy, infaas-acc, proteus, diffserve, hadis-ref or hadis; a comma list; or all",
+    )
+    s.add_argument("--gpus", type=_positive_int, default=16, help="GPU budget (default: %(default)s)")
+    s.add_argument("--slo", type=_positive_float, default=6.0, help="latency SLO in seconds (default: %(default)s)")
+    s.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=0.1,
+        help="multiply profile latencies by this (E1: 0.1; default: %(default)s)",
+    )
+    s.add_argument(
+        "--replan-interval",
+        type=_positive_float,
+        default=None,
+        help="seconds between re-plans (default: 50 x time scale)",
+    )
+    s.add_argument(
+        "--no-swap-delay",
+        action="store_true",
+        help="a GPU changes model instantly (default: weights / 2 GiB/s, scaled)",
+    )
+    s.add_argument("--json", help="write per-system totals as JSON")
+    s.add_argument("--csv", help="write per-window series as CSV")
+    s.add_argument("--plot", help="write a Figure-7-style PNG")
+    s.set_defaults(func=cmd_sim)
+
+    t = sub.add_parser("table", help="build, compare and export Pareto tables")
+    tsub = t.add_subparsers(dest="table_command", metavar="ACTION", required=True)
+    tb = tsub.add_parser("build", help="Pareto-filter a configuration grid (FID vs expected latency)")
+    tb.add_argument("--grid", required=True, help="grid CSV such as tables/config_results_hybrid.csv")
+    tb.add_argument("--profile", required=True, help="profile whose model order the grid's indices use")
+    tb.add_argument("--out", help="output CSV (default: stdout)")
+    tb.set_defaults(func=cmd_table_build)
+    tc = tsub.add_parser("compare", help="compare our Pareto filter of a grid with another table")
+    tc.add_argument("--grid", required=True)
+    tc.add_argument("--profile", required=True)
+    tc.add_argument("--table", required=True, help="e.g. tables/hadis_hybrid_pareto.csv")
+    tc.set_defaults(func=cmd_table_compare)
+    tm = tsub.add_parser("configmap", help="write the operator's ConfigMap (profile + table)")
+    tm.add_argument("--profile", required=True)
+    tm.add_argument("--table", help="table CSV (default: the Pareto filter of --grid)")
+    tm.add_argument("--grid", help="configuration grid CSV")
+    tm.add_argument("--with-grid", action="store_true", help="carry the full grid too (bilinear quality interpolation)")
+    tm.add_argument("--time-scale", type=_positive_float, default=1.0)
+    tm.add_argument("--name", default="hadis-profile")
+    tm.add_argument("--namespace")
+    tm.add_argument("--out", help="output YAML (default: stdout)")
+    tm.set_defaults(func=cmd_configmap)
+
+    pr = sub.add_parser("profile", help="latency profiles")
+    psub = pr.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    pc = psub.add_parser("convert", help="convert a HADIS reference YAML or DiffServe CSV to hadis.profile/v1")
+    pc.add_argument("source")
+    pc.add_argument("--time-scale", type=_positive_float, default=1.0)
+    pc.add_argument("--out")
+    pc.set_defaults(func=cmd_profile_convert)
+
+    pl = sub.add_parser("plan", help="plan once for a given demand from a profile ConfigMap")
+    pl.add_argument("--configmap", required=True, help="ConfigMap YAML written by 'hadis table configmap'")
+    pl.add_argument("--gpus", type=_positive_int, required=True)
+    pl.add_argument("--slo", type=_positive_float, required=True)
+    pl.add_argument("--rate", type=float, required=True, help="arrival rate (req/s)")
+    pl.add_argument("--queue", action="append", metavar="MODEL=N", help="requests queued at a model (repeatable)")
+    pl.add_argument("--policy", choices=["hadis", "hadis-ref"], default="hadis")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

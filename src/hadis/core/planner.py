@@ -1,0 +1,287 @@
+"""The joint planner: configuration row, GPUs per model and batch sizes, under an SLO.
+
+Two policies share the data types:
+
+``plan_cascade`` (the product's default, policy ``hadis``) is exact enumeration over its model:
+for every table row and every split of the GPU budget it predicts the latency of each path a
+query can take (straight to heavy, light accepted, light then heavy) from a queueing model of
+batched servers (``hadis.core.queueing``), with each model provisioned for the traffic that
+actually reaches it: the light model sees ``(1 - r)`` of the demand, the heavy model
+``r + (1 - r) d``. It picks the best-quality row whose worst active path meets the SLO, and the
+split with the most headroom.
+
+``plan_hadis_reference`` (policy ``hadis-ref``) is the HADIS paper's formulation, kept for
+comparison: the light model is provisioned for all traffic, every query is charged both
+stages' batch latency, and queueing delay is a constant factor (1.2) times the Little's-law
+delay observed.
+
+Both return an infeasible plan with the reason and a safe fallback when nothing meets the SLO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hadis.core.pareto import Config, ParetoTable
+from hadis.core.profile import Profile
+from hadis.core.queueing import pool_latency
+
+# The Erlang-C tail overstates the wait of deterministic batched service; 0.7 was chosen by a
+# sweep on the MAF traces (README, "Planner calibration") and keeps violations near zero there.
+DEFAULT_QUANTILE = 0.7
+DEFAULT_MAX_UTILISATION = 0.97
+HADIS_QUEUE_FACTOR = 1.2
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What the planner plans for: arrival rate at the router and requests queued per model."""
+
+    rate: float
+    queues: Mapping[str, int] = field(default_factory=dict)
+
+    def queued(self, model: str) -> int:
+        return int(self.queues.get(model, 0))
+
+
+@dataclass(frozen=True)
+class Allocation:
+    model: str
+    gpus: int
+    batch: int
+    arrival_rate: float
+    latency_s: float
+
+    @property
+    def capacity_note(self) -> str:
+        return f"{self.model}: {self.gpus} GPU x batch {self.batch}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A configuration row with its GPUs and batch sizes, and what the planner predicts."""
+
+    policy: str
+    config: Config
+    allocations: tuple[Allocation, ...]
+    predicted_latency_s: float
+    predicted_quality: float
+    slo_s: float
+    demand: Demand
+    feasible: bool = True
+    reason: str = ""
+
+    @property
+    def headroom_s(self) -> float:
+        return self.slo_s - self.predicted_latency_s
+
+    def gpus(self, model: str) -> int:
+        return sum(a.gpus for a in self.allocations if a.model == model)
+
+    def batch(self, model: str) -> int:
+        for a in self.allocations:
+            if a.model == model:
+                return a.batch
+        return 1
+
+    def summary(self) -> str:
+        c = self.config
+        parts = ", ".join(a.capacity_note for a in self.allocations if a.gpus)
+        state = "ok" if self.feasible else f"INFEASIBLE ({self.reason})"
+        return (
+            f"[{self.policy}] {c.light}->{c.heavy} r={c.router_ratio:.2f} d={c.disc_ratio:.2f} "
+            f"quality={self.predicted_quality:.2f} latency={self.predicted_latency_s:.2f}s/{self.slo_s:.2f}s "
+            f"demand={self.demand.rate:.2f}/s [{parts}] {state}"
+        )
+
+
+def _active_paths(c: Config) -> tuple[bool, bool, bool]:
+    """(light only, light then heavy, straight to heavy) -- which paths carry traffic."""
+    r, d = c.router_ratio, c.disc_ratio
+    return (r < 1.0 and d < 1.0, r < 1.0 and d > 0.0, r > 0.0)
+
+
+def _check_inputs(profile: Profile, table: ParetoTable, gpus: int, slo_s: float, demand: Demand) -> None:
+    if gpus < 1:
+        raise ValueError(f"GPU budget must be >= 1, got {gpus}")
+    if not slo_s > 0:
+        raise ValueError(f"SLO must be > 0, got {slo_s}")
+    if demand.rate < 0 or not math.isfinite(demand.rate):
+        raise ValueError(f"demand rate must be a finite number >= 0, got {demand.rate}")
+    missing = [m for m in table.models if m not in profile.names]
+    if missing:
+        raise ValueError(f"table models not in the profile: {', '.join(missing)}")
+
+
+def _better(a: tuple, b: tuple | None) -> bool:
+    return b is None or a < b
+
+
+def plan_cascade(
+    profile: Profile,
+    table: ParetoTable,
+    gpus: int,
+    slo_s: float,
+    demand: Demand,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    max_utilisation: float = DEFAULT_MAX_UTILISATION,
+    rows: Sequence[Config] | None = None,
+) -> Plan:
+    """The product's planner (policy ``hadis``): exact enumeration of rows x GPU splits."""
+    _check_inputs(profile, table, gpus, slo_s, demand)
+    rows = list(table.rows if rows is None else rows)
+    lam = demand.rate
+
+    # Distinct (model, arrival rate, backlog) triples, evaluated in one vectorised pass per model.
+    wanted: dict[str, dict[tuple[float, int], int]] = {}
+    for c in rows:
+        for model, rate in ((c.light, (1 - c.router_ratio) * lam), (c.heavy, c.heavy_ratio * lam)):
+            keys = wanted.setdefault(model, {})
+            keys.setdefault((rate, demand.queued(model)), len(keys))
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for model, keys in wanted.items():
+        batches = profile.feasible_batches(model)
+        if not batches:
+            raise ValueError(f"model '{model}' has no feasible batch size in the profile")
+        rates = np.array([k[0] for k in keys])
+        backlogs = np.array([k[1] for k in keys])
+        bs, ss = zip(*batches, strict=True)
+        curves[model] = pool_latency(rates, backlogs, np.array(bs), np.array(ss), gpus, quantile, max_utilisation)
+
+    best_key: tuple | None = None
+    best: tuple[Config, int, float] | None = None
+    fallback_key: tuple | None = None
+    fallback: tuple[Config, int, float] | None = None
+    split = np.arange(gpus + 1)
+    for c in rows:
+        lat_l, _ = curves[c.light]
+        lat_h, _ = curves[c.heavy]
+        wl = lat_l[wanted[c.light][((1 - c.router_ratio) * lam, demand.queued(c.light))]][split]
+        wh = lat_h[wanted[c.heavy][(c.heavy_ratio * lam, demand.queued(c.heavy))]][gpus - split]
+        light_only, light_heavy, direct = _active_paths(c)
+        worst = np.zeros(gpus + 1)
+        if light_only:
+            worst = np.maximum(worst, wl)
+        if light_heavy:
+            worst = np.maximum(worst, wl + wh)
+        if direct:
+            worst = np.maximum(worst, wh)
+        g_light = int(np.argmin(worst))
+        latency = float(worst[g_light])
+        if latency <= slo_s:
+            key = (c.quality, latency, c.heavy_ratio)
+            if _better(key, best_key):
+                best_key, best = key, (c, g_light, latency)
+        key = (latency, c.quality)
+        if _better(key, fallback_key):
+            fallback_key, fallback = key, (c, g_light, latency)
+
+    def build(choice: tuple[Config, int, float], feasible: bool, reason: str) -> Plan:
+        c, g_light, latency = choice
+        allocs = []
+        for model, rate, g in (
+            (c.light, (1 - c.router_ratio) * lam, g_light),
+            (c.heavy, c.heavy_ratio * lam, gpus - g_light),
+        ):
+            lat, batch = curves[model]
+            i = wanted[model][(rate, demand.queued(model))]
+            allocs.append(Allocation(model, g, int(batch[i][g]), rate, float(lat[i][g])))
+        return Plan("hadis", c, tuple(allocs), latency, c.quality, slo_s, demand, feasible, reason)
+
+    if best is not None:
+        return build(best, True, "")
+    assert fallback is not None
+    if math.isfinite(fallback[2]):
+        reason = (
+            f"no configuration meets the {slo_s:g}s SLO at {lam:.2f} req/s on {gpus} GPUs; "
+            f"fallback has the lowest predicted latency ({fallback[2]:.2f}s)"
+        )
+        return build(fallback, False, reason)
+    reason = f"demand {lam:.2f} req/s exceeds the capacity of {gpus} GPUs in every configuration"
+    return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis", reason)
+
+
+def lightest_fallback(
+    profile: Profile, table: ParetoTable, gpus: int, slo_s: float, demand: Demand, policy: str, reason: str
+) -> Plan:
+    """All GPUs on the lightest model of the table, at its highest-throughput batch size."""
+    light = min(table.models, key=profile.index)
+    candidates = [c for c in table.rows if c.light == light]
+    heavy = min(candidates, key=lambda c: c.heavy_ratio).heavy if candidates else table.rows[0].heavy
+    try:
+        quality = table.quality(light, heavy, 0.0, 0.0)
+    except KeyError:
+        quality = profile.model(light).fid or math.nan
+    config = Config(light, heavy, 0.0, 0.0, quality)
+    batch, seconds = max(profile.feasible_batches(light), key=lambda bs: bs[0] / bs[1])
+    allocs = (
+        Allocation(light, gpus, batch, demand.rate, seconds),
+        Allocation(heavy, 0, 1, 0.0, 0.0),
+    )
+    return Plan(policy, config, allocs, math.inf, quality, slo_s, demand, False, reason)
+
+
+def plan_hadis_reference(
+    profile: Profile,
+    table: ParetoTable,
+    gpus: int,
+    slo_s: float,
+    demand: Demand,
+    *,
+    queue_delay_s: float = 0.0,
+) -> Plan:
+    """The HADIS paper's formulation (policy ``hadis-ref``), solved exactly by enumeration.
+
+    Per row and batch-size pair: GPUs per model = the fewest whose throughput covers the demand
+    share (light: 100% of demand; heavy: ``heavy_ratio``), and the row is feasible when
+    ``s_light(b_l) + s_heavy(b_h) + 1.2 * queue_delay_s <= SLO`` and the GPUs fit the budget.
+    Best quality wins, then fewest GPUs, then lowest latency. Left-over GPUs are spread over the
+    two models, each to the one with the highest utilisation. ``demand.rate`` is used as given:
+    HADIS's own margin (x1.05 on an EWMA) belongs to its demand estimator.
+    """
+    _check_inputs(profile, table, gpus, slo_s, demand)
+    lam = demand.rate
+    delay = HADIS_QUEUE_FACTOR * queue_delay_s
+    best_key: tuple | None = None
+    best = None
+    for c in table.rows:
+        for b_l, s_l in profile.feasible_batches(c.light):
+            g_l = max(1, math.ceil(lam * s_l / b_l - 1e-9))
+            for b_h, s_h in profile.feasible_batches(c.heavy):
+                g_h = math.ceil(c.heavy_ratio * lam * s_h / b_h - 1e-9)
+                if c.heavy_ratio > 0:
+                    g_h = max(1, g_h)
+                latency = s_l + s_h + delay
+                if g_l + g_h > gpus or latency > slo_s:
+                    continue
+                key = (c.quality, g_l + g_h, latency)
+                if _better(key, best_key):
+                    best_key, best = key, (c, b_l, s_l, g_l, b_h, s_h, g_h, latency)
+    if best is None:
+        reason = f"HADIS formulation infeasible at {lam:.2f} req/s on {gpus} GPUs; all GPUs on the lightest model"
+        return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis-ref", reason)
+    c, b_l, s_l, g_l, b_h, s_h, g_h, latency = best
+    rate_l, rate_h = lam, c.heavy_ratio * lam
+    g = spread_leftover([g_l, g_h], [rate_l * s_l / b_l, rate_h * s_h / b_h], gpus)
+    allocs = (
+        Allocation(c.light, g[0], b_l, rate_l, s_l),
+        Allocation(c.heavy, g[1], b_h, rate_h, s_h),
+    )
+    return Plan("hadis-ref", c, allocs, latency, c.quality, slo_s, demand, True, "")
+
+
+def spread_leftover(gpus: list[int], loads: Sequence[float], budget: int) -> list[int]:
+    """Give each left-over GPU to the model with the highest utilisation (load / GPUs)."""
+    out = list(gpus)
+    while sum(out) < budget:
+        util = [(load / g if g else (math.inf if load > 0 else -1.0)) for load, g in zip(loads, out, strict=True)]
+        i = max(range(len(out)), key=lambda k: (util[k], -k))
+        if util[i] < 0:  # no model has load: give the rest to the first
+            i = 0
+        out[i] += 1
+    return out

@@ -1,0 +1,92 @@
+"""Run one or all systems over a trace and collect their summaries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hadis.sim.data import SimData, Trace
+from hadis.sim.engine import Simulation
+from hadis.sim.metrics import Window, summarise
+from hadis.sim.policies import SYSTEMS, Context, make_policy
+
+# Model load time when a GPU switches model: weights / this rate, at real time scale.
+LOAD_GIB_PER_S = 2.0
+DEFAULT_LOAD_S = 10.0
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    gpus: int
+    slo_s: float
+    time_scale: float = 1.0
+    replan_interval_s: float | None = None  # default: 50 s x time_scale (HADIS's E1 cadence)
+    swap: bool = True
+    window_s: float | None = None  # default: the re-plan interval
+
+    @property
+    def interval(self) -> float:
+        return self.replan_interval_s if self.replan_interval_s else 50.0 * self.time_scale
+
+
+@dataclass(frozen=True)
+class SystemRun:
+    system: str
+    summary: dict
+    windows: list[Window]
+    wall_s: float
+
+
+def swap_delay_for(data: SimData, settings: SimSettings) -> Callable[[str], float]:
+    def delay(model: str) -> float:
+        if not settings.swap:
+            return 0.0
+        gib = data.profile.model(model).weights_gib
+        seconds = gib / LOAD_GIB_PER_S if gib else DEFAULT_LOAD_S
+        return seconds * settings.time_scale
+
+    return delay
+
+
+def run_system(system: str, data: SimData, trace: Trace, settings: SimSettings) -> SystemRun:
+    start = time.perf_counter()
+    policy = make_policy(system, Context(data, settings.gpus, settings.slo_s))
+    sim = Simulation(
+        trace,
+        data.prompts,
+        data.profile,
+        policy,
+        total_gpus=settings.gpus,
+        slo_s=settings.slo_s,
+        replan_interval_s=settings.interval,
+        swap_delay_s=swap_delay_for(data, settings),
+    )
+    result = sim.run()
+    window = settings.window_s or settings.interval
+    summary, windows = summarise(result, settings.slo_s, data.grid, data.profile, data.prompts, window)
+    wall = time.perf_counter() - start
+    summary["wall_s"] = round(wall, 3)
+    return SystemRun(system, summary, windows, wall)
+
+
+def run_systems(
+    systems: Sequence[str],
+    data: SimData,
+    trace: Trace,
+    settings: SimSettings,
+    progress: Callable[[str], None] | None = None,
+) -> list[SystemRun]:
+    runs = []
+    for s in systems:
+        if s not in SYSTEMS:
+            raise ValueError(f"unknown system '{s}' (known: {', '.join(SYSTEMS)})")
+        run = run_system(s, data, trace, settings)
+        if progress:
+            sm = run.summary
+            progress(
+                f"{s:14s} violations {sm['slo_violation_ratio']:6.2%}  FID {sm['fid_mean']:6.2f}  "
+                f"p_real {sm['p_real_mean']:.3f}  dropped {sm['dropped']:5d}  ({run.wall_s:.1f}s)"
+            )
+        runs.append(run)
+    return runs

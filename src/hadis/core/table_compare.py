@@ -22,7 +22,7 @@ def compare(ours: Sequence[Config], theirs: Sequence[Config], grid: Sequence[Con
     ]
     only_theirs = [c for c in theirs if _key(c) not in ours_keys]
     if only_theirs:
-        lines.append(f"only in theirs ({len(only_theirs)}), each dominated by a configuration of the grid:")
+        lines.append(f"only in theirs ({len(only_theirs)}), and why ours leaves each out:")
         for c in only_theirs:
             full = by_key.get(_key(c), c)
             dom = next((o for o in ours if _dominates(o, full)), None)

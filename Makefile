@@ -1,0 +1,58 @@
+# One entry point for humans and CI. `make test` on a fresh machine creates .venv, installs the
+# project with its test tools, lints and runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA := data/hadis
+OUT := out
+
+.PHONY: help install lint format test e1 bench profiles clean
+
+help:
+	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
+	@echo "make test      lint and run the whole test suite"
+	@echo "make bench     planner and simulator benchmarks (print figures)"
+	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
+	@echo "make format    apply ruff formatting"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+e1: $(STAMP)
+	mkdir -p $(OUT)
+	$(BIN)/hadis sim --trace $(DATA)/traces/maf_1to64qps.csv --data-dir $(DATA) --system all \
+		--gpus 16 --slo 6 --time-scale 0.1 \
+		--json $(OUT)/e1.json --csv $(OUT)/e1.csv --plot $(OUT)/e1.png
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_planner.py
+	$(BIN)/python benchmarks/bench_e1.py
+
+profiles: $(STAMP)
+	$(BIN)/hadis profile convert $(DATA)/profiles/l40s_hadis_reference.yaml --out profiles/l40s-hadis-reference.yaml
+	$(BIN)/hadis profile convert $(DATA)/profiles/l40s_hadis_reference.yaml --time-scale 0.1 --out profiles/l40s-hadis-e1.yaml
+	$(BIN)/hadis profile convert $(DATA)/profiles/a100_diffserve.csv --out profiles/a100-diffserve.yaml
+	$(BIN)/hadis table build --grid $(DATA)/tables/config_results_hybrid.csv \
+		--profile profiles/l40s-hadis-reference.yaml --out profiles/pareto-l40s.csv
+	$(BIN)/hadis table configmap --profile profiles/l40s-hadis-reference.yaml \
+		--grid $(DATA)/tables/config_results_hybrid.csv --with-grid --name hadis-l40s --out profiles/configmap-l40s.yaml
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,192 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hadis.core.pareto import Config, ParetoTable
+from hadis.core.planner import Demand, plan_cascade, plan_hadis_reference
+from hadis.core.profile import LatencyCurve, ModelProfile, Profile
+from hadis.core.queueing import erlang_c_table, pool_latency
+
+
+def erlang_c(c: int, a: float) -> float:
+    """Textbook Erlang C by factorials, independent of the recursion under test."""
+    if a >= c:
+        return 1.0
+    top = a**c / math.factorial(c) * c / (c - a)
+    return top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
+
+
+@pytest.mark.parametrize("c, a", [(1, 0.5), (2, 1.0), (4, 3.2), (10, 7.5), (16, 15.9)])
+def test_erlang_c_matches_the_formula(c, a):
+    assert erlang_c_table(np.array(a), c)[c] == pytest.approx(erlang_c(c, a))
+
+
+def test_pool_latency_shape_and_monotone_in_gpus():
+    lat, batch = pool_latency(
+        np.array([5.0, 0.0]), np.array([0, 0]), np.array([1, 2]), np.array([1.0, 1.8]), 8, 0.7, 0.97
+    )
+    assert lat.shape == (2, 9)
+    assert math.isinf(lat[0, 0]) and math.isinf(lat[0, 2])  # 2 GPUs carry at most 2.2 req/s
+    finite = lat[0][np.isfinite(lat[0])]
+    assert np.all(np.diff(finite) <= 1e-12)  # more GPUs never slower
+    assert lat[1].tolist() == [0.0] * 9  # no demand, no backlog: nothing to wait for
+    # A backlog adds its drain time.
+    one = (np.array([1]), np.array([1.0]), 8, 0.7, 0.97)
+    without, _ = pool_latency(np.array([5.0]), np.array([0]), *one)
+    with_backlog, _ = pool_latency(np.array([5.0]), np.array([20]), *one)
+    assert with_backlog[0, 8] == pytest.approx(without[0, 8] + 20 / 8)
+    assert set(batch[0][np.isfinite(lat[0])]) <= {1, 2}
+
+
+def small_profile(lat_light: float, lat_heavy: float) -> Profile:
+    return Profile(
+        device="test",
+        models=(
+            ModelProfile("L", "", 2, 0.0, 512, LatencyCurve({1: lat_light}, rule="scaled", factor=0.9)),
+            ModelProfile("H", "", 20, 5.0, 512, LatencyCurve({1: lat_heavy}, rule="scaled", factor=0.9)),
+        ),
+        batch_sizes=(1, 2, 4, 8),
+    )
+
+
+def table_from(shares: list[tuple[float, float]]) -> ParetoTable:
+    rows = [Config("L", "H", r, d, quality=30 - 10 * (r + (1 - r) * d)) for r, d in shares]
+    return ParetoTable(rows)
+
+
+def brute_force(profile, table, gpus, slo, demand, quantile, max_util):
+    """Every row x every split x every batch pair, scalar arithmetic only."""
+    best = None
+    for c in table.rows:
+        lam_l, lam_h = (1 - c.router_ratio) * demand, c.heavy_ratio * demand
+        for g_l in range(gpus + 1):
+            g_h = gpus - g_l
+
+            def pool(model, lam, g):
+                if lam == 0:
+                    return 0.0
+                options = []
+                for b, s in profile.feasible_batches(model):
+                    a = lam * s / b
+                    if g == 0 or a / g >= max_util:
+                        continue
+                    cc = erlang_c(g, a)
+                    spare = g / s - lam / b
+                    wait = max(0.0, math.log(cc / (1 - quantile))) / (2 * spare) if cc > 0 else 0.0
+                    options.append(wait + s)
+                return min(options, default=math.inf)
+
+            wl, wh = pool("L", lam_l, g_l), pool("H", lam_h, g_h)
+            paths = []
+            if c.router_ratio < 1 and c.disc_ratio < 1:
+                paths.append(wl)
+            if c.router_ratio < 1 and c.disc_ratio > 0:
+                paths.append(wl + wh)
+            if c.router_ratio > 0:
+                paths.append(wh)
+            worst = max(paths)
+            if worst <= slo and (best is None or c.quality < best):
+                best = c.quality
+    return best
+
+
+GRID = [(r / 10, d / 10) for r in range(0, 11, 2) for d in range(0, 11, 2)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gpus=st.integers(1, 6),
+    demand=st.floats(0.1, 12.0),
+    slo=st.floats(1.0, 8.0),
+    shares=st.lists(st.sampled_from(GRID), min_size=1, max_size=8, unique=True),
+)
+def test_cascade_planner_is_optimal_by_brute_force(gpus, demand, slo, shares):
+    profile, table = small_profile(0.2, 1.5), table_from(shares)
+    plan = plan_cascade(profile, table, gpus, slo, Demand(demand))
+    expected = brute_force(profile, table, gpus, slo, demand, 0.7, 0.97)
+    if expected is None:
+        assert not plan.feasible and plan.reason
+    else:
+        assert plan.feasible
+        assert plan.predicted_quality == pytest.approx(expected)
+        assert plan.predicted_latency_s <= slo
+        assert sum(a.gpus for a in plan.allocations) == gpus
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gpus=st.integers(1, 8),
+    demand=st.floats(0.1, 12.0),
+    slo=st.floats(1.0, 8.0),
+    delay=st.floats(0.0, 2.0),
+    shares=st.lists(st.sampled_from(GRID), min_size=1, max_size=8, unique=True),
+)
+def test_reference_planner_is_optimal_by_brute_force(gpus, demand, slo, delay, shares):
+    profile, table = small_profile(0.2, 1.5), table_from(shares)
+    plan = plan_hadis_reference(profile, table, gpus, slo, Demand(demand), queue_delay_s=delay)
+    best = None
+    for c in table.rows:
+        for (b_l, s_l), (b_h, s_h) in itertools.product(profile.feasible_batches("L"), profile.feasible_batches("H")):
+            for g_l, g_h in itertools.product(range(1, gpus + 1), range(gpus + 1)):
+                if g_l + g_h > gpus or (c.heavy_ratio > 0 and g_h == 0):
+                    continue
+                if g_l * b_l / s_l + 1e-9 < demand or g_h * b_h / s_h + 1e-9 < c.heavy_ratio * demand:
+                    continue
+                if s_l + s_h + 1.2 * delay > slo:
+                    continue
+                best = c.quality if best is None else min(best, c.quality)
+    if best is None:
+        assert not plan.feasible
+    else:
+        assert plan.feasible and plan.predicted_quality == pytest.approx(best)
+        assert sum(a.gpus for a in plan.allocations) == gpus  # left-over GPUs are handed out
+
+
+def test_each_model_is_provisioned_for_the_traffic_that_reaches_it():
+    profile, table = small_profile(0.2, 1.5), table_from([(0.3, 0.5)])
+    plan = plan_cascade(profile, table, 16, 10.0, Demand(10.0))
+    rates = {a.model: a.arrival_rate for a in plan.allocations}
+    assert rates["L"] == pytest.approx(7.0)  # (1 - r) of demand
+    assert rates["H"] == pytest.approx(6.5)  # r + (1 - r) d of demand
+    ref = plan_hadis_reference(profile, table, 16, 10.0, Demand(10.0))
+    assert {a.model: a.arrival_rate for a in ref.allocations}["L"] == pytest.approx(10.0)
+
+
+def test_queues_push_the_planner_to_more_capacity():
+    profile = small_profile(0.2, 1.5)
+    table = table_from([(0.0, 0.0), (0.0, 0.5), (0.0, 1.0)])
+    calm = plan_cascade(profile, table, 8, 6.0, Demand(3.0))
+    backlog = plan_cascade(profile, table, 8, 6.0, Demand(3.0, {"H": 40}))
+    assert backlog.config.heavy_ratio < calm.config.heavy_ratio
+
+
+def test_infeasible_gives_reason_and_a_fallback_that_serves_everything_light():
+    profile, table = small_profile(0.2, 1.5), table_from([(0.5, 0.5), (1.0, 0.0)])
+    plan = plan_cascade(profile, table, 2, 6.0, Demand(1000.0))
+    assert not plan.feasible
+    assert "exceeds the capacity" in plan.reason
+    assert plan.gpus("L") == 2 and plan.gpus("H") == 0
+    ref = plan_hadis_reference(profile, table, 2, 6.0, Demand(1000.0))
+    assert not ref.feasible and ref.gpus("L") == 2
+
+
+def test_bad_inputs_are_refused():
+    profile, table = small_profile(0.2, 1.5), table_from([(0.5, 0.5)])
+    with pytest.raises(ValueError, match="GPU budget"):
+        plan_cascade(profile, table, 0, 6.0, Demand(1.0))
+    with pytest.raises(ValueError, match="SLO"):
+        plan_cascade(profile, table, 2, 0.0, Demand(1.0))
+    with pytest.raises(ValueError, match="demand"):
+        plan_cascade(profile, table, 2, 6.0, Demand(math.nan))
+
+
+def test_e1_plans_are_sensible(sim_data):
+    low = plan_cascade(sim_data.profile, sim_data.table, 16, 6.0, Demand(2.0))
+    high = plan_cascade(sim_data.profile, sim_data.table, 16, 6.0, Demand(60.0))
+    assert low.feasible and high.feasible
+    assert low.config.pair == ("sd3.5-medium", "sd3.5-large")
+    assert high.predicted_quality > low.predicted_quality  # more load, lighter configuration

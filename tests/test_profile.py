@@ -73,13 +73,14 @@ models:
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (("steps: 2", "steps: two"), "field 'models[0].steps'"),
-        (("rule: scaled", "rule: cubic"), "field 'models[0].latency.rule'"),
+        (("steps: 2", "steps: two"), "bad.yaml:6: field 'models[0].steps'"),
+        (("rule: scaled", "rule: cubic"), "bad.yaml:8: field 'models[0].latency.rule'"),
         (("{1: 0.5}", "{1: -0.5}"), "must be > 0"),
         (("{1: 0.5}", "{2: 0.5}"), "needs a measured batch size 1"),
         (("format: hadis.profile/v1", "format: other"), "unsupported format"),
-        (("    resolution: 512\n", ""), "field 'resolution'"),
+        (("    resolution: 512\n", ""), "bad.yaml:5: field 'models[0].resolution': missing required field"),
         (("device: test", "device: [unclosed"), "invalid YAML"),
+        (("device: test\n", ""), "bad.yaml:2: field 'device': missing required field"),
     ],
 )
 def test_errors_name_the_file_and_field(edit, expected):

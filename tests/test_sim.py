@@ -149,7 +149,11 @@ def test_cli_sim_writes_json_csv_and_plot(tmp_path, data_dir, short_trace):
     "target, content, message",
     [
         ("traces", "arrival_ms,prompt_index\n1,2\n3,oops\n", "bad-trace.csv:3:"),
-        ("profiles/l40s_hadis_reference.yaml", "models:\n  - name: x\n", "field 'latency_bs1_s'"),
+        (
+            "profiles/l40s_hadis_reference.yaml",
+            "models:\n  - name: x\n",
+            "l40s_hadis_reference.yaml:2: field 'models[0].latency_bs1_s'",
+        ),
         (
             "tables/config_results_hybrid.csv",
             "light_model,heavy_model,router_ratio,disc_ratio,threshold,latency,fid\n0,1,0.0,0.0,0.0,0.5,x\n",

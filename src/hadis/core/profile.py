@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -175,7 +176,7 @@ def dump_profile(profile: Profile) -> str:
 
 def _need(d: Mapping[str, Any], key: str, source: str, where: str) -> Any:
     if not isinstance(d, Mapping) or key not in d:
-        raise DataError(source, f"missing required field in {where}", field=key)
+        raise DataError(source, "missing required field", field=key if where == "the profile" else f"{where}.{key}")
     return d[key]
 
 
@@ -273,13 +274,42 @@ def _curve_from_dict(lat: Any, source: str, where: str) -> LatencyCurve:
 
 
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
+    """Parse a profile in our format, or the HADIS reference YAML; errors carry a line number."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = None if mark is None else mark.line + 1
         raise DataError(source, f"invalid YAML: {getattr(exc, 'problem', exc)}", line=line) from None
-    return profile_from_dict(doc, source)
+    try:
+        if isinstance(doc, Mapping) and "format" not in doc and "models" in doc:
+            return profile_from_hadis_reference(doc, source)
+        return profile_from_dict(doc, source)
+    except DataError as err:
+        if err.line is not None or not err.field:
+            raise
+        raise DataError(source, err.message, line=line_of_field(text, err.field), field=err.field) from None
+
+
+def line_of_field(text: str, field_path: str) -> int | None:
+    """The 1-based line of ``a.b[2].c`` in a YAML text, or of its deepest existing parent."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    if node is None:
+        return None
+    for part in re.findall(r"\[\d+\]|[^.\[\]]+", field_path):
+        if part.startswith("[") and isinstance(node, yaml.SequenceNode) and int(part[1:-1]) < len(node.value):
+            node = node.value[int(part[1:-1])]
+            continue
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is not None:
+                node = match
+                continue
+        break
+    return node.start_mark.line + 1
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -295,19 +325,16 @@ def load_profile(path: str | Path) -> Profile:
         raise DataError(str(path), f"cannot read: {exc.strerror}") from None
     if path.suffix == ".csv":
         return parse_diffserve_csv(text, str(path))
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return parse_profile(text, str(path))  # re-raises with a line number
-    if isinstance(doc, Mapping) and "format" not in doc and "models" in doc:
-        return profile_from_hadis_reference(doc, str(path))
-    return profile_from_dict(doc, str(path))
+    return parse_profile(text, str(path))
 
 
 def profile_from_hadis_reference(doc: Mapping[str, Any], source: str) -> Profile:
     """Convert the HADIS artifact's reference YAML (batch-1 latency plus the 0.9 batch rule)."""
     models = []
-    for i, m in enumerate(_need(doc, "models", source, "the profile")):
+    raw_models = _need(doc, "models", source, "the profile")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise DataError(source, "expected a non-empty list of models", field="models")
+    for i, m in enumerate(raw_models):
         where = f"models[{i}]"
         bs1 = _number(_need(m, "latency_bs1_s", source, where), source, f"{where}.latency_bs1_s", positive=True)
         models.append(

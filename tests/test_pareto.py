@@ -146,3 +146,12 @@ def test_table_errors_name_file_and_line(row, message):
 def test_table_missing_columns():
     with pytest.raises(DataError, match=r"t.csv:1: missing column\(s\) quality"):
         parse_table("light,heavy,router_ratio,disc_ratio,heavy_ratio,metric,latency_s\n", "t.csv")
+
+
+def test_planning_table_uses_the_dense_front_only_with_a_grid(grid):
+    from hadis.core.pareto import planning_table
+
+    plain = ParetoTable(pareto_filter(grid))
+    assert planning_table(plain) is plain
+    dense = planning_table(ParetoTable(pareto_filter(grid), QualityGrid(grid)))
+    assert len(dense) == len(densify(QualityGrid(grid), 0.02)) > len(plain)

@@ -132,7 +132,7 @@ def cmd_profile_convert(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from hadis.core.bundle import parse_configmap
-    from hadis.core.pareto import read_file
+    from hadis.core.pareto import planning_table, read_file
     from hadis.core.planner import Demand, plan_cascade, plan_hadis_reference
 
     bundle = parse_configmap(read_file(args.configmap), args.configmap)
@@ -141,8 +141,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         model, _, n = item.partition("=")
         queues[model] = int(n)
     demand = Demand(args.rate, queues)
-    planner = plan_cascade if args.policy == "hadis" else plan_hadis_reference
-    plan = planner(bundle.profile, bundle.table, args.gpus, args.slo, demand)
+    if args.policy == "hadis":  # ours plans over the dense front of the grid when the ConfigMap has one
+        plan = plan_cascade(bundle.profile, planning_table(bundle.table), args.gpus, args.slo, demand)
+    else:
+        plan = plan_hadis_reference(bundle.profile, bundle.table, args.gpus, args.slo, demand)
     if args.json:
         out = {
             "policy": plan.policy,

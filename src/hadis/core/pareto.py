@@ -345,3 +345,16 @@ def _pair_latencies(rows: Sequence[Config]) -> tuple[float | None, float]:
     y = np.array([c.latency_s for c in rows])
     (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
     return float(a), float(b)
+
+
+DENSE_STEP = 0.02
+
+
+def planning_table(table: ParetoTable, step: float = DENSE_STEP) -> ParetoTable:
+    """What the product plans over: the dense front of the grid when the table carries one.
+
+    The simulator's ``hadis`` and ``hadis plan`` both use this, so they plan alike.
+    """
+    if table.grid is None:
+        return table
+    return ParetoTable(densify(table.grid, step), table.grid)

@@ -22,12 +22,20 @@ from pathlib import Path
 import numpy as np
 
 from hadis.core.errors import DataError
-from hadis.core.pareto import Config, ParetoTable, QualityGrid, densify, load_grid, load_table, read_file
+from hadis.core.pareto import (
+    Config,
+    ParetoTable,
+    QualityGrid,
+    load_grid,
+    load_table,
+    pareto_filter,
+    planning_table,
+    read_file,
+)
 from hadis.core.profile import Profile, load_profile
 from hadis.core.routing import HADIS_FEATURES, percentiles, rule_scores
 
 IMAGES_PER_PROMPT = 4
-DENSE_STEP = 0.02
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,7 @@ def load_data_dir(data_dir: str | Path, time_scale: float = 1.0) -> SimData:
     profile = load_profile(d / "profiles" / "l40s_hadis_reference.yaml").scaled(time_scale)
     grid_rows: list[Config] = load_grid(d / "tables" / "config_results_hybrid.csv", profile.names)
     grid = QualityGrid(grid_rows)
-    table = ParetoTable(densify(grid, DENSE_STEP), grid)
+    table = planning_table(ParetoTable(pareto_filter(grid_rows), grid))
     hadis_table = ParetoTable(load_table(d / "tables" / "hadis_hybrid_pareto.csv", profile.names), grid)
     features = load_features(d / "router" / "hadis_features.csv")
     p_real = {}

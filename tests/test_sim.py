@@ -191,5 +191,9 @@ def test_cli_plan_from_the_shipped_configmap(data_dir):
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     assert plan["feasible"] and sum(a["gpus"] for a in plan["allocations"]) == 16
+    assert 0 < plan["headroom_s"] <= 60
     out = run_cli("plan", "--configmap", str(cm), "--gpus", "1", "--slo", "1", "--rate", "400")
     assert out.returncode == 1 and "INFEASIBLE" in out.stdout
+    out = run_cli("plan", "--configmap", str(cm), "--gpus", "1", "--slo", "1", "--rate", "400", "--json")
+    plan = json.loads(out.stdout)  # strict JSON: no Infinity
+    assert plan["feasible"] is False and plan["predicted_latency_s"] is None and plan["reason"]

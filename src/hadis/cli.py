@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from hadis import __version__
 from hadis.core.errors import DataError
+from hadis.jsonsafe import json_safe
 
 DEFAULT_DATA_DIR = "data/hadis"
 
@@ -156,11 +156,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "router_ratio": plan.config.router_ratio,
             "disc_ratio": plan.config.disc_ratio,
             "predicted_quality": plan.predicted_quality,
-            "predicted_latency_s": _finite(plan.predicted_latency_s),
-            "headroom_s": _finite(plan.headroom_s),
-            "allocations": [{**a.__dict__, "latency_s": _finite(a.latency_s)} for a in plan.allocations],
+            "predicted_latency_s": plan.predicted_latency_s,
+            "headroom_s": plan.headroom_s,
+            "allocations": [a.__dict__ for a in plan.allocations],
         }
-        print(json.dumps(out, indent=2))
+        print(json.dumps(json_safe(out), indent=2))
     else:
         print(plan.summary())
     return 0 if plan.feasible else 1
@@ -255,11 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
     return p
-
-
-def _finite(x: float) -> float | None:
-    """JSON has no infinity: an unbounded latency is written as null."""
-    return x if math.isfinite(x) else None
 
 
 def _positive_int(text: str) -> int:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from hadis.core.errors import DataError
 
 TABLE_COLUMNS = ("light", "heavy", "router_ratio", "disc_ratio", "heavy_ratio", "metric", "quality", "latency_s")
@@ -339,8 +341,6 @@ def _pair_latencies(rows: Sequence[Config]) -> tuple[float | None, float]:
     """Fit latency = (1 - r) a + h b from a pair's grid rows (least squares, 2 unknowns)."""
     if len(rows) < 2:
         return None, 0.0
-    import numpy as np
-
     x = np.array([[1 - c.router_ratio, c.heavy_ratio] for c in rows])
     y = np.array([c.latency_s for c in rows])
     (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)

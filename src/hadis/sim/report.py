@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from hadis.jsonsafe import json_safe
 from hadis.sim.run import SimSettings, SystemRun
 
 
@@ -18,16 +19,8 @@ def to_json(runs: Sequence[SystemRun], settings: SimSettings, trace: str) -> dic
         "slo_s": settings.slo_s,
         "time_scale": settings.time_scale,
         "replan_interval_s": settings.interval,
-        "systems": {r.system: _clean(r.summary) for r in runs},
+        "systems": {r.system: json_safe(r.summary) for r in runs},
     }
-
-
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    return obj
 
 
 def write_json(path: str | Path, runs: Sequence[SystemRun], settings: SimSettings, trace: str) -> None:

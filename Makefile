@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 DATA := data/hadis
 OUT := out
 
-.PHONY: help install lint format test e1 bench profiles clean
+LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
+
+.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval clean
 
 help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
@@ -15,6 +17,9 @@ help:
 	@echo "make bench     planner and simulator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
+	@echo "make route-eval  ROC-AUC of router scores and live-feature agreement"
+	@echo "make router-models  retrain the shipped router models (profiles/router/, rule statistics)"
+	@echo "make lexicon   rebuild the router lexicon (installs wordfreq)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +49,7 @@ e1: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_planner.py
 	$(BIN)/python benchmarks/bench_e1.py
+	$(BIN)/python benchmarks/bench_router.py
 
 profiles: $(STAMP)
 	$(BIN)/hadis profile convert $(DATA)/profiles/l40s_hadis_reference.yaml --out profiles/l40s-hadis-reference.yaml
@@ -53,6 +59,21 @@ profiles: $(STAMP)
 		--profile profiles/l40s-hadis-reference.yaml --out profiles/pareto-l40s.csv
 	$(BIN)/hadis table configmap --profile profiles/l40s-hadis-reference.yaml \
 		--grid $(DATA)/tables/config_results_hybrid.csv --with-grid --name hadis-l40s --out profiles/configmap-l40s.yaml
+
+route-eval: $(STAMP)
+	$(BIN)/hadis route eval --data-dir $(DATA) --features
+	$(BIN)/hadis route compare --data-dir $(DATA) --model-file profiles/router/learned-sdxl-lightning-2step.json
+
+router-models: $(STAMP)
+	mkdir -p profiles/router
+	$(BIN)/hadis route train --mode rule --data-dir $(DATA) --out src/hadis/scoring/data/rule-hadis.json
+	for m in $(LIGHTS); do \
+		$(BIN)/hadis route train --data-dir $(DATA) --light $$m --out profiles/router/learned-$$m.json || exit 1; \
+	done
+
+lexicon: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,lexicon]'
+	$(BIN)/python -m hadis.scoring.build_lexicon --concreteness $(DATA)/router/concreteness.csv
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -254,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--policy", choices=["hadis", "hadis-ref"], default="hadis")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
+
+    from hadis import cli_route
+
+    cli_route.add_parser(sub, _data_dir_default())
     return p
 
 

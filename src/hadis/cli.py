@@ -255,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
 
-    from hadis import cli_route
+    from hadis import cli_route, cli_serve
 
     cli_route.add_parser(sub, _data_dir_default())
+    cli_serve.add_parsers(sub)
     return p
 
 

@@ -1,0 +1,86 @@
+"""``hadis worker serve``, ``hadis router serve`` and ``hadis up``: the long-running parts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+WORKERS_DIR = Path(__file__).resolve().parents[2] / "workers"
+
+
+def cmd_worker_serve(args: argparse.Namespace) -> int:
+    try:
+        from hadis.workers.server import serve
+    except ImportError as e:
+        raise SystemExit(f"error: the worker needs the 'worker' extra (pip install -e '.[worker]'): {e}") from None
+    from hadis.workers.spec import find_spec
+
+    spec = find_spec(args.model, WORKERS_DIR)
+    serve(
+        spec,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        device=args.device,
+    )
+    return 0
+
+
+def cmd_router_serve(args: argparse.Namespace) -> int:
+    from hadis.router.service import serve
+
+    serve(args.config, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from hadis.local import run_up_tiny
+
+    if not args.tiny:
+        raise SystemExit("error: only 'hadis up --tiny' runs locally; real models run on a cluster (see the README)")
+    return run_up_tiny(args)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    w = sub.add_parser("worker", help="the Triton worker around a diffusers pipeline")
+    wsub = w.add_subparsers(dest="worker_command", required=True, metavar="{serve}")
+    ws = wsub.add_parser(
+        "serve",
+        help="serve one model variant over the Triton protocol (PyTriton)",
+        description="Loads the pipeline named by a spec (a file, or a name from workers/), warms it up, then "
+        "serves it with Triton's dynamic batching. Needs the 'worker' extra.",
+    )
+    ws.add_argument("--model", required=True, help="spec file or variant name (e.g. tiny-light, sd3.5-large)")
+    ws.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    ws.add_argument("--http-port", type=int, default=8000)
+    ws.add_argument("--grpc-port", type=int, default=8001)
+    ws.add_argument("--metrics-port", type=int, default=8002)
+    ws.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: %(default)s)")
+    ws.set_defaults(func=cmd_worker_serve)
+
+    r = sub.add_parser("router", help="the OpenAI-compatible router in front of the workers")
+    rsub = r.add_subparsers(dest="router_command", required=True, metavar="{serve}")
+    rs = rsub.add_parser(
+        "serve",
+        help="serve POST /v1/images/generations, /healthz, /readyz, /metrics",
+        description="Reads a hadis.router-config/v1 file and reloads it when it changes.",
+    )
+    rs.add_argument("--config", required=True, help="router config YAML")
+    rs.add_argument("--host", default="127.0.0.1")
+    rs.add_argument("--port", type=int, default=8080)
+    rs.set_defaults(func=cmd_router_serve)
+
+    u = sub.add_parser(
+        "up",
+        help="start a local data plane: tiny workers and the router, as real processes",
+        description="Starts a tiny light worker, a tiny heavy worker and the router on loopback, prints "
+        "'router: http://127.0.0.1:PORT' once ready, and stops everything on Ctrl-C or SIGTERM.",
+    )
+    u.add_argument("--tiny", action="store_true", help="use the tiny random-weight pipelines (CPU)")
+    u.add_argument("--port", type=int, help="router port (default: a free one)")
+    u.add_argument("--router-ratio", type=float, default=0.2)
+    u.add_argument("--disc-ratio", type=float, default=0.3)
+    u.add_argument("--slo", type=float, default=6.0, help="latency SLO in seconds (default: %(default)s)")
+    u.add_argument("--workdir", type=Path, help="where config and logs go (default: a temp folder)")
+    u.set_defaults(func=cmd_up)

@@ -1,0 +1,191 @@
+"""``hadis up --tiny``: a local data plane (two tiny Triton workers and the router) as real processes.
+
+Each part runs as its own ``hadis`` process on loopback, as in a cluster: the router reaches
+the workers over the Triton HTTP protocol. Prints ``router: http://127.0.0.1:PORT`` once every
+part is ready; Ctrl-C or SIGTERM stops all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config
+
+WORKERS_DIR = Path(__file__).resolve().parents[2] / "workers"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as r:
+                if r.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+@dataclass
+class LocalPlane:
+    """The processes of a local data plane and where they listen."""
+
+    workdir: Path
+    router_port: int
+    worker_ports: dict[str, int]  # model -> Triton HTTP port
+    metrics_ports: dict[str, int]  # model -> Triton metrics port
+    config_path: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def router_url(self) -> str:
+        return f"http://127.0.0.1:{self.router_port}"
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _hadis(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hadis.cli", *args]
+
+
+def start_worker(plane: LocalPlane, model: str, spec: str) -> None:
+    http = plane.worker_ports[model]
+    cmd = _hadis(
+        "worker", "serve", "--model", spec, "--http-port", str(http), "--grpc-port", str(free_port()),
+        "--metrics-port", str(plane.metrics_ports[model]),
+    )  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    logf = (plane.workdir / f"{model}.log").open("w")
+    plane.procs[model] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def start_router(plane: LocalPlane) -> None:
+    cmd = _hadis("router", "serve", "--config", str(plane.config_path), "--port", str(plane.router_port))
+    logf = (plane.workdir / "router.log").open("w")
+    plane.procs["router"] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def tiny_config(
+    light_port: int,
+    heavy_port: int,
+    router_ratio: float = 0.2,
+    disc_ratio: float = 0.3,
+    slo_s: float = 6.0,
+    scoring: Scoring | None = None,
+    cascade: str = "tiny",
+) -> RouterConfig:
+    return RouterConfig(
+        cascade=cascade,
+        slo_s=slo_s,
+        size="64x64",
+        light=Tier("tiny-light", (f"127.0.0.1:{light_port}",)),
+        heavy=Tier("tiny-heavy", (f"127.0.0.1:{heavy_port}",)),
+        router_ratio=router_ratio,
+        disc_ratio=disc_ratio,
+        scoring=scoring or Scoring(),
+        limits=Limits(),
+    )
+
+
+def up_tiny(
+    workdir: Path | None = None,
+    router_port: int | None = None,
+    router_ratio: float = 0.2,
+    disc_ratio: float = 0.3,
+    slo_s: float = 6.0,
+    progress=print,
+    ready_timeout_s: float = 240.0,
+) -> LocalPlane:
+    """Start the tiny plane and return once every part is ready (or raise, having stopped it)."""
+    wd = Path(workdir or tempfile.mkdtemp(prefix="hadis-up-"))
+    wd.mkdir(parents=True, exist_ok=True)
+    models = {"tiny-light": str(WORKERS_DIR / "tiny-light.yaml"), "tiny-heavy": str(WORKERS_DIR / "tiny-heavy.yaml")}
+    plane = LocalPlane(
+        workdir=wd,
+        router_port=router_port or free_port(),
+        worker_ports={m: free_port() for m in models},
+        metrics_ports={m: free_port() for m in models},
+        config_path=wd / "router.yaml",
+    )
+    cfg = tiny_config(
+        plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], router_ratio, disc_ratio, slo_s
+    )
+    plane.config_path.write_text(dump_config(cfg))
+    try:
+        for model, spec in models.items():
+            progress(f"starting worker {model} on 127.0.0.1:{plane.worker_ports[model]} (log: {wd / (model + '.log')})")
+            start_worker(plane, model, spec)
+        for model in models:
+            url = f"http://127.0.0.1:{plane.worker_ports[model]}/v2/health/ready"
+            if not wait_http_ok(url, ready_timeout_s, plane.procs[model]):
+                raise RuntimeError(f"worker {model} did not become ready; see {wd / (model + '.log')}")
+            progress(f"worker {model} ready")
+        progress(f"starting the router on 127.0.0.1:{plane.router_port} (log: {wd / 'router.log'})")
+        start_router(plane)
+        if not wait_http_ok(f"{plane.router_url}/readyz", 60.0, plane.procs["router"]):
+            raise RuntimeError(f"the router did not become ready; see {wd / 'router.log'}")
+    except BaseException:
+        plane.stop()
+        raise
+    return plane
+
+
+def run_up_tiny(args) -> int:
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        plane = up_tiny(args.workdir, args.port, args.router_ratio, args.disc_ratio, args.slo, progress=progress)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"router: {plane.router_url}", flush=True)
+    progress(f"config: {plane.config_path} (edit it: the router reloads it); Ctrl-C stops everything")
+    code = 0
+    while stop["signal"] is None:
+        dead = [name for name, p in plane.procs.items() if p.poll() is not None]
+        if dead:
+            progress(f"error: {', '.join(dead)} exited; stopping")
+            code = 1
+            break
+        time.sleep(0.5)
+    progress("stopping")
+    plane.stop()
+    progress("stopped")
+    return code

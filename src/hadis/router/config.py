@@ -1,0 +1,212 @@
+"""The router's configuration file (``hadis.router-config/v1``), parsed and validated.
+
+The operator writes it into a ConfigMap that is mounted into the router pod; ``hadis up``
+writes one for a local data plane. Example::
+
+    apiVersion: hadis.router-config/v1
+    cascade: demo                 # the label on every metric
+    sloSeconds: 6
+    size: 64x64                   # the image size the models produce
+    routerRatio: 0.2              # share of prompts sent straight to heavy
+    discRatio: 0.3                # share of light results escalated
+    light:
+      name: tiny-light            # Triton model name
+      endpoints: [127.0.0.1:8000] # Triton HTTP endpoints, one per replica
+    heavy:
+      name: tiny-heavy
+      endpoints: [127.0.0.1:8010]
+    scoring: {mode: rule}         # or {mode: learned, modelFile: /etc/hadis/router-model.json}
+    limits: {maxN: 4, maxPromptChars: 4000, maxBodyBytes: 65536, maxInFlight: 64}
+
+Unknown keys are refused (a typo must not silently change behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from hadis.core.errors import DataError
+
+API_VERSION = "hadis.router-config/v1"
+_SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+_ENDPOINT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    endpoints: tuple[str, ...]
+    timeout_s: float | None = None  # per call; default: the remaining deadline
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_n: int = 4
+    max_prompt_chars: int = 4000
+    max_body_bytes: int = 64 * 1024
+    max_in_flight: int = 64  # images in flight per tier before new requests are shed
+
+
+@dataclass(frozen=True)
+class Scoring:
+    mode: str = "rule"
+    model_file: str | None = None
+    window: int = 2000
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    cascade: str
+    slo_s: float
+    size: str
+    light: Tier
+    heavy: Tier
+    router_ratio: float = 0.0
+    disc_ratio: float = 0.0
+    scoring: Scoring = field(default_factory=Scoring)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def width_height(self) -> tuple[int, int]:
+        m = _SIZE_RE.match(self.size)
+        assert m
+        return int(m.group(1)), int(m.group(2))
+
+
+def _take(doc: dict, source: str, path: str, allowed: set[str]) -> None:
+    extra = sorted(set(doc) - allowed)
+    if extra:
+        raise DataError(source, f"unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(allowed))}", field=path)
+
+
+def _number(doc: dict, key: str, source: str, path: str, lo: float, hi: float, default: float | None = None) -> float:
+    v = doc.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or not lo <= v <= hi:
+        raise DataError(source, f"must be a number in [{lo:g}, {hi:g}], got {v!r}", field=f"{path}{key}")
+    return float(v)
+
+
+def _int(doc: dict, key: str, source: str, path: str, lo: int, hi: int, default: int) -> int:
+    v = doc.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise DataError(source, f"must be an integer in [{lo}, {hi}], got {v!r}", field=f"{path}{key}")
+    return v
+
+
+def _tier(doc: Any, source: str, key: str) -> Tier:
+    if not isinstance(doc, dict):
+        raise DataError(source, "must be a mapping with name and endpoints", field=key)
+    _take(doc, source, key, {"name", "endpoints", "timeoutSeconds"})
+    name = doc.get("name")
+    if not isinstance(name, str) or not name:
+        raise DataError(source, "must be a non-empty string (the Triton model name)", field=f"{key}.name")
+    eps = doc.get("endpoints")
+    if not isinstance(eps, list) or not eps or not all(isinstance(e, str) and _ENDPOINT_RE.match(e) for e in eps):
+        raise DataError(source, "must be a non-empty list of host:port", field=f"{key}.endpoints")
+    timeout = None
+    if "timeoutSeconds" in doc:
+        timeout = _number(doc, "timeoutSeconds", source, f"{key}.", 0.001, 3600)
+    return Tier(name, tuple(eps), timeout)
+
+
+def parse_config(text: str, source: str) -> RouterConfig:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = None if line is None else line + 1
+        raise DataError(source, f"invalid YAML: {getattr(e, 'problem', e)}", line=where) from None
+    if not isinstance(doc, dict):
+        raise DataError(source, "must be a YAML mapping")
+    _take(
+        doc,
+        source,
+        "",
+        {
+            "apiVersion",
+            "cascade",
+            "sloSeconds",
+            "size",
+            "routerRatio",
+            "discRatio",
+            "light",
+            "heavy",
+            "scoring",
+            "limits",
+        },
+    )
+    if doc.get("apiVersion") != API_VERSION:
+        raise DataError(source, f"must be {API_VERSION}, got {doc.get('apiVersion')!r}", field="apiVersion")
+    cascade = doc.get("cascade")
+    if not isinstance(cascade, str) or not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", cascade):
+        raise DataError(source, "must be a DNS label (lower-case letters, digits, '-')", field="cascade")
+    size = doc.get("size")
+    if not isinstance(size, str) or not _SIZE_RE.match(size):
+        raise DataError(source, f"must look like 1024x1024, got {size!r}", field="size")
+    scoring_doc = doc.get("scoring") or {}
+    if not isinstance(scoring_doc, dict):
+        raise DataError(source, "must be a mapping", field="scoring")
+    _take(scoring_doc, source, "scoring", {"mode", "modelFile", "window"})
+    mode = scoring_doc.get("mode", "rule")
+    if mode not in ("rule", "learned"):
+        raise DataError(source, f"must be rule or learned, got {mode!r}", field="scoring.mode")
+    model_file = scoring_doc.get("modelFile")
+    if model_file is not None and not isinstance(model_file, str):
+        raise DataError(source, "must be a path", field="scoring.modelFile")
+    if mode == "learned" and not model_file:
+        raise DataError(source, "learned scoring needs a model file", field="scoring.modelFile")
+    scoring = Scoring(mode, model_file, _int(scoring_doc, "window", source, "scoring.", 10, 1_000_000, 2000))
+    limits_doc = doc.get("limits") or {}
+    if not isinstance(limits_doc, dict):
+        raise DataError(source, "must be a mapping", field="limits")
+    _take(limits_doc, source, "limits", {"maxN", "maxPromptChars", "maxBodyBytes", "maxInFlight"})
+    limits = Limits(
+        max_n=_int(limits_doc, "maxN", source, "limits.", 1, 16, Limits.max_n),
+        max_prompt_chars=_int(limits_doc, "maxPromptChars", source, "limits.", 1, 1_000_000, Limits.max_prompt_chars),
+        max_body_bytes=_int(
+            limits_doc, "maxBodyBytes", source, "limits.", 1024, 16 * 1024 * 1024, Limits.max_body_bytes
+        ),
+        max_in_flight=_int(limits_doc, "maxInFlight", source, "limits.", 1, 100_000, Limits.max_in_flight),
+    )
+    return RouterConfig(
+        cascade=cascade,
+        slo_s=_number(doc, "sloSeconds", source, "", 0.001, 86400),
+        size=size,
+        light=_tier(doc.get("light"), source, "light"),
+        heavy=_tier(doc.get("heavy"), source, "heavy"),
+        router_ratio=_number(doc, "routerRatio", source, "", 0.0, 1.0, 0.0),
+        disc_ratio=_number(doc, "discRatio", source, "", 0.0, 1.0, 0.0),
+        scoring=scoring,
+        limits=limits,
+    )
+
+
+def dump_config(cfg: RouterConfig) -> str:
+    doc: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "cascade": cfg.cascade,
+        "sloSeconds": cfg.slo_s,
+        "size": cfg.size,
+        "routerRatio": cfg.router_ratio,
+        "discRatio": cfg.disc_ratio,
+        "light": {"name": cfg.light.name, "endpoints": list(cfg.light.endpoints)},
+        "heavy": {"name": cfg.heavy.name, "endpoints": list(cfg.heavy.endpoints)},
+        "scoring": {"mode": cfg.scoring.mode, "window": cfg.scoring.window},
+        "limits": {
+            "maxN": cfg.limits.max_n,
+            "maxPromptChars": cfg.limits.max_prompt_chars,
+            "maxBodyBytes": cfg.limits.max_body_bytes,
+            "maxInFlight": cfg.limits.max_in_flight,
+        },
+    }
+    for key, tier in (("light", cfg.light), ("heavy", cfg.heavy)):
+        if tier.timeout_s is not None:
+            doc[key]["timeoutSeconds"] = tier.timeout_s
+    if cfg.scoring.model_file:
+        doc["scoring"]["modelFile"] = cfg.scoring.model_file
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,66 @@
+"""The router's Prometheus metrics (the names the operator queries; see DESIGN.md).
+
+All are labelled by ``cascade``; a private registry keeps tests independent. Images, not
+requests, are the unit of routing: a request for ``n`` images makes ``n`` decisions.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Image generation takes seconds; the client's default buckets stop at 10 s.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry or CollectorRegistry()
+        self.arrivals = Counter("hadis_router_arrivals", "Image generation requests received.", ["cascade"], registry=r)
+        self.decisions = Counter(
+            "hadis_router_routing_decisions",
+            "Images by routing outcome: light (served by the light model), direct_heavy (the router "
+            "sent the prompt straight to heavy), escalated (a light result the discriminator sent on).",
+            ["cascade", "decision"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "hadis_router_request_duration_seconds",
+            "End-to-end latency of answered generation requests.",
+            ["cascade"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.slo_violations = Counter(
+            "hadis_router_slo_violations", "Answered requests that took longer than the SLO.", ["cascade"], registry=r
+        )
+        self.rejected = Counter(
+            "hadis_router_rejected_requests",
+            "Requests refused: invalid (4xx), overload (shed early, 503), unavailable (no worker answered).",
+            ["cascade", "reason"],
+            registry=r,
+        )
+        self.degraded = Counter(
+            "hadis_router_degraded_images",
+            "Images served by the light model although heavy was wanted (heavy_unavailable, heavy_saturated).",
+            ["cascade", "reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "hadis_router_in_flight_requests", "Generation requests being processed.", ["cascade"], registry=r
+        )
+        self.images = Counter("hadis_router_images", "Images served, by model.", ["cascade", "model"], registry=r)
+        self.worker_errors = Counter(
+            "hadis_router_worker_errors", "Failed calls to a tier's workers.", ["cascade", "model"], registry=r
+        )
+        self.config_reloads = Counter(
+            "hadis_router_config_reloads",
+            "Configuration reloads by result (ok, error).",
+            ["cascade", "result"],
+            registry=r,
+        )
+        self.ratio = Gauge(
+            "hadis_router_configured_ratio",
+            "The shares in force: kind=router (straight to heavy) or kind=disc (escalated).",
+            ["cascade", "kind"],
+            registry=r,
+        )

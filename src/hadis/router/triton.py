@@ -1,0 +1,80 @@
+"""Calls to one tier's Triton workers (tritonclient, asyncio), with fail-over between replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+import tritonclient.http.aio as triton_http
+from tritonclient.utils import InferenceServerException
+
+from hadis.router.config import Tier
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    png: bytes
+    confidence: float | None
+    discriminator: str | None
+    endpoint: str
+    latency_s: float
+
+
+class WorkerUnavailable(Exception):
+    """No replica of the tier answered (every endpoint failed or the deadline passed)."""
+
+
+class TierClient:
+    """Round-robin over a tier's endpoints; a failed connection is retried on the next replica."""
+
+    def __init__(self, tier: Tier):
+        self.tier = tier
+        self._clients = {ep: triton_http.InferenceServerClient(ep, conn_timeout=2.0) for ep in tier.endpoints}
+        self._next = itertools.cycle(tier.endpoints)
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.close()
+
+    async def generate(self, prompt: str, seed: int, deadline: float) -> WorkerResult:
+        """One image before ``deadline`` (a ``time.monotonic()`` value), or WorkerUnavailable."""
+        errors: list[str] = []
+        start = next(self._next)
+        order = [start] + [e for e in self.tier.endpoints if e != start]
+        for endpoint in order:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                errors.append("deadline passed")
+                break
+            timeout = min(remaining, self.tier.timeout_s) if self.tier.timeout_s else remaining
+            t0 = time.monotonic()
+            try:
+                result = await asyncio.wait_for(self._infer(endpoint, prompt, seed), timeout)
+            except TimeoutError:
+                errors.append(f"{endpoint}: no answer within {timeout:.1f}s")
+                break  # the deadline is spent: another replica cannot finish in time either
+            except (aiohttp.ClientError, OSError, InferenceServerException) as e:
+                errors.append(f"{endpoint}: {type(e).__name__}: {str(e)[:200]}")
+                continue
+            png, conf, disc = result
+            return WorkerResult(png, conf, disc, endpoint, time.monotonic() - t0)
+        raise WorkerUnavailable(f"{self.tier.name}: " + "; ".join(errors))
+
+    async def _infer(self, endpoint: str, prompt: str, seed: int) -> tuple[bytes, float | None, str | None]:
+        p = triton_http.InferInput("PROMPT", [1, 1], "BYTES")
+        p.set_data_from_numpy(np.array([[prompt.encode("utf-8", errors="replace")]], dtype=object))
+        s = triton_http.InferInput("SEED", [1, 1], "INT64")
+        s.set_data_from_numpy(np.array([[seed]], dtype=np.int64))
+        r = await self._clients[endpoint].infer(self.tier.name, [p, s])
+        png = r.as_numpy("IMAGE")[0][0]
+        conf = r.as_numpy("CONFIDENCE")
+        disc = r.as_numpy("DISCRIMINATOR")
+        return (
+            bytes(png),
+            None if conf is None else float(conf[0][0]),
+            None if disc is None else bytes(disc[0][0]).decode(errors="replace"),
+        )

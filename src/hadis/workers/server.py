@@ -1,0 +1,157 @@
+"""A Triton server (PyTriton) around one diffusers pipeline: ``hadis worker serve``.
+
+Protocol (KServe v2 / Triton), model name = the spec's name:
+
+- inputs ``PROMPT`` (BYTES, UTF-8) and ``SEED`` (INT64), one each per request;
+- outputs ``IMAGE`` (BYTES: a PNG) and, on models that can be escalated from,
+  ``CONFIDENCE`` (FP32: the discriminator's P(real)) and ``DISCRIMINATOR`` (BYTES: ``random``
+  or ``safetensors:<sha256 prefix>``, so a client knows whether the confidence means anything).
+
+Triton batches concurrent requests up to the spec's ``maxBatch``. The server starts listening
+only after the pipeline is loaded and warmed up, so readiness means ready to serve; Triton's
+own metrics (``nv_inference_*``) are on the metrics port.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from hadis.workers.spec import ModelSpec
+
+log = logging.getLogger("hadis.worker")
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_generate(spec: ModelSpec, pipe, discriminator=None) -> Callable[[list[str], list[int]], dict[str, list]]:
+    """prompts + seeds -> PNGs (and confidences): the worker's work, free of Triton types."""
+    import torch
+
+    def generate(prompts: list[str], seeds: list[int]) -> dict[str, list]:
+        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+        with torch.inference_mode():
+            out = pipe(
+                prompts,
+                num_inference_steps=spec.steps,
+                guidance_scale=spec.guidance,
+                height=spec.height,
+                width=spec.width,
+                generator=generators,
+                output_type="np",
+            ).images
+        images = (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
+        result: dict[str, list] = {"IMAGE": [encode_png(img) for img in images]}
+        if discriminator is not None:
+            result["CONFIDENCE"] = list(discriminator.confidence(images))
+            result["DISCRIMINATOR"] = [discriminator.source.encode()] * len(images)
+        return result
+
+    return generate
+
+
+def triton_infer(generate: Callable[[list[str], list[int]], dict[str, list]]):
+    """Wrap ``generate`` as a PyTriton batched inference callable."""
+    from pytriton.decorators import batch
+
+    @batch
+    def infer(PROMPT: np.ndarray, SEED: np.ndarray) -> dict[str, np.ndarray]:
+        prompts = [p[0].decode("utf-8", errors="replace") if isinstance(p[0], bytes) else str(p[0]) for p in PROMPT]
+        seeds = [int(s[0]) for s in SEED]
+        result = generate(prompts, seeds)
+        out = {"IMAGE": np.array([[png] for png in result["IMAGE"]], dtype=object)}
+        if "CONFIDENCE" in result:
+            out["CONFIDENCE"] = np.array([[c] for c in result["CONFIDENCE"]], dtype=np.float32)
+            out["DISCRIMINATOR"] = np.array([[s] for s in result["DISCRIMINATOR"]], dtype=object)
+        return out
+
+    return infer
+
+
+def _libpython_path() -> None:
+    """PyTriton's Python-backend stub loads libpython from the library path: make it this
+    interpreter's (a pyenv Python otherwise gets the system's older one and fails at load)."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and os.path.isdir(libdir):
+        current = os.environ.get("LD_LIBRARY_PATH", "")
+        if libdir not in current.split(":"):
+            os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{current}" if current else libdir
+
+
+def serve(
+    spec: ModelSpec,
+    *,
+    host: str = "127.0.0.1",
+    http_port: int = 8000,
+    grpc_port: int = 8001,
+    metrics_port: int = 8002,
+    device: str = "cpu",
+) -> None:
+    """Load, warm up, then serve until SIGINT or SIGTERM."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    from hadis.workers.pipelines import build_discriminator, load_pipeline
+
+    start = time.perf_counter()
+    pipe = load_pipeline(spec, device)
+    disc = None
+    if spec.discriminator.enabled:
+        disc = build_discriminator(spec.discriminator.architecture, spec.discriminator.weights)
+    generate = make_generate(spec, pipe, disc)
+    generate(["warm-up"], [0])  # first call allocates and compiles; keep it out of user latency
+    print(
+        f"worker {spec.name}: loaded and warmed up in {time.perf_counter() - start:.1f}s "
+        f"(discriminator: {disc.source if disc else 'none'})",
+        file=sys.stderr,
+        flush=True,
+    )
+    _libpython_path()
+    outputs = [Tensor(name="IMAGE", dtype=bytes, shape=(1,))]
+    if disc is not None:
+        outputs += [
+            Tensor(name="CONFIDENCE", dtype=np.float32, shape=(1,)),
+            Tensor(name="DISCRIMINATOR", dtype=bytes, shape=(1,)),
+        ]
+    config = TritonConfig(
+        http_address=host,
+        http_port=http_port,
+        grpc_address=host,
+        grpc_port=grpc_port,
+        metrics_address=host,
+        metrics_port=metrics_port,
+        allow_metrics=True,
+        allow_gpu_metrics=device.startswith("cuda"),
+        exit_on_error=True,
+    )
+    with Triton(config=config) as triton:
+        triton.bind(
+            model_name=spec.name,
+            infer_func=triton_infer(generate),
+            inputs=[Tensor(name="PROMPT", dtype=bytes, shape=(1,)), Tensor(name="SEED", dtype=np.int64, shape=(1,))],
+            outputs=outputs,
+            config=ModelConfig(
+                max_batch_size=spec.max_batch,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=spec.max_queue_delay_us),
+            ),
+            strict=True,
+        )
+        print(
+            f"worker {spec.name}: serving on http://{host}:{http_port} (metrics :{metrics_port})",
+            file=sys.stderr,
+            flush=True,
+        )
+        triton.serve()

@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA := data/hadis
 OUT := out
+PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
@@ -27,7 +28,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,worker]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(PROMETHEUS)
+
+# Debian's Prometheus, unpacked into .cache (no system install, no service started); the
+# end-to-end tests start it on loopback with a generated config.
+$(PROMETHEUS):
+	mkdir -p .cache
+	cd .cache && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x .cache/prometheus_*.deb .cache/prometheus
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
@@ -37,8 +46,8 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-test: lint
-	$(BIN)/python -m pytest
+test: lint $(PROMETHEUS)
+	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest
 
 e1: $(STAMP)
 	mkdir -p $(OUT)
@@ -76,4 +85,4 @@ lexicon: $(STAMP)
 	$(BIN)/python -m hadis.scoring.build_lexicon --concreteness $(DATA)/router/concreteness.csv
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache .cache

@@ -36,8 +36,8 @@ def routes_to_heavy(score_percentile: float, router_ratio: float) -> bool:
 
 
 def escalates(confidence_percentile: float, disc_ratio: float) -> bool:
-    """True when a light result is sent on to the heavy model."""
-    return confidence_percentile < disc_ratio
+    """True when a light result is sent on to the heavy model (all of them at a share of 1)."""
+    return disc_ratio >= 1.0 or confidence_percentile < disc_ratio
 
 
 def percentiles(values: Sequence[float] | np.ndarray) -> np.ndarray:

@@ -1,0 +1,196 @@
+"""End to end on real processes: tiny Triton workers, the router, Debian's Prometheus, the openai client.
+
+Tests run in file order on one local plane; the last one kills the heavy worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hadis.local import LocalPlane, free_port, tiny_config, up_tiny, wait_http_ok
+from hadis.router.config import dump_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _prometheus_binary() -> str:
+    candidates = [os.environ.get("HADIS_PROMETHEUS"), str(ROOT / ".cache/prometheus/usr/bin/prometheus")]
+    candidates.append(shutil.which("prometheus"))
+    for c in candidates:
+        if c and Path(c).exists():
+            return c
+    raise RuntimeError("Prometheus not found: run 'make install' (it unpacks Debian's prometheus into .cache)")
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory) -> LocalPlane:
+    p = up_tiny(tmp_path_factory.mktemp("plane"), router_ratio=0.0, disc_ratio=0.0, slo_s=6.0, progress=lambda _l: None)
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(plane, tmp_path_factory):
+    d = tmp_path_factory.mktemp("prometheus")
+    port = free_port()
+    targets = [f"127.0.0.1:{plane.router_port}"] + [f"127.0.0.1:{p}" for p in plane.metrics_ports.values()]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "hadis", "static_configs": [{"targets": targets}]}],
+    }
+    (d / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    proc = subprocess.Popen(
+        [
+            _prometheus_binary(), f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=(d / "log").open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 30, proc), (d / "log").read_text()[-2000:]
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _post(url: str, doc: dict, timeout: float = 30.0) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(url, data=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), json.loads(e.read())
+
+
+def _set_config(plane: LocalPlane, **changes) -> None:
+    cfg = tiny_config(plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], **changes)
+    before = _metric(plane, "hadis_router_config_reloads_total")
+    tmp = plane.config_path.with_suffix(".tmp")
+    tmp.write_text(dump_config(cfg))
+    tmp.replace(plane.config_path)  # atomic, like a ConfigMap update
+    end = time.monotonic() + 10
+    while _metric(plane, "hadis_router_config_reloads_total") <= before and time.monotonic() < end:
+        time.sleep(0.2)
+    assert _metric(plane, "hadis_router_config_reloads_total") > before, "the router did not reload its config"
+
+
+def _metric(plane: LocalPlane, name: str, **labels) -> float:
+    with urllib.request.urlopen(f"{plane.router_url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        named = line.startswith(name + "{") or line.startswith(name + " ")
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_openai_client_generates_an_image(plane):
+    from openai import OpenAI
+    from PIL import Image
+
+    client = OpenAI(base_url=f"{plane.router_url}/v1", api_key="not-needed")
+    resp = client.images.generate(prompt="a red ball on green grass", n=2, size="64x64", response_format="b64_json")
+    assert len(resp.data) == 2
+    for item in resp.data:
+        img = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+        assert img.format == "PNG" and img.size == (64, 64)
+        assert item.model_extra["model"] == "tiny-light"
+        assert item.model_extra["escalated"] is False
+        assert item.model_extra["discriminator"] == "random"  # the response says the weights are random
+
+
+def test_same_seed_same_image(plane):
+    a = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a lighthouse", "seed": 42})[2]
+    b = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a lighthouse", "seed": 42})[2]
+    c = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a lighthouse", "seed": 43})[2]
+    assert a["data"][0]["b64_json"] == b["data"][0]["b64_json"] != c["data"][0]["b64_json"]
+
+
+def test_bad_requests_get_json_errors(plane):
+    from openai import BadRequestError, OpenAI
+
+    client = OpenAI(base_url=f"{plane.router_url}/v1", api_key="x", max_retries=0)
+    with pytest.raises(BadRequestError, match="'n' must be between 1 and 4"):
+        client.images.generate(prompt="a cat", n=9, size="64x64", response_format="b64_json")
+    status, _headers, body = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a", "size": "1x1"})
+    assert status == 400 and body["error"]["param"] == "size"
+    req = urllib.request.Request(f"{plane.router_url}/v1/nothing-here")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=5)
+    assert err.value.code == 404 and "error" in json.loads(err.value.read())
+
+
+def test_forced_thresholds_escalate_and_route(plane):
+    _set_config(plane, router_ratio=0.0, disc_ratio=1.0)  # every light result is escalated
+    status, headers, body = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a violin", "n": 2})
+    assert status == 200
+    assert [d["model"] for d in body["data"]] == ["tiny-heavy", "tiny-heavy"]
+    assert all(d["escalated"] for d in body["data"])
+    assert headers["X-Hadis-Escalated"] == "true,true"
+    _set_config(plane, router_ratio=1.0, disc_ratio=0.0)  # every prompt straight to heavy
+    status, headers, body = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a violin"})
+    assert body["data"][0]["model"] == "tiny-heavy" and not body["data"][0]["escalated"]
+    assert _metric(plane, "hadis_router_routing_decisions_total", decision="escalated") >= 2
+    assert _metric(plane, "hadis_router_routing_decisions_total", decision="direct_heavy") >= 1
+
+
+def test_prometheus_scrapes_the_router_arrival_rate(plane, prometheus):
+    from prometheus_api_client import PrometheusConnect
+
+    _set_config(plane, router_ratio=0.0, disc_ratio=0.0)
+    prom = PrometheusConnect(url=prometheus, disable_ssl=True)
+    end = time.monotonic() + 30
+    rate = []
+    while time.monotonic() < end:  # traffic while Prometheus scrapes every second
+        for _ in range(2):
+            _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a kite"})
+        rate = prom.custom_query('sum by (cascade) (rate(hadis_router_arrivals_total{cascade="tiny"}[30s]))')
+        if rate and float(rate[0]["value"][1]) > 0:
+            break
+        time.sleep(0.5)
+    assert rate and float(rate[0]["value"][1]) > 0, rate
+    # Triton's own metrics from both workers are scraped too
+    workers = prom.custom_query("nv_inference_request_success")
+    assert {w["metric"]["model"] for w in workers} >= {"tiny-light"}
+
+
+def test_heavy_worker_killed_under_traffic(plane):
+    """Policy: with the heavy tier down, prompts for it are served by light, flagged degraded;
+    no request waits past its deadline."""
+    _set_config(plane, router_ratio=0.5, disc_ratio=1.0, slo_s=6.0)
+    url = f"{plane.router_url}/v1/images/generations"
+
+    def one(k: int):
+        t = time.monotonic()
+        status, _h, body = _post(url, {"prompt": f"prompt number {k}", "seed": k}, timeout=20)
+        return status, body, time.monotonic() - t
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(one, k) for k in range(12)]
+        time.sleep(0.3)
+        plane.procs["tiny-heavy"].send_signal(signal.SIGKILL)
+        os.killpg(plane.procs["tiny-heavy"].pid, signal.SIGKILL)  # the Triton server it started, too
+        futures += [pool.submit(one, k) for k in range(12, 30)]
+        results = [f.result() for f in futures]
+    for status, body, seconds in results:
+        assert seconds < 6.0 + 1.0, seconds  # within the SLO plus the HTTP round trip
+        assert status in (200, 503), body
+    late = [body for status, body, _s in results[12:] if status == 200]
+    assert late, "every request after the kill failed"
+    for body in late:
+        for d in body["data"]:
+            assert d["model"] == "tiny-light"
+            assert d["degraded"] and d["degraded_reason"] == "heavy_unavailable"
+    assert _metric(plane, "hadis_router_degraded_images_total", reason="heavy_unavailable") >= len(late)

@@ -1,0 +1,136 @@
+"""The router's pure parts: config parsing, request validation, admission."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hadis.core.errors import DataError
+from hadis.local import tiny_config
+from hadis.router.admission import TierLoad, admit
+from hadis.router.api import ApiError, parse_generation_request
+from hadis.router.config import dump_config, parse_config
+
+CFG = tiny_config(8000, 8010)
+
+
+def test_config_round_trips():
+    assert parse_config(dump_config(CFG), "c.yaml") == CFG
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"apiVersion": "v0"}, "apiVersion"),
+        ({"cascade": "Not A Label"}, "cascade"),
+        ({"sloSeconds": 0}, "sloSeconds"),
+        ({"routerRatio": 1.5}, "routerRatio"),
+        ({"size": "big"}, "size"),
+        ({"light": {"name": "x", "endpoints": []}}, "light.endpoints"),
+        ({"heavy": {"name": "", "endpoints": ["a:1"]}}, "heavy.name"),
+        ({"scoring": {"mode": "learned"}}, "scoring.modelFile"),
+        ({"limits": {"maxN": 0}}, "limits.maxN"),
+        ({"limits": {"maxn": 2}}, "limits"),
+        ({"typo": 1}, ""),
+    ],
+)
+def test_bad_configs_name_the_field(change, field):
+    import yaml
+
+    doc = yaml.safe_load(dump_config(CFG))
+    doc.update(change)
+    with pytest.raises(DataError) as err:
+        parse_config(yaml.safe_dump(doc), "router.yaml")
+    assert (err.value.field or "") == field
+
+
+def _req(doc) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def test_valid_request():
+    r = parse_generation_request(_req({"prompt": "a cat", "n": 2, "size": "64x64", "response_format": "b64_json"}), CFG)
+    assert (r.prompt, r.n, r.seed) == ("a cat", 2, None)
+    assert parse_generation_request(_req({"prompt": "a cat", "seed": 7}), CFG).seed == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b"\xff\xfe", 400, None),
+        (_req([1, 2]), 400, None),
+        (_req({}), 400, "prompt"),
+        (_req({"prompt": 3}), 400, "prompt"),
+        (_req({"prompt": "   "}), 400, "prompt"),
+        (_req({"prompt": "x" * 5000}), 400, "prompt"),
+        (_req({"prompt": "a", "n": 99}), 400, "n"),
+        (_req({"prompt": "a", "n": 0}), 400, "n"),
+        (_req({"prompt": "a", "n": "2"}), 400, "n"),
+        (_req({"prompt": "a", "n": True}), 400, "n"),
+        (_req({"prompt": "a", "size": "1024x1024"}), 400, "size"),
+        (_req({"prompt": "a", "response_format": "url"}), 400, "response_format"),
+        (_req({"prompt": "a", "seed": -1}), 400, "seed"),
+        (b"{" + b" " * 70_000 + b"}", 413, None),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(body, status, param):
+    with pytest.raises(ApiError) as err:
+        parse_generation_request(body, CFG)
+    assert err.value.status == status
+    assert err.value.param == param
+    assert err.value.body()["error"]["message"]
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_are_a_request_or_a_4xx(body):
+    try:
+        r = parse_generation_request(body, CFG)
+    except ApiError as e:
+        assert 400 <= e.status < 500
+        assert isinstance(e.body()["error"]["message"], str)
+    else:
+        assert r.prompt.strip() and 1 <= r.n <= CFG.limits.max_n
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["prompt", "n", "size", "response_format", "seed", "x"]),
+        st.from_type(object) | st.none() | st.integers() | st.text(),
+    )
+)
+def test_any_json_object_is_a_request_or_a_4xx(doc):
+    try:
+        body = json.dumps(doc).encode()
+    except (TypeError, ValueError):
+        return
+    try:
+        parse_generation_request(body, CFG)
+    except ApiError as e:
+        assert 400 <= e.status < 500
+
+
+def test_admission_sheds_when_the_backlog_would_break_the_slo():
+    load = TierLoad()
+    assert admit(load, 1, slo_s=6.0, max_in_flight=64).admitted  # nothing known yet: admit
+    t = 0.0
+    for _ in range(20):  # one image per 0.5 s, each taking 0.5 s: 2 images/s
+        load.start()
+        t += 0.5
+        load.finish(0.5, t)
+    assert load.service_s == pytest.approx(0.5)
+    load.in_flight = 8  # 4 s of backlog at 2/s + 0.5 s service: fits a 6 s SLO
+    assert admit(load, 1, 6.0, 64).admitted
+    load.in_flight = 20  # 10 s of backlog: shed, retry after the excess
+    a = admit(load, 1, 6.0, 64)
+    assert not a.admitted and a.retry_after_s >= 1.0 and "SLO" in a.reason
+    load.in_flight = 64
+    assert admit(load, 1, 600.0, 64).reason == "in-flight limit reached"
+
+
+def test_retry_after_header_is_whole_seconds():
+    assert ApiError(503, "busy", retry_after_s=2.2).headers() == {"Retry-After": "3"}
+    assert ApiError(400, "bad").headers() == {}

@@ -1,0 +1,114 @@
+"""Worker specs, the tiny pipelines, and 'hadis up --tiny' as a user runs it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hadis.core.errors import DataError
+from hadis.workers.spec import PIPELINES, find_spec, load_spec, parse_spec
+
+WORKERS = Path(__file__).resolve().parents[1] / "workers"
+
+
+def test_shipped_specs_parse():
+    names = {p.stem for p in WORKERS.glob("*.yaml")}
+    assert names >= {
+        "sdxl-lightning-2step", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-large", "sd-turbo", "sd-v1.5", "sdxl",
+        "tiny-light", "tiny-heavy",
+    }  # fmt: skip
+    for p in WORKERS.glob("*.yaml"):
+        spec = load_spec(p)
+        assert spec.name == p.stem and spec.pipeline in PIPELINES
+    assert find_spec("tiny-light", WORKERS).discriminator.enabled
+    assert not find_spec("sd3.5-large", WORKERS).discriminator.enabled  # the heaviest is never escalated from
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ("pipeline: FluxPipeline", "pipeline"),
+        ("steps: 0", "steps"),
+        ("resolution: 100x100", "resolution"),
+        ("dtype: int8", "dtype"),
+        ("maxBatch: 0", "maxBatch"),
+        ("discriminator: {enabled: true, weights: head.pt}", "discriminator.weights"),
+    ],
+)
+def test_bad_specs_name_the_field(change, field):
+    text = (WORKERS / "tiny-light.yaml").read_text()
+    key = change.split(":")[0]
+    lines = [line for line in text.splitlines() if not line.startswith(key + ":")] + [change]
+    with pytest.raises(DataError) as err:
+        parse_spec("\n".join(lines), "spec.yaml")
+    assert err.value.field == field
+
+
+def test_unknown_variant_lists_the_known_ones():
+    with pytest.raises(DataError, match=r"known: .*tiny-light"):
+        find_spec("nope", WORKERS)
+
+
+def test_tiny_pipeline_is_deterministic_and_batches():
+    from hadis.workers.pipelines import build_discriminator, load_pipeline
+    from hadis.workers.server import make_generate
+
+    spec = find_spec("tiny-light", WORKERS)
+    generate = make_generate(spec, load_pipeline(spec), build_discriminator("tiny"))
+    a = generate(["a red ball", "a blue cube"], [1, 2])
+    b = generate(["a red ball"], [1])
+    assert a["IMAGE"][0] == b["IMAGE"][0]  # same seed, same image, batched or not
+    assert a["IMAGE"][0] != a["IMAGE"][1]
+    assert all(0.0 <= c <= 1.0 for c in a["CONFIDENCE"])
+    assert a["DISCRIMINATOR"] == [b"random", b"random"]
+    import io
+
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(a["IMAGE"][0])).size == (64, 64)
+
+
+def test_discriminator_weights_load_from_safetensors(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from hadis.workers.pipelines import build_discriminator
+
+    head = {"head.0.weight": torch.zeros(256, 512), "head.0.bias": torch.zeros(256),
+            "head.2.weight": torch.zeros(2, 256), "head.2.bias": torch.tensor([0.0, 2.0])}  # fmt: skip
+    path = tmp_path / "disc.safetensors"
+    save_file(head, str(path))
+    disc = build_discriminator("tiny", str(path))
+    assert disc.source.startswith("safetensors:")
+    conf = disc.confidence(np.zeros((1, 64, 64, 3), dtype=np.uint8))
+    assert conf[0] == pytest.approx(1 / (1 + np.exp(-2.0)), rel=1e-5)  # softmax([0, 2])[1]
+
+
+def test_hadis_up_tiny_prints_the_router_and_stops_cleanly(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hadis.cli", "up", "--tiny", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("router: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
+        url = line.split(" ", 1)[1]
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        err = proc.stderr.read()
+        assert "stopped" in err
+        time.sleep(0.5)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -112,3 +112,37 @@ def test_hadis_up_tiny_prints_the_router_and_stops_cleanly(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_profile_marks_out_of_memory_sizes_infeasible():
+    from hadis.workers.profiler import BatchResult, build_profile
+
+    spec = find_spec("sd3.5-large", WORKERS)
+    results = [
+        BatchResult(1, (1.0, 1.2, 1.1), 2**30),
+        BatchResult(2, (1.9, 2.0, 2.4), 2**31),
+        BatchResult(4, oom=True),
+        BatchResult(8, oom=True),
+    ]
+    profile = build_profile(spec, "test-gpu", results)
+    m = profile.model("sd3.5-large")
+    assert m.batch_latency(1) == pytest.approx(1.1) and m.batch_latency(2) == pytest.approx(2.0)
+    assert m.batch_latency(4) is None and m.batch_latency(8) is None
+    assert profile.feasible_batches("sd3.5-large") == [(1, 1.1), (2, 2.0)]
+    meas = profile.provenance["measurements"]["sd3.5-large"]
+    assert meas[2]["p90_s"] == 2.4 and meas[4] == {"oom": True}
+
+
+def test_profile_latency_cli_writes_a_profile_the_planner_reads(tmp_path):
+    from hadis.core.profile import load_profile
+
+    out = tmp_path / "p.yaml"
+    run = subprocess.run(
+        [sys.executable, "-m", "hadis.cli", "profile", "latency", "--model", "tiny-light", "--batch-sizes", "1,2",
+         "--repeats", "2", "--warmup", "1", "--out", str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "batch   2: p50" in run.stderr  # progress
+    profile = load_profile(out)
+    assert profile.names == ("tiny-light",)
+    assert [b for b, _s in profile.feasible_batches("tiny-light")] == [1, 2]

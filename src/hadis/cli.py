@@ -244,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--time-scale", type=_positive_float, default=1.0)
     pc.add_argument("--out")
     pc.set_defaults(func=cmd_profile_convert)
+    from hadis.cli_serve import add_profile_latency
+
+    add_profile_latency(psub)
 
     pl = sub.add_parser("plan", help="plan once for a given demand from a profile ConfigMap")
     pl.add_argument("--configmap", required=True, help="ConfigMap YAML written by 'hadis table configmap'")

@@ -34,12 +34,61 @@ def cmd_router_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_latency(args: argparse.Namespace) -> int:
+    import sys
+
+    from hadis.core.profile import dump_profile
+    from hadis.workers.profiler import profile_latency
+    from hadis.workers.spec import find_spec
+
+    spec = find_spec(args.model, WORKERS_DIR)
+    try:
+        sizes = sorted({int(x) for x in args.batch_sizes.split(",")})
+    except ValueError:
+        raise SystemExit(
+            f"error: --batch-sizes must be integers separated by commas, got {args.batch_sizes!r}"
+        ) from None
+    if not sizes or sizes[0] < 1:
+        raise SystemExit("error: --batch-sizes must be >= 1")
+    profile = profile_latency(
+        spec,
+        sizes,
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    text = dump_profile(profile)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from hadis.local import run_up_tiny
 
     if not args.tiny:
         raise SystemExit("error: only 'hadis up --tiny' runs locally; real models run on a cluster (see the README)")
     return run_up_tiny(args)
+
+
+def add_profile_latency(psub: argparse._SubParsersAction) -> None:
+    pl = psub.add_parser(
+        "latency",
+        help="measure a worker pipeline's latency per batch size (p50/p90, peak memory)",
+        description="Runs the pipeline of a spec with warm-up and timed repeats per batch size; out-of-memory "
+        "sizes are marked infeasible. Writes hadis.profile/v1. Needs the 'worker' extra.",
+    )
+    pl.add_argument("--model", required=True, help="spec file or variant name")
+    pl.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated (default: %(default)s)")
+    pl.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: %(default)s)")
+    pl.add_argument("--warmup", type=int, default=1)
+    pl.add_argument("--repeats", type=int, default=5)
+    pl.add_argument("--out", help="profile YAML to write (default: stdout)")
+    pl.set_defaults(func=cmd_profile_latency)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -22,6 +22,15 @@ from hadis.workers.spec import ModelSpec
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def quiet_libraries() -> None:
+    """diffusers and transformers warn about configs on every tiny build; keep errors only."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """CLIP's byte-level alphabet: every byte maps to a printable character."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -120,6 +129,7 @@ def tiny_pipeline(spec: ModelSpec):
 
 def load_pipeline(spec: ModelSpec, device: str = "cpu"):
     """The spec's pipeline: tiny and random, or ``from_pretrained`` on its source."""
+    quiet_libraries()
     if spec.tiny:
         return tiny_pipeline(spec).to(device)
     import diffusers

@@ -1,0 +1,164 @@
+"""The latency profiler: ``hadis profile latency --model SPEC --batch-sizes 1,2,4,8 --device cpu|cuda``.
+
+Runs the spec's pipeline at each batch size (warm-up runs, then timed repeats), records p50
+and p90 seconds per batch and peak memory, marks a size that runs out of memory infeasible (and
+every larger one), and writes the ``hadis.profile/v1`` format the planner reads: p50 as the
+measured latency, p90 and memory under ``provenance.measurements``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from hadis.core.profile import LatencyCurve, ModelProfile, Profile
+from hadis.workers.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch: int
+    seconds: tuple[float, ...] = ()
+    peak_bytes: int | None = None
+    oom: bool = False
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def p90(self) -> float:
+        s = sorted(self.seconds)
+        return s[min(len(s) - 1, round(0.9 * (len(s) - 1)))]
+
+
+def build_profile(spec: ModelSpec, device_name: str, results: Sequence[BatchResult]) -> Profile:
+    """The profile file's content from measured batches (pure)."""
+    measured = {r.batch: round(r.p50, 6) for r in results if not r.oom}
+    if not measured:
+        raise ValueError(f"{spec.name}: no batch size ran on {device_name}")
+    infeasible = frozenset(r.batch for r in results if r.oom)
+    first_oom = min(infeasible) if infeasible else None
+    curve = LatencyCurve(
+        measured=measured,
+        rule="interpolate",
+        max_batch=(first_oom - 1) if first_oom else max(measured),
+        infeasible=infeasible,
+    )
+    model = ModelProfile(
+        name=spec.name,
+        source=spec.source,
+        steps=spec.steps,
+        guidance=spec.guidance,
+        resolution=spec.width,
+        latency=curve,
+    )
+    measurements = {
+        spec.name: {
+            r.batch: {"oom": True}
+            if r.oom
+            else {
+                "p50_s": round(r.p50, 6),
+                "p90_s": round(r.p90, 6),
+                "repeats": len(r.seconds),
+                "peak_memory_mib": None if r.peak_bytes is None else round(r.peak_bytes / 2**20, 1),
+            }
+            for r in results
+        }
+    }
+    batch_sizes = tuple(sorted(r.batch for r in results))
+    provenance = {
+        "source": "hadis profile latency",
+        "weights": "tiny, random" if spec.tiny else spec.source,
+        "dtype": spec.dtype,
+        "measurements": measurements,
+    }
+    return Profile(device=device_name, models=(model,), batch_sizes=batch_sizes, provenance=provenance)
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
+
+
+def profile_latency(
+    spec: ModelSpec,
+    batch_sizes: Sequence[int],
+    device: str = "cpu",
+    warmup: int = 1,
+    repeats: int = 5,
+    progress: Callable[[str], None] = print,
+) -> Profile:
+    import torch
+
+    from hadis.workers.pipelines import load_pipeline
+
+    progress(f"loading {spec.name} ({spec.pipeline}, {'tiny' if spec.tiny else spec.source}) on {device}")
+    pipe = load_pipeline(spec, device)
+    cuda = device.startswith("cuda")
+    device_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
+    results: list[BatchResult] = []
+    for b in sorted(batch_sizes):
+        if results and results[-1].oom:
+            results.append(BatchResult(b, oom=True))  # larger than a size that already ran out
+            progress(f"  batch {b:3d}: skipped (a smaller batch ran out of memory)")
+            continue
+        gens = [torch.Generator("cpu").manual_seed(i) for i in range(b)]
+
+        def run(gens=gens, b=b) -> None:
+            pipe(
+                ["a photograph of an astronaut riding a horse"] * b,
+                num_inference_steps=spec.steps,
+                guidance_scale=spec.guidance,
+                height=spec.height,
+                width=spec.width,
+                generator=gens,
+                output_type="np",
+            )
+            if cuda:
+                torch.cuda.synchronize(device)
+
+        try:
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            else:
+                _reset_peak_rss()
+            for _ in range(warmup):
+                run()
+            times = []
+            for k in range(repeats):
+                t = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t)
+                progress(f"  batch {b:3d}: run {k + 1}/{repeats} {times[-1]:.3f}s")
+            peak = torch.cuda.max_memory_allocated(device) if cuda else _peak_rss()
+            results.append(BatchResult(b, tuple(times), peak))
+            r = results[-1]
+            progress(f"  batch {b:3d}: p50 {r.p50:.3f}s  p90 {r.p90:.3f}s  peak {peak / 2**20:.0f} MiB")
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e):
+                raise
+            results.append(BatchResult(b, oom=True))
+            progress(f"  batch {b:3d}: out of memory, marked infeasible")
+    return build_profile(spec, device_name, results)
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+def _peak_rss() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

@@ -10,7 +10,7 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval clean
+.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval up clean
 
 help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench     planner and simulator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
+	@echo "make up        start the tiny local data plane (two Triton workers and the router)"
 	@echo "make route-eval  ROC-AUC of router scores and live-feature agreement"
 	@echo "make router-models  retrain the shipped router models (profiles/router/, rule statistics)"
 	@echo "make lexicon   rebuild the router lexicon (installs wordfreq)"
@@ -59,6 +60,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_planner.py
 	$(BIN)/python benchmarks/bench_e1.py
 	$(BIN)/python benchmarks/bench_router.py
+	$(BIN)/python benchmarks/bench_dataplane.py
+
+up: $(STAMP)
+	$(BIN)/hadis up --tiny
 
 profiles: $(STAMP)
 	$(BIN)/hadis profile convert $(DATA)/profiles/l40s_hadis_reference.yaml --out profiles/l40s-hadis-reference.yaml

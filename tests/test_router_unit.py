@@ -113,20 +113,31 @@ def test_any_json_object_is_a_request_or_a_4xx(doc):
         assert 400 <= e.status < 500
 
 
-def test_admission_sheds_when_the_backlog_would_break_the_slo():
+def test_admission_learns_base_latency_and_capacity():
     load = TierLoad()
     assert admit(load, 1, slo_s=6.0, max_in_flight=64).admitted  # nothing known yet: admit
     t = 0.0
-    for _ in range(20):  # one image per 0.5 s, each taking 0.5 s: 2 images/s
-        load.start()
+    for _ in range(5):  # idle tier: each image alone takes 0.5 s
+        ahead = load.start()
         t += 0.5
-        load.finish(0.5, t)
-    assert load.service_s == pytest.approx(0.5)
-    load.in_flight = 8  # 4 s of backlog at 2/s + 0.5 s service: fits a 6 s SLO
+        load.finish(0.5, t, ahead)
+    assert load.base_s == pytest.approx(0.5)
+    assert load.capacity is None  # no window with waiting work yet
+    # a busy tier: 4 images always in flight, one completes every 0.25 s (4 images/s)
+    for _ in range(4):
+        load.start()
+    for _ in range(40):
+        ahead = load.start()
+        t += 0.25
+        load.finish(1.0, t, ahead)
+    assert load.base_s == pytest.approx(0.5)  # queued images do not inflate the base latency
+    assert load.capacity == pytest.approx(4.0, rel=0.05)
+    load.in_flight = 20  # 5 s of work ahead + 0.5 s: fits a 6 s SLO
+    assert load.predicted_latency(1) == pytest.approx(5.5, rel=0.05)
     assert admit(load, 1, 6.0, 64).admitted
-    load.in_flight = 20  # 10 s of backlog: shed, retry after the excess
+    load.in_flight = 30  # 7.5 s ahead: shed, retry after the excess
     a = admit(load, 1, 6.0, 64)
-    assert not a.admitted and a.retry_after_s >= 1.0 and "SLO" in a.reason
+    assert not a.admitted and a.retry_after_s == pytest.approx(2.0, rel=0.1) and "SLO" in a.reason
     load.in_flight = 64
     assert admit(load, 1, 600.0, 64).reason == "in-flight limit reached"
 

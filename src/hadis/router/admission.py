@@ -1,17 +1,23 @@
 """Deadline-aware admission: shed a request early when its tier cannot finish it within the SLO.
 
-Pure bookkeeping, no I/O. Per tier the router keeps the images in flight and exponentially
-weighted averages of how long one image takes end to end and how many images the tier
-completes per second. A new request of ``n`` images is predicted to finish after the work
-ahead of it drains (``in_flight / throughput``) plus one service time; when that exceeds the
-SLO, or the tier already holds ``max_in_flight`` images, it is refused at once with a
-``Retry-After`` that says when the backlog should have drained, instead of waiting in a queue
-that grows without bound.
+Pure bookkeeping, no I/O. Per tier the router keeps the images in flight and learns two things
+from completions:
+
+- ``base_s``: how long one image takes when it meets no queue (an average over images that
+  started while the tier was idle or nearly so);
+- ``capacity``: how many images per second the tier completes while it is busy (completions
+  counted over a short sliding window, averaged over windows in which work was waiting).
+
+A new request of ``n`` images is predicted to finish after the work ahead of it drains plus its
+own service: ``in_flight / capacity + base_s``. When that is past the SLO, or the tier already
+holds ``max_in_flight`` images, it is refused at once with a ``Retry-After`` that says when the
+backlog should have drained, instead of waiting in a queue that grows without bound.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -19,31 +25,47 @@ class TierLoad:
     """Live load of one tier (all its replicas)."""
 
     in_flight: int = 0
-    service_s: float | None = None  # EWMA of one image's latency when admitted
-    throughput: float | None = None  # EWMA of completions per second while busy
+    base_s: float | None = None
+    capacity: float | None = None  # images per second while busy
     alpha: float = 0.2
-    _last_done: float | None = None
+    window_s: float = 2.0
+    idle_below: int = 2  # an image that starts with fewer ahead of it measures base_s
+    _done: deque = field(default_factory=deque)
+    _window_start: float | None = None
+    _busy_window: bool = False
 
-    def predicted_latency(self, n: int) -> float:
+    def predicted_latency(self, n: int = 1) -> float:
         """Seconds until ``n`` more images would be done (0 when nothing is known yet)."""
-        if self.service_s is None:
+        if self.base_s is None:
             return 0.0
-        wait = self.in_flight / self.throughput if self.throughput else 0.0
-        return wait + self.service_s * (1 if n <= 1 else 1 + (n - 1) / max(n, 1))
+        if not self.capacity:
+            return self.base_s
+        return self.in_flight / self.capacity + self.base_s * (1 if n <= 1 else 1 + (n - 1) / self.capacity)
 
-    def start(self, n: int = 1) -> None:
+    def start(self, n: int = 1) -> int:
+        """Count ``n`` images in; returns how many were ahead of them."""
+        ahead = self.in_flight
         self.in_flight += n
+        if ahead > 0:
+            self._busy_window = True
+        return ahead
 
-    def finish(self, latency_s: float, now: float, n: int = 1) -> None:
-        """Record completed images: their latency and the tier's completion rate."""
+    def finish(self, latency_s: float, now: float, ahead: int, n: int = 1) -> None:
+        """Record completed images: their latency, how many were ahead, the completion time."""
         self.in_flight = max(0, self.in_flight - n)
         a = self.alpha
-        self.service_s = latency_s if self.service_s is None else (1 - a) * self.service_s + a * latency_s
-        if self._last_done is not None and now > self._last_done:
-            rate = n / (now - self._last_done)
-            if self.in_flight > 0 or self.throughput is None:
-                self.throughput = rate if self.throughput is None else (1 - a) * self.throughput + a * rate
-        self._last_done = now
+        if ahead < self.idle_below:
+            self.base_s = latency_s if self.base_s is None else (1 - a) * self.base_s + a * latency_s
+        if self._window_start is None:
+            self._window_start = now
+        self._done.append(n)
+        if now - self._window_start >= self.window_s:
+            if self._busy_window:  # only a window with waiting work measures capacity
+                rate = sum(self._done) / (now - self._window_start)
+                self.capacity = rate if self.capacity is None else (1 - a) * self.capacity + a * rate
+            self._done.clear()
+            self._window_start = now
+            self._busy_window = self.in_flight > 0
 
     def abandon(self, n: int = 1) -> None:
         """Images that ended without a result (failure, timeout)."""
@@ -62,7 +84,7 @@ def admit(load: TierLoad, n: int, slo_s: float, max_in_flight: int) -> Admission
     """Admit ``n`` images to a tier, or say why not and when to retry."""
     predicted = load.predicted_latency(n)
     if load.in_flight + n > max_in_flight:
-        drain = load.in_flight / load.throughput if load.throughput else slo_s
+        drain = load.in_flight / load.capacity if load.capacity else slo_s
         return Admission(False, "in-flight limit reached", max(1.0, drain), predicted)
     if predicted > slo_s:
         return Admission(False, "predicted latency exceeds the SLO", max(1.0, predicted - slo_s), predicted)

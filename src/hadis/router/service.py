@@ -198,7 +198,7 @@ class Router:
     # ------------------------------------------------------------------ request path
     async def _call(self, cfg: RouterConfig, tier: str, prompt: str, seed: int, deadline: float) -> WorkerResult:
         load = self.loads[tier]
-        load.start()
+        ahead = load.start()
         try:
             result = await self.tier(tier).generate(prompt, seed, deadline)
         except WorkerUnavailable:
@@ -208,7 +208,7 @@ class Router:
         except BaseException:
             load.abandon()
             raise
-        load.finish(result.latency_s, time.monotonic())
+        load.finish(result.latency_s, time.monotonic(), ahead)
         return result
 
     async def _image(self, cfg: RouterConfig, direct: bool, prompt: str, seed: int, deadline: float) -> ImageOutcome:

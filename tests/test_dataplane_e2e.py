@@ -73,8 +73,12 @@ def _post(url: str, doc: dict, timeout: float = 30.0) -> tuple[int, dict, dict]:
         return e.code, dict(e.headers), json.loads(e.read())
 
 
-def _set_config(plane: LocalPlane, **changes) -> None:
+def _set_config(plane: LocalPlane, light_endpoints: tuple[str, ...] | None = None, **changes) -> None:
     cfg = tiny_config(plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], **changes)
+    if light_endpoints:
+        from dataclasses import replace
+
+        cfg = replace(cfg, light=replace(cfg.light, endpoints=light_endpoints))
     before = _metric(plane, "hadis_router_config_reloads_total")
     tmp = plane.config_path.with_suffix(".tmp")
     tmp.write_text(dump_config(cfg))
@@ -164,6 +168,32 @@ def test_prometheus_scrapes_the_router_arrival_rate(plane, prometheus):
     # Triton's own metrics from both workers are scraped too
     workers = prom.custom_query("nv_inference_request_success")
     assert {w["metric"]["model"] for w in workers} >= {"tiny-light"}
+
+
+def test_failed_replica_is_retried_on_another(plane):
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    live = f"127.0.0.1:{plane.worker_ports['tiny-light']}"
+    _set_config(plane, light_endpoints=(dead, live), router_ratio=0.0, disc_ratio=0.0)
+    before = _metric(plane, "hadis_router_worker_errors_total")
+    for k in range(4):  # round robin starts on each replica in turn
+        status, _h, body = _post(f"{plane.router_url}/v1/images/generations", {"prompt": f"a kite {k}"})
+        assert status == 200 and body["data"][0]["model"] == "tiny-light"
+    assert _metric(plane, "hadis_router_worker_errors_total") == before  # retried, not failed
+
+
+def test_config_reload_under_traffic_drops_nothing(plane):
+    url = f"{plane.router_url}/v1/images/generations"
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(_post, url, {"prompt": f"a boat {k}", "seed": k}) for k in range(24)]
+        for ratio in (0.5, 0.0, 0.3):
+            _set_config(plane, router_ratio=ratio, disc_ratio=0.0)
+        statuses = [f.result()[0] for f in futures]
+    assert statuses == [200] * 24
+
+
+def test_oversized_body_is_refused_with_json(plane):
+    status, _h, body = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a" * 70_000})
+    assert status == 413 and "limit" in body["error"]["message"]
 
 
 def test_heavy_worker_killed_under_traffic(plane):

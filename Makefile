@@ -10,7 +10,7 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval up clean
+.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down clean
 
 help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
@@ -19,6 +19,7 @@ help:
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
 	@echo "make up        start the tiny local data plane (two Triton workers and the router)"
+	@echo "make cluster-up / cluster-down  a real local Kubernetes control plane (prints export KUBECONFIG=...)"
 	@echo "make route-eval  ROC-AUC of router scores and live-feature agreement"
 	@echo "make router-models  retrain the shipped router models (profiles/router/, rule statistics)"
 	@echo "make lexicon   rebuild the router lexicon (installs wordfreq)"
@@ -40,12 +41,12 @@ $(PROMETHEUS):
 	touch $@
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks hack
+	$(BIN)/ruff format --check src tests benchmarks hack
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks hack
+	$(BIN)/ruff check --fix src tests benchmarks hack
 
 test: lint $(PROMETHEUS)
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest
@@ -61,6 +62,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_e1.py
 	$(BIN)/python benchmarks/bench_router.py
 	$(BIN)/python benchmarks/bench_dataplane.py
+
+# A real local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok with
+# fake GPU nodes), binaries built once from their Go modules into ~/.cache/hadis/bin.
+cluster-up:
+	@python3 hack/cluster.py up
+
+cluster-down:
+	@python3 hack/cluster.py down
 
 up: $(STAMP)
 	$(BIN)/hadis up --tiny

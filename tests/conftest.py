@@ -29,3 +29,48 @@ def reference_profile(data_dir):
     from hadis.core.profile import load_profile
 
     return load_profile(data_dir / "profiles" / "l40s_hadis_reference.yaml")
+
+
+# ---------------------------------------------------------------- the local control plane
+
+
+@pytest.fixture(scope="session")
+def kube():
+    """A real API server (``hack/cluster.py up``, reused when running); returns a kubectl runner."""
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "cluster.py"), "up"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"the local control plane did not start:\n{out.stderr[-3000:]}")
+    kubeconfig = out.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    state = __import__("json").loads(
+        (Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster")) / "state.json").read_text()
+    )
+    kubectl_bin = str(Path(state["bin_dir"]) / "kubectl")
+
+    def run(*args: str, stdin: str | None = None) -> str:
+        res = subprocess.run(
+            [kubectl_bin, f"--kubeconfig={kubeconfig}", *args], input=stdin, capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, args, res.stdout, res.stderr)
+        return res.stdout
+
+    run.kubeconfig = kubeconfig  # type: ignore[attr-defined]
+    return run
+
+
+@pytest.fixture
+def namespace(kube, request):
+    """A namespace of its own per test, deleted afterwards."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    kube("create", "namespace", name)
+    yield name
+    kube("delete", "namespace", name, "--wait=false")

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build the local control plane's binaries from their Go modules at pinned versions, once:
+# kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes), etcd, kwok,
+# kubectl and helm. Binaries land in $HADIS_BIN_CACHE (default ~/.cache/hadis/bin/<versions>)
+# and are reused until a version below changes.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.34.2}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+
+STAGING_VERSION="v0${K8S_VERSION#v1}"   # k8s.io/kubernetes v1.34.2 -> staging modules v0.34.2
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
+OUT="${HADIS_BIN_CACHE:-$HOME/.cache/hadis/bin/$KEY}"
+WORK="${HADIS_BUILD_DIR:-$HOME/.cache/hadis/build}"
+mkdir -p "$OUT" "$WORK"
+export GOFLAGS="${GOFLAGS:--mod=mod}" CGO_ENABLED=0
+
+need=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm)
+missing=()
+for b in "${need[@]}"; do [[ -x "$OUT/$b" ]] || missing+=("$b"); done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "$OUT"
+  exit 0
+fi
+echo "building ${missing[*]} into $OUT (first time only; several minutes)" >&2
+
+build_module() {  # dir, module@version, packages...
+  local dir="$1" mod="$2"; shift 2
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    [[ -f go.mod ]] || go mod init hadis.local/build >/dev/null 2>&1
+    go get "$mod" >&2
+    for pkg in "$@"; do
+      echo "  go build $pkg" >&2
+      go build -trimpath -ldflags="-s -w" -o "$OUT/$(basename "$pkg")" "$pkg"
+    done
+  )
+}
+
+# k8s.io/kubernetes as a dependency: pin every k8s.io staging module to the matching v0.x.y.
+if [[ ! -x "$OUT/kube-apiserver" || ! -x "$OUT/kube-controller-manager" || ! -x "$OUT/kube-scheduler" || ! -x "$OUT/kubectl" ]]; then
+  dir="$WORK/kubernetes-$K8S_VERSION"
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    [[ -f go.mod ]] || go mod init hadis.local/k8s >/dev/null 2>&1
+    src="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+    for m in $(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$src/go.mod"); do
+      go mod edit -replace "$m=$m@$STAGING_VERSION"
+    done
+    go get "k8s.io/kubernetes@$K8S_VERSION" >&2
+    for pkg in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+               k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl; do
+      [[ -x "$OUT/$(basename "$pkg")" ]] && continue
+      echo "  go build $pkg" >&2
+      go build -trimpath -ldflags="-s -w" -o "$OUT/$(basename "$pkg")" "$pkg"
+    done
+  )
+fi
+[[ -x "$OUT/etcd" ]] || build_module "$WORK/etcd-$ETCD_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
+[[ -x "$OUT/etcd" ]] || true
+if [[ -x "$OUT/v3" ]]; then mv "$OUT/v3" "$OUT/etcd"; fi
+[[ -x "$OUT/kwok" ]] || build_module "$WORK/kwok-$KWOK_VERSION" "sigs.k8s.io/kwok@$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+[[ -x "$OUT/helm" ]] || build_module "$WORK/helm-$HELM_VERSION" "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+echo "$OUT"

@@ -47,9 +47,10 @@ def kube():
     if out.returncode != 0:
         raise RuntimeError(f"the local control plane did not start:\n{out.stderr[-3000:]}")
     kubeconfig = out.stdout.strip().splitlines()[-1].split("=", 1)[1]
-    state = __import__("json").loads(
-        (Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster")) / "state.json").read_text()
-    )
+    import json
+
+    state_dir = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
+    state = json.loads((state_dir / "state.json").read_text())
     kubectl_bin = str(Path(state["bin_dir"]) / "kubectl")
 
     def run(*args: str, stdin: str | None = None) -> str:
@@ -74,3 +75,10 @@ def namespace(kube, request):
     kube("create", "namespace", name)
     yield name
     kube("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def crd(kube):
+    kube("apply", "--server-side", "-f", str(ROOT / "crds" / "diffusioncascades.serving.hadis.dev.yaml"))
+    kube("wait", "--for=condition=Established", "crd/diffusioncascades.serving.hadis.dev", "--timeout=60s")
+    return kube

@@ -64,3 +64,32 @@ def test_router_configmap_holds_a_config_the_router_reads():
     assert back.light.endpoints == ("e1-sdxl-lightning-2step.serving.svc:8000",)
     rdep = router_deployment("e1", "serving", 1)
     assert rdep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+
+
+def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):
+    import datetime as dt
+
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import condition, make_plan, merge_conditions, plan_status, replicas_for, same_plan
+
+    root = data_dir.parents[1]
+    bundle = parse_configmap((root / "profiles" / "configmap-l40s.yaml").read_text())
+    spec = yaml.safe_load((root / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    models = models_of(spec)
+    low, high = make_plan(bundle, spec, 0.5), make_plan(bundle, spec, 40.0)
+    r_low, r_high = replicas_for(low, models, 2), replicas_for(high, models, 2)
+    assert sum(r_high.values()) <= 16 and sum(r_low.values()) >= 2
+    assert {m for m, n in r_high.items() if n} <= {high.config.light, high.config.heavy}
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    doc = plan_status(high, r_high, now)
+    assert doc["pair"] == f"{high.config.light} -> {high.config.heavy}" and doc["plannedAt"] == "2026-11-25T00:00:00Z"
+    later = plan_status(high, r_high, now + dt.timedelta(seconds=10))
+    assert same_plan(doc, later)  # only the time moved: no status write
+    assert not same_plan(doc, plan_status(low, r_low, now)) or r_low == r_high
+    c1 = condition("Ready", True, "Planned", "ok", 1, now)
+    c2 = condition("Ready", True, "Planned", "ok", 2, now + dt.timedelta(minutes=1), [c1])
+    assert c2["lastTransitionTime"] == c1["lastTransitionTime"]  # status unchanged: no transition
+    c3 = condition("Ready", False, "ProfileMissing", "gone", 3, now + dt.timedelta(minutes=2), [c2])
+    assert c3["lastTransitionTime"] != c1["lastTransitionTime"]
+    merged = merge_conditions([c2], [c3, condition("Degraded", True, "ProfileMissing", "gone", 3, now)])
+    assert [c["type"] for c in merged] == ["Ready", "Degraded"] and merged[0]["status"] == "False"

@@ -1,0 +1,246 @@
+"""kopf handlers for DiffusionCascade: thin I/O around ``builders`` and ``logic``.
+
+Run with ``kopf run -m hadis.operator.handlers`` (``--standalone`` for one replica without
+peering). Reconcile on create, on spec change and on operator start: validate the profile
+ConfigMap, plan for the last known demand, server-side apply the owned objects, and write the
+status. A daemon per cascade re-plans every ``spec.planner.intervalSeconds`` from Prometheus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from typing import Any
+
+import kopf
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from hadis.core.bundle import Bundle, from_configmap
+from hadis.core.errors import DataError
+from hadis.operator import builders, logic
+
+FIELD_MANAGER = "hadis-operator"
+APPLY = "application/apply-patch+yaml"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    settings.posting.level = 20  # Events from INFO up
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serving.hadis.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serving.hadis.dev")
+    settings.execution.max_workers = 8
+
+
+# ------------------------------------------------------------------------------------- apply
+
+
+def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
+    """Server-side apply with the operator's field manager: it owns only the fields it sets."""
+    kopf.adopt(obj, owner=owner)
+    ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
+    kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
+    if kind == "Deployment":
+        kubernetes.client.AppsV1Api().patch_namespaced_deployment(name, ns, obj, **kwargs)
+    elif kind == "Service":
+        kubernetes.client.CoreV1Api().patch_namespaced_service(name, ns, obj, **kwargs)
+    elif kind == "ConfigMap":
+        kubernetes.client.CoreV1Api().patch_namespaced_config_map(name, ns, obj, **kwargs)
+    else:  # pragma: no cover
+        raise ValueError(f"cannot apply {kind}")
+
+
+def read_bundle(namespace: str, name: str) -> Bundle:
+    try:
+        cm = kubernetes.client.CoreV1Api().read_namespaced_config_map(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            raise DataError(f"ConfigMap {namespace}/{name}", "not found") from None
+        raise
+    return from_configmap({"data": cm.data or {}}, f"ConfigMap {namespace}/{name}")
+
+
+def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decision: logic.Decision) -> list[dict]:
+    models = builders.models_of(spec)
+    router = spec.get("router") or {}
+    plan = decision.plan
+    light = bundle.profile.model(plan.config.light)
+    cfg = builders.router_config(
+        name,
+        namespace,
+        plan.config.light,
+        plan.config.heavy,
+        plan.config.router_ratio,
+        plan.config.disc_ratio,
+        float(spec["sloSeconds"]),
+        f"{light.resolution}x{light.resolution}",
+        router.get("scoring", "rule"),
+        "/etc/hadis-model/router-model.json" if router.get("scoring") == "learned" else None,
+    )
+    objs: list[dict] = []
+    for m in models:
+        objs.append(builders.worker_deployment(name, namespace, m, decision.replicas.get(m.name, 0)))
+        objs.append(builders.worker_service(name, namespace, m))
+    objs.append(builders.router_configmap(name, namespace, cfg))
+    objs.append(builders.router_deployment(name, namespace, int(router.get("replicas", 1))))
+    objs.append(builders.router_service(name, namespace))
+    return objs
+
+
+def decide(spec: dict, bundle: Bundle, rate_rps: float) -> logic.Decision:
+    plan = logic.make_plan(bundle, spec, rate_rps)
+    replicas = logic.replicas_for(plan, builders.models_of(spec), int(spec["gpuBudget"].get("min", 0)))
+    return logic.Decision(plan, replicas)
+
+
+# ------------------------------------------------------------------------------------- reconcile
+
+
+@kopf.on.resume(builders.GROUP, builders.VERSION, builders.PLURAL)
+@kopf.on.create(builders.GROUP, builders.VERSION, builders.PLURAL)
+@kopf.on.update(builders.GROUP, builders.VERSION, builders.PLURAL, field="spec")
+def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any) -> None:
+    generation = int(meta.get("generation", 0))
+    previous = list(status.get("conditions") or [])
+    now = _now()
+    profile_name = spec["profile"]["configMapName"]
+    try:
+        bundle = read_bundle(namespace, profile_name)
+    except DataError as e:
+        reason = "ProfileMissing" if "not found" in str(e) else "ProfileInvalid"
+        kopf.warn(body, reason=reason, message=str(e))
+        patch.status["observedGeneration"] = generation
+        patch.status["conditions"] = logic.merge_conditions(
+            previous,
+            [
+                logic.condition("Ready", False, reason, str(e), generation, now, previous),
+                logic.condition("Degraded", True, reason, str(e), generation, now, previous),
+            ],
+        )
+        return  # no exception: no crash loop; a change of the spec or the daemon retries
+    missing = [m.name for m in builders.models_of(spec) if m.name not in bundle.profile.names]
+    if missing:
+        msg = f"models not in profile {profile_name}: {', '.join(missing)}"
+        kopf.warn(body, reason="ProfileMismatch", message=msg)
+        patch.status["conditions"] = logic.merge_conditions(
+            previous,
+            [
+                logic.condition("Ready", False, "ProfileMismatch", msg, generation, now, previous),
+                logic.condition("Degraded", True, "ProfileMismatch", msg, generation, now, previous),
+            ],
+        )
+        patch.status["observedGeneration"] = generation
+        return
+    rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
+    decision = decide(dict(spec), bundle, rate)
+    for obj in owned_objects(dict(spec), name, namespace, bundle, decision):
+        apply(obj, body)
+    plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
+    feasible = decision.plan.feasible
+    conds = [
+        logic.condition(
+            "Ready",
+            True,
+            "Planned" if feasible else "BudgetInfeasible",
+            decision.plan.summary(),
+            generation,
+            now,
+            previous,
+        ),
+        logic.condition(
+            "Degraded",
+            not feasible,
+            "BudgetInfeasible" if not feasible else "AsPlanned",
+            decision.plan.reason or "the plan meets the SLO",
+            generation,
+            now,
+            previous,
+        ),
+    ]
+    patch.status["observedGeneration"] = generation
+    patch.status["plan"] = plan_doc
+    patch.status["conditions"] = logic.merge_conditions(previous, conds)
+    if not logic.same_plan(status.get("plan"), plan_doc):
+        kopf.info(body, reason="Planned", message=decision.plan.summary())
+    logger.info("reconciled: %s", json.dumps(plan_doc["replicas"]))
+
+
+@kopf.daemon(builders.GROUP, builders.VERSION, builders.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)
+async def replan(stopped, body, spec, name, namespace, logger, **_: Any) -> None:
+    """Re-plan on the spec's interval from the router's arrival rate in Prometheus."""
+    while not stopped:
+        interval = float((spec.get("planner") or {}).get("intervalSeconds", 10))
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(replan_once, dict(body), logger)
+        except Exception as e:  # a daemon must outlive any one failure
+            logger.warning("re-plan failed: %s", e)
+
+
+def query_rate(url: str, cascade: str, window: str) -> float:
+    from prometheus_api_client import PrometheusConnect
+
+    prom = PrometheusConnect(url=url, disable_ssl=True)
+    result = prom.custom_query(logic.ARRIVAL_RATE_QUERY.format(cascade=cascade, window=window))
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def replan_once(body: dict, logger) -> None:
+    spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
+    name, namespace = meta["name"], meta["namespace"]
+    generation = int(meta.get("generation", 0))
+    previous = list(status.get("conditions") or [])
+    now = _now()
+    prom = spec.get("prometheus") or {}
+    api = kubernetes.client.CustomObjectsApi()
+    try:
+        rate = query_rate(prom.get("url", "http://prometheus-operated:9090"), name, prom.get("window", "30s"))
+    except Exception as e:
+        msg = f"Prometheus unreachable ({type(e).__name__}); keeping the last plan"
+        conds = logic.merge_conditions(
+            previous, [logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)]
+        )
+        if conds != previous:
+            api.patch_namespaced_custom_object_status(
+                builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": {"conditions": conds}}
+            )
+        return
+    bundle = read_bundle(namespace, spec["profile"]["configMapName"])
+    decision = decide(spec, bundle, rate)
+    plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
+    conds = logic.merge_conditions(
+        previous,
+        [
+            logic.condition(
+                "Degraded",
+                not decision.plan.feasible,
+                "BudgetInfeasible" if not decision.plan.feasible else "AsPlanned",
+                decision.plan.reason or "the plan meets the SLO",
+                generation,
+                now,
+                previous,
+            )
+        ],
+    )
+    if logic.same_plan(status.get("plan"), plan_doc) and conds == previous:
+        return  # idle: no API writes
+    for obj in owned_objects(spec, name, namespace, bundle, decision):
+        apply(obj, body)
+    api.patch_namespaced_custom_object_status(
+        builders.GROUP,
+        builders.VERSION,
+        namespace,
+        builders.PLURAL,
+        name,
+        {"status": {"plan": plan_doc, "conditions": conds, "observedGeneration": generation}},
+    )
+    logger.info("re-planned for %.2f req/s: %s", rate, decision.plan.summary())

@@ -1,0 +1,118 @@
+"""The operator's decisions, free of I/O: plan from demand, replicas from a plan, status shapes.
+
+The kopf handlers (``handlers.py``) read the cluster and Prometheus, call these, and write the
+results. Everything here is unit-tested without a cluster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hadis.core.bundle import Bundle
+from hadis.core.pareto import planning_table
+from hadis.core.planner import Demand, Plan, plan_cascade, plan_hadis_reference
+from hadis.operator.builders import ModelEntry
+
+# Queries on the router's metrics (names fixed in DESIGN.md); {cascade} and {window} filled in.
+ARRIVAL_RATE_QUERY = 'sum(rate(hadis_router_arrivals_total{{cascade="{cascade}"}}[{window}]))'
+
+
+@dataclass(frozen=True)
+class Decision:
+    plan: Plan
+    replicas: dict[str, int]  # model name -> worker replicas
+
+
+def make_plan(bundle: Bundle, spec: Mapping[str, Any], rate_rps: float) -> Plan:
+    """The planner the spec asks for, on the profile's table, for an arrival rate."""
+    policy = (spec.get("planner") or {}).get("policy", "hadis")
+    budget = int(spec["gpuBudget"]["max"])
+    slo = float(spec["sloSeconds"])
+    demand = Demand(max(0.0, rate_rps))
+    if policy == "hadis-ref":
+        return plan_hadis_reference(bundle.profile, bundle.table, budget, slo, demand)
+    return plan_cascade(bundle.profile, planning_table(bundle.table), budget, slo, demand)
+
+
+def replicas_for(plan: Plan, models: Sequence[ModelEntry], gpu_min: int = 0) -> dict[str, int]:
+    """Worker replicas per model: the plan's GPUs over each replica's GPUs.
+
+    Models outside the planned pair get 0. When the plan leaves the cascade with fewer GPUs
+    than ``gpu_min``, the pair's models are raised (light first) so a minimum stays warm."""
+    out = {m.name: plan.gpus(m.name) // m.gpus_per_replica for m in models}
+    used = sum(out[m.name] * m.gpus_per_replica for m in models)
+    pair = [m for m in models if m.name in (plan.config.light, plan.config.heavy)]
+    k = 0
+    while used < gpu_min and pair:
+        m = pair[k % len(pair)]
+        out[m.name] += 1
+        used += m.gpus_per_replica
+        k += 1
+    return out
+
+
+def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime) -> dict[str, Any]:
+    c = plan.config
+    active = {m: n for m, n in replicas.items() if n}
+    return {
+        "pair": f"{c.light} -> {c.heavy}",
+        "light": c.light,
+        "heavy": c.heavy,
+        "routerRatio": round(c.router_ratio, 4),
+        "discRatio": round(c.disc_ratio, 4),
+        "replicas": dict(replicas),
+        "replicasSummary": ", ".join(f"{m}={n}" for m, n in active.items()) or "none",
+        "batch": {a.model: a.batch for a in plan.allocations if a.gpus},
+        "predictedFid": None if math.isnan(plan.predicted_quality) else round(plan.predicted_quality, 3),
+        "predictedLatencySeconds": None
+        if not math.isfinite(plan.predicted_latency_s)
+        else round(plan.predicted_latency_s, 3),
+        "demandRps": round(plan.demand.rate, 3),
+        "feasible": plan.feasible,
+        "plannedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def same_plan(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    """Whether two status plans differ in anything but when they were made or the demand seen."""
+    if not a:
+        return False
+    ignore = {"plannedAt", "demandRps", "predictedLatencySeconds"}
+    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
+
+
+def condition(
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str,
+    generation: int,
+    now: dt.datetime,
+    previous: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """A condition in the Kubernetes shape; ``lastTransitionTime`` moves only when status changes."""
+    value = "Unknown" if status is None else ("True" if status else "False")
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for p in previous:
+        if p.get("type") == type_ and p.get("status") == value and p.get("lastTransitionTime"):
+            stamp = p["lastTransitionTime"]
+    return {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": stamp,
+    }
+
+
+def merge_conditions(previous: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict]:
+    by_type = {c["type"]: dict(c) for c in previous}
+    for c in new:
+        by_type[c["type"]] = dict(c)
+    order = ["Ready", "Progressing", "Degraded"]
+    return sorted(by_type.values(), key=lambda c: order.index(c["type"]) if c["type"] in order else 99)

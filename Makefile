@@ -10,7 +10,7 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down clean
+.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane clean
 
 help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
@@ -48,7 +48,11 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks hack
 	$(BIN)/ruff check --fix src tests benchmarks hack
 
-test: lint $(PROMETHEUS)
+# The control-plane binaries the cluster tests need (built once, cached in ~/.cache/hadis).
+control-plane:
+	bash hack/build-control-plane.sh kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok
+
+test: lint $(PROMETHEUS) control-plane
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest
 
 e1: $(STAMP)

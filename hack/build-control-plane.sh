@@ -17,7 +17,9 @@ WORK="${HADIS_BUILD_DIR:-$HOME/.cache/hadis/build}"
 mkdir -p "$OUT" "$WORK"
 export GOFLAGS="${GOFLAGS:--mod=mod}" CGO_ENABLED=0
 
-need=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm)
+# Usage: build-control-plane.sh [BINARY...]   (default: all of them); prints the folder.
+if [[ $# -gt 0 ]]; then need=("$@"); else need=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm); fi
+wants() { local b; for b in "${need[@]}"; do [[ "$b" == "$1" ]] && return 0; done; return 1; }
 missing=()
 for b in "${need[@]}"; do [[ -x "$OUT/$b" ]] || missing+=("$b"); done
 if [[ ${#missing[@]} -eq 0 ]]; then
@@ -41,7 +43,7 @@ build_module() {  # dir, module@version, packages...
 }
 
 # k8s.io/kubernetes as a dependency: pin every k8s.io staging module to the matching v0.x.y.
-if [[ ! -x "$OUT/kube-apiserver" || ! -x "$OUT/kube-controller-manager" || ! -x "$OUT/kube-scheduler" || ! -x "$OUT/kubectl" ]]; then
+if wants kube-apiserver || wants kube-controller-manager || wants kube-scheduler || wants kubectl; then
   dir="$WORK/kubernetes-$K8S_VERSION"
   mkdir -p "$dir"
   (
@@ -55,14 +57,20 @@ if [[ ! -x "$OUT/kube-apiserver" || ! -x "$OUT/kube-controller-manager" || ! -x 
     for pkg in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
                k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl; do
       [[ -x "$OUT/$(basename "$pkg")" ]] && continue
+      wants "$(basename "$pkg")" || continue
       echo "  go build $pkg" >&2
       go build -trimpath -ldflags="-s -w" -o "$OUT/$(basename "$pkg")" "$pkg"
     done
   )
 fi
-[[ -x "$OUT/etcd" ]] || build_module "$WORK/etcd-$ETCD_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
-[[ -x "$OUT/etcd" ]] || true
-if [[ -x "$OUT/v3" ]]; then mv "$OUT/v3" "$OUT/etcd"; fi
-[[ -x "$OUT/kwok" ]] || build_module "$WORK/kwok-$KWOK_VERSION" "sigs.k8s.io/kwok@$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
-[[ -x "$OUT/helm" ]] || build_module "$WORK/helm-$HELM_VERSION" "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+if wants etcd && [[ ! -x "$OUT/etcd" ]]; then
+  build_module "$WORK/etcd-$ETCD_VERSION" "go.etcd.io/etcd/server/v3@$ETCD_VERSION" go.etcd.io/etcd/server/v3
+  mv "$OUT/v3" "$OUT/etcd"   # the module's root package is the etcd binary
+fi
+if wants kwok && [[ ! -x "$OUT/kwok" ]]; then
+  build_module "$WORK/kwok-$KWOK_VERSION" "sigs.k8s.io/kwok@$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
+fi
+if wants helm && [[ ! -x "$OUT/helm" ]]; then
+  build_module "$WORK/helm-$HELM_VERSION" "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+fi
 echo "$OUT"

@@ -185,7 +185,7 @@ def up(args: argparse.Namespace) -> int:
         str(bin_dir / "kube-controller-manager"), f"--kubeconfig={cm_cfg}", "--bind-address=127.0.0.1",
         f"--secure-port={ports['kcm']}", f"--service-account-private-key-file={pki / 'sa.key'}",
         f"--root-ca-file={pki / 'ca.crt'}", "--use-service-account-credentials=true", "--leader-elect=false",
-        "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service",
+        "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
     ], state)  # fmt: skip
     spawn("kube-scheduler", [
         str(bin_dir / "kube-scheduler"), f"--kubeconfig={sched_cfg}", "--bind-address=127.0.0.1",

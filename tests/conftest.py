@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,19 +44,14 @@ def reference_profile(data_dir):
 @pytest.fixture(scope="session")
 def kube():
     """A real API server (``hack/cluster.py up``, reused when running); returns a kubectl runner."""
-    import os
-    import subprocess
-    import sys
-
+    state_dir = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
+    was_running = (state_dir / "state.json").exists()
     out = subprocess.run(
         [sys.executable, str(ROOT / "hack" / "cluster.py"), "up"], capture_output=True, text=True, check=False
     )
     if out.returncode != 0:
         raise RuntimeError(f"the local control plane did not start:\n{out.stderr[-3000:]}")
     kubeconfig = out.stdout.strip().splitlines()[-1].split("=", 1)[1]
-    import json
-
-    state_dir = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
     state = json.loads((state_dir / "state.json").read_text())
     kubectl_bin = str(Path(state["bin_dir"]) / "kubectl")
 
@@ -62,15 +64,14 @@ def kube():
         return res.stdout
 
     run.kubeconfig = kubeconfig  # type: ignore[attr-defined]
-    return run
+    yield run
+    if not was_running:  # leave a cluster the developer started; stop the one started here
+        subprocess.run([sys.executable, str(ROOT / "hack" / "cluster.py"), "down"], capture_output=True, check=False)
 
 
 @pytest.fixture
 def namespace(kube, request):
     """A namespace of its own per test, deleted afterwards."""
-    import re
-    import uuid
-
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
     kube("create", "namespace", name)
     yield name
@@ -81,4 +82,13 @@ def namespace(kube, request):
 def crd(kube):
     kube("apply", "--server-side", "-f", str(ROOT / "crds" / "diffusioncascades.serving.hadis.dev.yaml"))
     kube("wait", "--for=condition=Established", "crd/diffusioncascades.serving.hadis.dev", "--timeout=60s")
+    end = time.monotonic() + 60  # the API server publishes the schema for explain a moment later
+    while True:
+        try:
+            kube("explain", "diffusioncascade.spec")
+            break
+        except subprocess.CalledProcessError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(1)
     return kube

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 from typing import Any
 
 import kopf
@@ -34,11 +35,18 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        # read KUBECONFIG now: the client's default was fixed when the module was imported
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     settings.posting.level = 20  # Events from INFO up
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serving.hadis.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serving.hadis.dev")
     settings.execution.max_workers = 8
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the service account; elsewhere: $KUBECONFIG, read when the operator starts."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 # ------------------------------------------------------------------------------------- apply

@@ -1,0 +1,63 @@
+"""The DiffusionCascade CRD on a real API server: install, explain, validation by the server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD = ROOT / "crds" / "diffusioncascades.serving.hadis.dev.yaml"
+EXAMPLES = ROOT / "crds" / "examples"
+
+
+def test_explain_teaches_the_api(crd):
+    out = " ".join(crd("explain", "diffusioncascade.spec.models").split())
+    assert "ordered from lightest to heaviest" in out
+    assert "workerSpec" in out
+    assert "latency SLO of one request" in " ".join(crd("explain", "dcas.spec.sloSeconds").split())
+
+
+def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
+    for name in ("cascade-e1.yaml", "cascade-tiny.yaml"):
+        crd("apply", "-n", namespace, "-f", str(EXAMPLES / name))
+    out = crd("get", "dcas", "-n", namespace)
+    header = out.splitlines()[0].split()
+    assert header[:5] == ["NAME", "PAIR", "REPLICAS", "SLO", "READY"]
+    doc = json.loads(crd("get", "dcas", "tiny", "-n", namespace, "-o", "json"))
+    # defaults filled in by the API server from the schema
+    assert doc["spec"]["gpuBudget"]["min"] == 2
+    assert doc["spec"]["planner"] == {"intervalSeconds": 10, "policy": "hadis"} if "planner" in doc["spec"] else True
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (
+            {"models": [{"name": "a", "workerSpec": "a"}, {"name": "a", "workerSpec": "a"}]},
+            "model names must be unique",
+        ),
+        ({"models": [{"name": "a", "workerSpec": "a"}]}, "should have at least 2 items"),
+        ({"sloSeconds": 0}, "sloSeconds"),
+        ({"gpuBudget": {"min": 4, "max": 2}}, "gpuBudget.max must be at least gpuBudget.min"),
+        ({"gpuBudget": {"min": 0, "max": 1}}, "gpuBudget.max must be at least 2"),
+        ({"router": {"scoring": "learned"}}, "router.scoring learned needs router.modelConfigMapName"),
+        ({"planner": {"policy": "fastest"}}, "Unsupported value"),
+    ],
+)
+def test_invalid_cascades_are_refused_by_the_api_server(crd, namespace, patch, message):
+    import yaml
+
+    doc = yaml.safe_load((EXAMPLES / "cascade-tiny.yaml").read_text())
+    doc["spec"].update(patch)
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    assert message in err.value.stderr, err.value.stderr
+
+
+def test_shipped_invalid_example_is_refused(crd, namespace):
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        crd("apply", "-n", namespace, "-f", str(EXAMPLES / "invalid-duplicate-models.yaml"))
+    assert "model names must be unique" in err.value.stderr

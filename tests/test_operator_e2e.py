@@ -1,0 +1,104 @@
+"""The kopf operator against the real local control plane (API server, scheduler, kwok GPU nodes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "crds" / "examples"
+
+
+def _wait(fn, what: str, timeout_s: float = 60.0):
+    end = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = fn()
+            if last:
+                return last
+        except Exception as e:  # not there yet
+            last = e
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
+
+
+@pytest.fixture
+def operator(crd, namespace):
+    from kopf.testing import KopfRunner
+
+    os.environ["KUBECONFIG"] = crd.kubeconfig
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers", "--verbose"]
+    with KopfRunner(args, timeout=60) as runner:
+        yield runner
+    assert runner.exception is None, runner.output[-3000:]
+
+
+def _status(kube, namespace: str, name: str) -> dict:
+    return json.loads(kube("get", "dcas", name, "-n", namespace, "-o", "json")).get("status") or {}
+
+
+def _cond(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def _ready(kube, namespace: str, name: str) -> dict | None:
+    st = _status(kube, namespace, name)
+    return st if _cond(st, "Ready").get("status") == "True" else None
+
+
+def _with_reason(kube, namespace: str, name: str, reason: str) -> dict | None:
+    st = _status(kube, namespace, name)
+    return st if _cond(st, "Ready").get("reason") == reason else None
+
+
+def _scheduled_workers(kube, namespace: str) -> list[dict]:
+    pods = json.loads(kube("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker", "-o", "json"))
+    return [p for p in pods["items"] if p["spec"].get("nodeName", "").startswith("gpu-node-")]
+
+
+def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, operator):
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    cm["metadata"]["name"] = "hadis-l40s"
+    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
+    st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
+    plan = st["plan"]
+    assert plan["pair"].count("->") == 1 and plan["feasible"] is True
+    deps = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
+    names = {d["metadata"]["name"] for d in deps}
+    assert names >= {"e1-sdxl-lightning-2step", "e1-sd3-5-large", "e1-router"}
+    for d in deps:
+        owners = d["metadata"]["ownerReferences"]
+        assert owners[0]["kind"] == "DiffusionCascade" and owners[0]["name"] == "e1"
+    assert json.loads(crd("get", "configmap", "e1-router", "-n", namespace, "-o", "json"))["data"]["router.yaml"]
+    # worker pods land on the fake GPU nodes and respect the GPU budget
+    want = sum(plan["replicas"].values())
+    pods = _wait(lambda: _scheduled_workers(crd, namespace) if want else [True], "worker pods scheduled")
+    assert len(pods) == want or want == 0
+    out = crd("get", "dcas", "e1", "-n", namespace)
+    assert "->" in out and "True" in out  # printer columns: pair and Ready
+
+
+def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator):
+    crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-tiny.yaml"))  # its ConfigMap does not exist
+    st = _wait(lambda: _with_reason(crd, namespace, "tiny", "ProfileMissing"), "ProfileMissing condition")
+    assert _cond(st, "Degraded")["status"] == "True"
+    assert "hadis-tiny" in _cond(st, "Ready")["message"]
+    events = _wait(lambda: "ProfileMissing" in crd("get", "events", "-n", namespace), "the ProfileMissing event")
+    assert events
+
+
+def test_deleting_the_cascade_garbage_collects_what_it_owns(crd, namespace, operator):
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    cm["metadata"]["name"] = "hadis-l40s"
+    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
+    _wait(lambda: "e1-router" in crd("get", "deployments", "-n", namespace), "the router Deployment")
+    crd("delete", "dcas", "e1", "-n", namespace)
+    _wait(lambda: "e1-" not in crd("get", "deployments,services,configmaps", "-n", namespace), "garbage collection", 90)

@@ -102,3 +102,48 @@ def test_deleting_the_cascade_garbage_collects_what_it_owns(crd, namespace, oper
     _wait(lambda: "e1-router" in crd("get", "deployments", "-n", namespace), "the router Deployment")
     crd("delete", "dcas", "e1", "-n", namespace)
     _wait(lambda: "e1-" not in crd("get", "deployments,services,configmaps", "-n", namespace), "garbage collection", 90)
+
+
+def test_prometheus_unreachable_keeps_the_plan_and_says_so(crd, namespace, operator):
+    from hadis.local import free_port
+
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    cm["metadata"]["name"] = "hadis-l40s"
+    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+    doc["spec"]["prometheus"] = {"url": f"http://127.0.0.1:{free_port()}", "window": "30s"}  # nothing listens
+    doc["spec"]["planner"] = {"intervalSeconds": 1}
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
+
+    def replicas() -> dict[str, int]:
+        deps = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
+        return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps}
+
+    before = replicas()
+    st = _wait(
+        lambda: (
+            (s := _status(crd, namespace, "e1")) and _cond(s, "Degraded").get("reason") == "MetricsUnavailable" and s
+        ),
+        "MetricsUnavailable condition",
+        30,
+    )
+    assert "keeping the last plan" in _cond(st, "Degraded")["message"]
+    assert replicas() == before  # nothing scaled, in particular not to zero
+    assert sum(before.values()) > 1
+
+
+def test_budget_above_the_cluster_leaves_pods_pending_and_says_so(crd, namespace, operator):
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    cm["metadata"]["name"] = "hadis-l40s"
+    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+    doc["spec"]["gpuBudget"] = {"min": 24, "max": 24}  # the fake nodes have 16 GPUs in all
+    doc["spec"]["planner"] = {"intervalSeconds": 1}
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    st = _wait(lambda: _with_reason(crd, namespace, "e1", "PodsUnschedulable"), "PodsUnschedulable condition", 60)
+    assert "cannot be scheduled" in _cond(st, "Ready")["message"]
+    assert _cond(st, "Degraded")["status"] == "True"
+    pods = json.loads(crd("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker", "-o", "json"))
+    phases = [p["status"]["phase"] for p in pods["items"]]
+    assert phases.count("Pending") >= 8 and phases.count("Running") <= 16

@@ -202,6 +202,19 @@ def query_rate(url: str, cascade: str, window: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
+def unschedulable_workers(name: str, namespace: str) -> int:
+    """Worker pods the scheduler could not place (e.g. a budget above the cluster's GPUs)."""
+    pods = kubernetes.client.CoreV1Api().list_namespaced_pod(
+        namespace, label_selector=f"{builders.CASCADE_LABEL}={name},app.kubernetes.io/component=worker"
+    )
+    count = 0
+    for pod in pods.items:
+        for c in pod.status.conditions or []:
+            if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+                count += 1
+    return count
+
+
 def replan_once(body: dict, logger) -> None:
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
@@ -210,10 +223,28 @@ def replan_once(body: dict, logger) -> None:
     now = _now()
     prom = spec.get("prometheus") or {}
     api = kubernetes.client.CustomObjectsApi()
+    pending = unschedulable_workers(name, namespace)
+    if pending:
+        msg = f"{pending} worker pod(s) cannot be scheduled: the cluster has fewer free GPUs than the plan"
+        conds = logic.merge_conditions(
+            previous,
+            [
+                logic.condition("Ready", False, "PodsUnschedulable", msg, generation, now, previous),
+                logic.condition("Degraded", True, "PodsUnschedulable", msg, generation, now, previous),
+            ],
+        )
+        if conds != previous:
+            kopf.warn(body, reason="PodsUnschedulable", message=msg)
+            api.patch_namespaced_custom_object_status(
+                builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": {"conditions": conds}}
+            )
+        previous = conds
     try:
         rate = query_rate(prom.get("url", "http://prometheus-operated:9090"), name, prom.get("window", "30s"))
     except Exception as e:
         msg = f"Prometheus unreachable ({type(e).__name__}); keeping the last plan"
+        if pending:
+            return  # the scheduling problem is the one to show
         conds = logic.merge_conditions(
             previous, [logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)]
         )

@@ -147,3 +147,74 @@ def test_budget_above_the_cluster_leaves_pods_pending_and_says_so(crd, namespace
     pods = json.loads(crd("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker", "-o", "json"))
     phases = [p["status"]["phase"] for p in pods["items"]]
     assert phases.count("Pending") >= 8 and phases.count("Running") <= 16
+
+
+def _write_requests(kube) -> float:
+    """Create, update and patch requests the API server has served for what the operator touches.
+
+    Deletes are left out: the namespace controller is still emptying earlier tests' namespaces."""
+    text = kube("get", "--raw", "/metrics")
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = line[line.index("{") + 1 : line.index("}")]
+        fields = dict(kv.split("=", 1) for kv in labels.split(",") if "=" in kv)
+        verb = fields.get("verb", "").strip('"')
+        resource = fields.get("resource", "").strip('"')
+        sub = fields.get("subresource", "").strip('"')
+        if verb in ("POST", "PUT", "PATCH", "APPLY") and (
+            resource == "diffusioncascades" or (resource in ("deployments", "services", "configmaps") and not sub)
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture
+def empty_prometheus(tmp_path):
+    """A real Prometheus with nothing to scrape: every rate is 0."""
+    import subprocess
+
+    from hadis.local import free_port, wait_http_ok
+
+    binary = os.environ.get("HADIS_PROMETHEUS") or str(ROOT / ".cache/prometheus/usr/bin/prometheus")
+    port = free_port()
+    (tmp_path / "p.yml").write_text(json.dumps({"global": {"scrape_interval": "5s"}, "scrape_configs": []}))
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'p.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 30, proc)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, namespace, empty_prometheus):
+    from kopf.testing import KopfRunner
+
+    os.environ["KUBECONFIG"] = crd.kubeconfig
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    cm["metadata"]["name"] = "hadis-l40s"
+    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+    doc["spec"]["prometheus"] = {"url": empty_prometheus, "window": "30s"}
+    doc["spec"]["planner"] = {"intervalSeconds": 1}
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers"]
+    with KopfRunner(args, timeout=60) as runner:
+        _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
+        time.sleep(8)  # initial delay of the re-plan daemon, then a few re-plans
+        before = _write_requests(crd)
+        time.sleep(15)  # 15 re-plans at a 1 s interval on an idle cascade
+        idle_writes = _write_requests(crd) - before
+    assert runner.exception is None
+    print(f"API writes by an idle cascade over 15 s (15 re-plans): {idle_writes:.0f}")
+    assert idle_writes == 0
+    deps_before = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
+    with KopfRunner(args, timeout=60) as runner:  # the operator restarted
+        time.sleep(8)
+    assert runner.exception is None
+    deps_after = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
+    assert sorted(d["metadata"]["uid"] for d in deps_after) == sorted(d["metadata"]["uid"] for d in deps_before)

@@ -77,7 +77,11 @@ def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):
     spec = yaml.safe_load((root / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
     models = models_of(spec)
     low, high = make_plan(bundle, spec, 0.5), make_plan(bundle, spec, 40.0)
-    r_low, r_high = replicas_for(low, models, 2), replicas_for(high, models, 2)
+    r_low, r_high = replicas_for(low, models, 2, 16), replicas_for(high, models, 2, 16)
+    for plan, reps in ((low, r_low), (high, r_high)):
+        assert reps[plan.config.light] >= 1 and reps[plan.config.heavy] >= 1  # both tiers can answer
+    zero = make_plan(bundle, spec, 0.0)
+    assert all(replicas_for(zero, models, 2, 16)[m] >= 1 for m in (zero.config.light, zero.config.heavy))
     assert sum(r_high.values()) <= 16 and sum(r_low.values()) >= 2
     assert {m for m, n in r_high.items() if n} <= {high.config.light, high.config.heavy}
     now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)

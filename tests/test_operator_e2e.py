@@ -218,3 +218,80 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
     assert runner.exception is None
     deps_after = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
     assert sorted(d["metadata"]["uid"] for d in deps_after) == sorted(d["metadata"]["uid"] for d in deps_before)
+
+
+def test_real_traffic_moves_replicas(crd, namespace, tmp_path):
+    """Traffic through the tiny router, scraped by Prometheus, re-planned by the operator."""
+    import concurrent.futures
+    import subprocess
+    import threading
+    import urllib.request
+
+    from kopf.testing import KopfRunner
+
+    from hadis.local import free_port, up_tiny, wait_http_ok
+
+    plane = up_tiny(tmp_path / "plane", router_ratio=0.0, disc_ratio=0.0, progress=lambda _l: None)
+    prom_port = free_port()
+    (tmp_path / "p.yml").write_text(json.dumps({
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [{"job_name": "router", "static_configs": [{"targets": [f"127.0.0.1:{plane.router_port}"]}]}],
+    }))  # fmt: skip
+    binary = os.environ.get("HADIS_PROMETHEUS") or str(ROOT / ".cache/prometheus/usr/bin/prometheus")
+    prom = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'p.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    stop = threading.Event()
+    try:
+        assert wait_http_ok(f"http://127.0.0.1:{prom_port}/-/ready", 30, prom)
+        os.environ["KUBECONFIG"] = crd.kubeconfig
+        cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+        cm["metadata"]["name"] = "hadis-l40s"
+        crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+        doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+        doc["metadata"]["name"] = "tiny"  # the router's cascade label
+        doc["spec"]["prometheus"] = {"url": f"http://127.0.0.1:{prom_port}", "window": "5s"}
+        doc["spec"]["planner"] = {"intervalSeconds": 2}
+        crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+        light = "tiny-sdxl-lightning-2step"
+
+        def light_replicas() -> int:
+            return json.loads(crd("get", "deployment", light, "-n", namespace, "-o", "json"))["spec"]["replicas"]
+
+        def post(k: int) -> None:
+            req = urllib.request.Request(
+                f"{plane.router_url}/v1/images/generations", data=json.dumps({"prompt": f"p{k}"}).encode()
+            )
+            urllib.request.urlopen(req, timeout=30).read()
+
+        def client(offset: int) -> None:
+            k = offset
+            while not stop.is_set():
+                post(k)
+                k += 100
+
+        args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers"]
+        with KopfRunner(args, timeout=90) as runner:
+            _wait(lambda: _ready(crd, namespace, "tiny"), "Ready")
+            low = light_replicas()
+            assert low == 1, low
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                t0 = time.monotonic()
+                futures = [pool.submit(client, i) for i in range(4)]
+                _wait(lambda: light_replicas() > low, "the light tier scaled up", 40)
+                scaled_after = time.monotonic() - t0
+                rate = _status(crd, namespace, "tiny")["plan"]["demandRps"]
+                stop.set()
+                for f in futures:
+                    f.result()
+        assert runner.exception is None
+        print(f"load change to {rate:.1f} req/s: light replicas {low} -> {light_replicas()} after {scaled_after:.1f}s "
+              "(5 s rate window, 2 s plan interval, 1 s scrape)")  # fmt: skip
+        assert light_replicas() > low
+    finally:
+        stop.set()
+        prom.terminate()
+        prom.wait(10)
+        plane.stop()

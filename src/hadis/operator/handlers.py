@@ -106,7 +106,8 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
 
 def decide(spec: dict, bundle: Bundle, rate_rps: float) -> logic.Decision:
     plan = logic.make_plan(bundle, spec, rate_rps)
-    replicas = logic.replicas_for(plan, builders.models_of(spec), int(spec["gpuBudget"].get("min", 0)))
+    budget = spec["gpuBudget"]
+    replicas = logic.replicas_for(plan, builders.models_of(spec), int(budget.get("min", 0)), int(budget["max"]))
     return logic.Decision(plan, replicas)
 
 

@@ -19,6 +19,9 @@ from hadis.operator.builders import ModelEntry
 
 # Queries on the router's metrics (names fixed in DESIGN.md); {cascade} and {window} filled in.
 ARRIVAL_RATE_QUERY = 'sum(rate(hadis_router_arrivals_total{{cascade="{cascade}"}}[{window}]))'
+# The planner is asked for at least this rate: at exactly zero demand every row is "feasible"
+# with no GPUs on some model, and a cascade must stay able to answer its first request.
+MIN_PLANNING_RATE = 0.1
 
 
 @dataclass(frozen=True)
@@ -32,20 +35,32 @@ def make_plan(bundle: Bundle, spec: Mapping[str, Any], rate_rps: float) -> Plan:
     policy = (spec.get("planner") or {}).get("policy", "hadis")
     budget = int(spec["gpuBudget"]["max"])
     slo = float(spec["sloSeconds"])
-    demand = Demand(max(0.0, rate_rps))
+    demand = Demand(max(MIN_PLANNING_RATE, rate_rps))
     if policy == "hadis-ref":
         return plan_hadis_reference(bundle.profile, bundle.table, budget, slo, demand)
     return plan_cascade(bundle.profile, planning_table(bundle.table), budget, slo, demand)
 
 
-def replicas_for(plan: Plan, models: Sequence[ModelEntry], gpu_min: int = 0) -> dict[str, int]:
+def replicas_for(
+    plan: Plan, models: Sequence[ModelEntry], gpu_min: int = 0, gpu_max: int | None = None
+) -> dict[str, int]:
     """Worker replicas per model: the plan's GPUs over each replica's GPUs.
 
-    Models outside the planned pair get 0. When the plan leaves the cascade with fewer GPUs
-    than ``gpu_min``, the pair's models are raised (light first) so a minimum stays warm."""
+    Models outside the planned pair get 0. Each model of the pair keeps at least one replica
+    (taken from the pair's largest when the budget is spent), and when the plan leaves the
+    cascade with fewer GPUs than ``gpu_min`` the pair's models are raised, light first."""
     out = {m.name: plan.gpus(m.name) // m.gpus_per_replica for m in models}
     used = sum(out[m.name] * m.gpus_per_replica for m in models)
     pair = [m for m in models if m.name in (plan.config.light, plan.config.heavy)]
+    for m in pair:
+        if out[m.name] == 0:
+            if gpu_max is not None and used + m.gpus_per_replica > gpu_max:
+                donor = max(pair, key=lambda p: out[p.name])
+                if out[donor.name] > 1:
+                    out[donor.name] -= 1
+                    used -= donor.gpus_per_replica
+            out[m.name] = 1
+            used += m.gpus_per_replica
     k = 0
     while used < gpu_min and pair:
         m = pair[k % len(pair)]

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import random
 from typing import Any
 
 import kopf
@@ -41,6 +42,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serving.hadis.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serving.hadis.dev")
     settings.execution.max_workers = 8
+    # Replicas of one operator peer through kopf.dev peering objects (crds/kopf-peering.yaml):
+    # the highest priority acts, the others pause. Equal priorities would pause all of them, so
+    # each process draws its own.
+    settings.peering.priority = random.randint(1, 2**31 - 1)
 
 
 @kopf.on.login()

@@ -328,11 +328,14 @@ def test_two_operator_replicas_do_not_both_act(crd, namespace, tmp_path):
     crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
     cmd = [sys.executable, "-m", "kopf", "run", "--peering", "hadis-operator", "--namespace", namespace,
            "-m", "hadis.operator.handlers"]  # fmt: skip
-    env = {**os.environ, "KUBECONFIG": crd.kubeconfig}
+    env = {**os.environ, "KUBECONFIG": crd.kubeconfig, "PYTHONUNBUFFERED": "1"}  # logs reach the files at once
     logs = [tmp_path / "first.log", tmp_path / "second.log"]
     procs = [subprocess.Popen(cmd, env=env, stdout=p.open("w"), stderr=subprocess.STDOUT) for p in logs]
     try:
-        _wait(lambda: any("Pausing operations in favour of" in p.read_text() for p in logs), "one replica pausing", 60)
+        try:
+            _wait(lambda: any("Pausing operations in favour of" in p.read_text() for p in logs), "a pause", 60)
+        except AssertionError:
+            raise AssertionError("no replica paused:\n" + "\n---\n".join(p.read_text()[-2000:] for p in logs)) from None
         crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
         _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
         time.sleep(2)

@@ -312,39 +312,3 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path):
         prom.terminate()
         prom.wait(10)
         plane.stop()
-
-
-def test_two_operator_replicas_do_not_both_act(crd, namespace, tmp_path):
-    """With peering, one replica acts and the other pauses (two real operator processes)."""
-    import subprocess
-    import sys
-
-    crd("apply", "--server-side", "-f", str(ROOT / "crds" / "kopf-peering.yaml"))
-    crd("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "hadis-operator"}}
-    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(peering))
-    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    cm["metadata"]["name"] = "hadis-l40s"
-    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
-    cmd = [sys.executable, "-m", "kopf", "run", "--peering", "hadis-operator", "--namespace", namespace,
-           "-m", "hadis.operator.handlers"]  # fmt: skip
-    env = {**os.environ, "KUBECONFIG": crd.kubeconfig, "PYTHONUNBUFFERED": "1"}  # logs reach the files at once
-    logs = [tmp_path / "first.log", tmp_path / "second.log"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=p.open("w"), stderr=subprocess.STDOUT) for p in logs]
-    try:
-        try:
-            _wait(lambda: any("Pausing operations in favour of" in p.read_text() for p in logs), "a pause", 60)
-        except AssertionError:
-            raise AssertionError("no replica paused:\n" + "\n---\n".join(p.read_text()[-2000:] for p in logs)) from None
-        crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
-        _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
-        time.sleep(2)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
-    texts = [p.read_text() for p in logs]
-    acted = [i for i, t in enumerate(texts) if "Creation is processed" in t]
-    paused = [i for i, t in enumerate(texts) if "Pausing operations in favour of" in t]
-    assert len(acted) == 1 and len(paused) == 1 and acted != paused, texts

@@ -68,6 +68,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_output(text: str, out: str | None, what: str = "") -> None:
+    """Write a command's result to ``--out`` (saying so on stderr) or to stdout."""
+    if out:
+        Path(out).write_text(text)
+        print(f"wrote {what + ' to ' if what else ''}{out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
 def cmd_table_build(args: argparse.Namespace) -> int:
     from hadis.core.pareto import format_table, load_grid, pareto_filter
     from hadis.core.profile import load_profile
@@ -75,11 +84,7 @@ def cmd_table_build(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     rows = pareto_filter(load_grid(args.grid, profile.names))
     text = format_table(rows)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {len(rows)} Pareto rows to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.out, f"{len(rows)} Pareto rows")
     return 0
 
 
@@ -110,11 +115,7 @@ def cmd_configmap(args: argparse.Namespace) -> int:
         return 2
     table = ParetoTable(rows, QualityGrid(grid_rows) if grid_rows and args.with_grid else None)
     text = dump_configmap(Bundle(profile, table), args.name, args.namespace)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote ConfigMap {args.name} to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.out, f"ConfigMap {args.name}")
     return 0
 
 
@@ -123,11 +124,7 @@ def cmd_profile_convert(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.source).scaled(args.time_scale)
     text = dump_profile(profile)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    write_output(text, args.out)
     return 0
 
 

@@ -58,12 +58,9 @@ def cmd_profile_latency(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    text = dump_profile(profile)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    from hadis.cli import write_output
+
+    write_output(dump_profile(profile), args.out)
     return 0
 
 

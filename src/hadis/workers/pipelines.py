@@ -156,6 +156,22 @@ def load_pipeline(spec: ModelSpec, device: str = "cpu"):
     return pipe.to(device)
 
 
+def run_pipeline(pipe, spec: ModelSpec, prompts: list[str], seeds: list[int]) -> np.ndarray:
+    """One batch as the spec says (steps, guidance, size), a CPU generator per image so the same
+    seed gives the same image whatever the batch; float images in [0, 1], [B, H, W, 3]."""
+    generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    with torch.inference_mode():
+        return pipe(
+            prompts,
+            num_inference_steps=spec.steps,
+            guidance_scale=spec.guidance,
+            height=spec.height,
+            width=spec.width,
+            generator=generators,
+            output_type="np",
+        ).images
+
+
 @dataclass
 class Discriminator:
     """CLIP vision tower + Linear(512, 256), ReLU, Linear(256, 2); confidence = softmax P(real)."""

@@ -92,7 +92,7 @@ def profile_latency(
 ) -> Profile:
     import torch
 
-    from hadis.workers.pipelines import load_pipeline
+    from hadis.workers.pipelines import load_pipeline, run_pipeline
 
     progress(f"loading {spec.name} ({spec.pipeline}, {'tiny' if spec.tiny else spec.source}) on {device}")
     pipe = load_pipeline(spec, device)
@@ -104,18 +104,9 @@ def profile_latency(
             results.append(BatchResult(b, oom=True))  # larger than a size that already ran out
             progress(f"  batch {b:3d}: skipped (a smaller batch ran out of memory)")
             continue
-        gens = [torch.Generator("cpu").manual_seed(i) for i in range(b)]
 
-        def run(gens=gens, b=b) -> None:
-            pipe(
-                ["a photograph of an astronaut riding a horse"] * b,
-                num_inference_steps=spec.steps,
-                guidance_scale=spec.guidance,
-                height=spec.height,
-                width=spec.width,
-                generator=gens,
-                output_type="np",
-            )
+        def run(b=b) -> None:
+            run_pipeline(pipe, spec, ["a photograph of an astronaut riding a horse"] * b, list(range(b)))
             if cuda:
                 torch.cuda.synchronize(device)
 

@@ -39,20 +39,10 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def make_generate(spec: ModelSpec, pipe, discriminator=None) -> Callable[[list[str], list[int]], dict[str, list]]:
     """prompts + seeds -> PNGs (and confidences): the worker's work, free of Triton types."""
-    import torch
+    from hadis.workers.pipelines import run_pipeline
 
     def generate(prompts: list[str], seeds: list[int]) -> dict[str, list]:
-        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        with torch.inference_mode():
-            out = pipe(
-                prompts,
-                num_inference_steps=spec.steps,
-                guidance_scale=spec.guidance,
-                height=spec.height,
-                width=spec.width,
-                generator=generators,
-                output_type="np",
-            ).images
+        out = run_pipeline(pipe, spec, prompts, seeds)
         images = (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
         result: dict[str, list] = {"IMAGE": [encode_png(img) for img in images]}
         if discriminator is not None:

@@ -71,19 +71,13 @@ def _read_lines(stream) -> list[tuple[str, bool]]:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from hadis.scoring.features import extract
-    from hadis.scoring.model import default_rule_model, load_model
+    from hadis.scoring.model import load_scorer
 
-    if args.mode == "rule":
-        model = load_model(args.model_file) if args.model_file else default_rule_model()
-    else:
-        path = args.model_file or _default_model_file()
-        if path is None:
-            print("hadis route score: --mode learned needs --model-file (see 'hadis route train')", file=sys.stderr)
-            return 2
-        model = load_model(path)
-    if model.mode != args.mode:
-        print(f"hadis route score: {args.model_file} is a {model.mode} model, not {args.mode}", file=sys.stderr)
+    path = args.model_file or (_default_model_file() if args.mode == "learned" else None)
+    if args.mode == "learned" and path is None:
+        print("hadis route score: --mode learned needs --model-file (see 'hadis route train')", file=sys.stderr)
         return 2
+    model = load_scorer(args.mode, path)
     out = sys.stdout
     for text, invalid in _read_lines(sys.stdin.buffer):
         feats = extract(text)

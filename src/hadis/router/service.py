@@ -72,14 +72,9 @@ def _unit(text: str, salt: int = 0) -> float:
 
 
 def _make_scorer(cfg: RouterConfig):
-    from hadis.scoring.model import default_rule_model, load_model
+    from hadis.scoring.model import load_scorer
 
-    if cfg.scoring.model_file:
-        model = load_model(cfg.scoring.model_file)
-        if model.mode != cfg.scoring.mode:
-            raise DataError(cfg.scoring.model_file, f"is a {model.mode} model, not {cfg.scoring.mode}", field="mode")
-        return model
-    return default_rule_model()
+    return load_scorer(cfg.scoring.mode, cfg.scoring.model_file)
 
 
 class Router:

@@ -321,6 +321,19 @@ def load_model(path: str | Path) -> RuleModel | LearnedModel:
     return parse_model(text, str(p))
 
 
+def load_scorer(mode: str, model_file: str | Path | None = None) -> RuleModel | LearnedModel:
+    """The scorer of a mode: the given model file (which must be of that mode) or, for the rule
+    mode, the shipped HADIS statistics."""
+    if model_file:
+        model = load_model(model_file)
+        if model.mode != mode:
+            raise DataError(str(model_file), f"is a {model.mode} model, not {mode}", field="mode")
+        return model
+    if mode != "rule":
+        raise DataError("scoring", f"{mode} scoring needs a model file", field="modelFile")
+    return default_rule_model()
+
+
 def default_rule_model() -> RuleModel:
     """HADIS's rule score with the statistics shipped in the package (see ``make router-models``)."""
     from importlib import resources

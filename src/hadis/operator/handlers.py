@@ -170,15 +170,7 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
             now,
             previous,
         ),
-        logic.condition(
-            "Degraded",
-            not feasible,
-            "BudgetInfeasible" if not feasible else "AsPlanned",
-            decision.plan.reason or "the plan meets the SLO",
-            generation,
-            now,
-            previous,
-        ),
+        logic.plan_degraded(decision.plan, generation, now, previous),
     ]
     patch.status["observedGeneration"] = generation
     patch.status["plan"] = plan_doc
@@ -262,20 +254,7 @@ def replan_once(body: dict, logger) -> None:
     bundle = read_bundle(namespace, spec["profile"]["configMapName"])
     decision = decide(spec, bundle, rate)
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
-    conds = logic.merge_conditions(
-        previous,
-        [
-            logic.condition(
-                "Degraded",
-                not decision.plan.feasible,
-                "BudgetInfeasible" if not decision.plan.feasible else "AsPlanned",
-                decision.plan.reason or "the plan meets the SLO",
-                generation,
-                now,
-                previous,
-            )
-        ],
-    )
+    conds = logic.merge_conditions(previous, [logic.plan_degraded(decision.plan, generation, now, previous)])
     if logic.same_plan(status.get("plan"), plan_doc) and conds == previous:
         return  # idle: no API writes
     for obj in owned_objects(spec, name, namespace, bundle, decision):

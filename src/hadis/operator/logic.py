@@ -131,3 +131,18 @@ def merge_conditions(previous: Sequence[Mapping[str, Any]], new: Sequence[Mappin
         by_type[c["type"]] = dict(c)
     order = ["Ready", "Progressing", "Degraded"]
     return sorted(by_type.values(), key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
+
+
+def plan_degraded(plan: Plan, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> dict:
+    """The Degraded condition a plan implies: True with BudgetInfeasible when the budget cannot
+    meet the demand (the fallback plan is in force), else False, AsPlanned."""
+    infeasible = not plan.feasible
+    return condition(
+        "Degraded",
+        infeasible,
+        "BudgetInfeasible" if infeasible else "AsPlanned",
+        plan.reason or "the plan meets the SLO",
+        generation,
+        now,
+        previous,
+    )

@@ -10,28 +10,18 @@ import concurrent.futures
 import io
 import json
 import os
-import shutil
 import signal
-import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from hadis.local import LocalPlane, free_port, tiny_config, up_tiny, wait_http_ok
+from conftest import running_prometheus
+from hadis.local import LocalPlane, free_port, tiny_config, up_tiny
 from hadis.router.config import dump_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _prometheus_binary() -> str:
-    candidates = [os.environ.get("HADIS_PROMETHEUS"), str(ROOT / ".cache/prometheus/usr/bin/prometheus")]
-    candidates.append(shutil.which("prometheus"))
-    for c in candidates:
-        if c and Path(c).exists():
-            return c
-    raise RuntimeError("Prometheus not found: run 'make install' (it unpacks Debian's prometheus into .cache)")
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +33,9 @@ def plane(tmp_path_factory) -> LocalPlane:
 
 @pytest.fixture(scope="module")
 def prometheus(plane, tmp_path_factory):
-    d = tmp_path_factory.mktemp("prometheus")
-    port = free_port()
     targets = [f"127.0.0.1:{plane.router_port}"] + [f"127.0.0.1:{p}" for p in plane.metrics_ports.values()]
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "hadis", "static_configs": [{"targets": targets}]}],
-    }
-    (d / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    proc = subprocess.Popen(
-        [
-            _prometheus_binary(), f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=(d / "log").open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    assert wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 30, proc), (d / "log").read_text()[-2000:]
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), targets) as url:
+        yield url
 
 
 def _post(url: str, doc: dict, timeout: float = 30.0) -> tuple[int, dict, dict]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import running_prometheus
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "crds" / "examples"
 
@@ -39,6 +41,13 @@ def operator(crd, namespace):
     assert runner.exception is None, runner.output[-3000:]
 
 
+def _apply_profile(kube, namespace: str) -> None:
+    """The shipped L40S planning ConfigMap, under the name the E1 example refers to."""
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    cm["metadata"]["name"] = "hadis-l40s"
+    kube("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+
+
 def _status(kube, namespace: str, name: str) -> dict:
     return json.loads(kube("get", "dcas", name, "-n", namespace, "-o", "json")).get("status") or {}
 
@@ -63,9 +72,7 @@ def _scheduled_workers(kube, namespace: str) -> list[dict]:
 
 
 def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, operator):
-    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    cm["metadata"]["name"] = "hadis-l40s"
-    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    _apply_profile(crd, namespace)
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
     st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
     plan = st["plan"]
@@ -95,9 +102,7 @@ def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator)
 
 
 def test_deleting_the_cascade_garbage_collects_what_it_owns(crd, namespace, operator):
-    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    cm["metadata"]["name"] = "hadis-l40s"
-    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    _apply_profile(crd, namespace)
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
     _wait(lambda: "e1-router" in crd("get", "deployments", "-n", namespace), "the router Deployment")
     crd("delete", "dcas", "e1", "-n", namespace)
@@ -107,9 +112,7 @@ def test_deleting_the_cascade_garbage_collects_what_it_owns(crd, namespace, oper
 def test_prometheus_unreachable_keeps_the_plan_and_says_so(crd, namespace, operator):
     from hadis.local import free_port
 
-    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    cm["metadata"]["name"] = "hadis-l40s"
-    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    _apply_profile(crd, namespace)
     doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
     doc["spec"]["prometheus"] = {"url": f"http://127.0.0.1:{free_port()}", "window": "30s"}  # nothing listens
     doc["spec"]["planner"] = {"intervalSeconds": 1}
@@ -134,9 +137,7 @@ def test_prometheus_unreachable_keeps_the_plan_and_says_so(crd, namespace, opera
 
 
 def test_budget_above_the_cluster_leaves_pods_pending_and_says_so(crd, namespace, operator):
-    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    cm["metadata"]["name"] = "hadis-l40s"
-    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    _apply_profile(crd, namespace)
     doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
     doc["spec"]["gpuBudget"] = {"min": 24, "max": 24}  # the fake nodes have 16 GPUs in all
     doc["spec"]["planner"] = {"intervalSeconds": 1}
@@ -186,31 +187,15 @@ def _versions(kube, namespace: str) -> dict[str, str]:
 @pytest.fixture
 def empty_prometheus(tmp_path):
     """A real Prometheus with nothing to scrape: every rate is 0."""
-    import subprocess
-
-    from hadis.local import free_port, wait_http_ok
-
-    binary = os.environ.get("HADIS_PROMETHEUS") or str(ROOT / ".cache/prometheus/usr/bin/prometheus")
-    port = free_port()
-    (tmp_path / "p.yml").write_text(json.dumps({"global": {"scrape_interval": "5s"}, "scrape_configs": []}))
-    proc = subprocess.Popen(
-        [binary, f"--config.file={tmp_path / 'p.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 30, proc)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with running_prometheus(tmp_path / "prometheus", [], "5s") as url:
+        yield url
 
 
 def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, namespace, empty_prometheus):
     from kopf.testing import KopfRunner
 
     os.environ["KUBECONFIG"] = crd.kubeconfig
-    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    cm["metadata"]["name"] = "hadis-l40s"
-    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+    _apply_profile(crd, namespace)
     doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
     doc["spec"]["prometheus"] = {"url": empty_prometheus, "window": "30s"}
     doc["spec"]["planner"] = {"intervalSeconds": 1}
@@ -240,36 +225,27 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
 def test_real_traffic_moves_replicas(crd, namespace, tmp_path):
     """Traffic through the tiny router, scraped by Prometheus, re-planned by the operator."""
     import concurrent.futures
-    import subprocess
+    import contextlib
     import threading
     import urllib.request
 
     from kopf.testing import KopfRunner
 
-    from hadis.local import free_port, up_tiny, wait_http_ok
+    from hadis.local import up_tiny
 
     plane = up_tiny(tmp_path / "plane", router_ratio=0.0, disc_ratio=0.0, progress=lambda _l: None)
-    prom_port = free_port()
-    (tmp_path / "p.yml").write_text(json.dumps({
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "router", "static_configs": [{"targets": [f"127.0.0.1:{plane.router_port}"]}]}],
-    }))  # fmt: skip
-    binary = os.environ.get("HADIS_PROMETHEUS") or str(ROOT / ".cache/prometheus/usr/bin/prometheus")
-    prom = subprocess.Popen(
-        [binary, f"--config.file={tmp_path / 'p.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{prom_port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     stop = threading.Event()
-    try:
-        assert wait_http_ok(f"http://127.0.0.1:{prom_port}/-/ready", 30, prom)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(plane.stop)
+        prom_url = cleanup.enter_context(
+            running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{plane.router_port}"])
+        )
+        cleanup.callback(stop.set)
         os.environ["KUBECONFIG"] = crd.kubeconfig
-        cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-        cm["metadata"]["name"] = "hadis-l40s"
-        crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
+        _apply_profile(crd, namespace)
         doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
         doc["metadata"]["name"] = "tiny"  # the router's cascade label
-        doc["spec"]["prometheus"] = {"url": f"http://127.0.0.1:{prom_port}", "window": "5s"}
+        doc["spec"]["prometheus"] = {"url": prom_url, "window": "5s"}
         doc["spec"]["planner"] = {"intervalSeconds": 2}
         crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
         light = "tiny-sdxl-lightning-2step"
@@ -307,8 +283,3 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path):
         print(f"load change to {rate:.1f} req/s: light replicas {low} -> {light_replicas()} after {scaled_after:.1f}s "
               "(5 s rate window, 2 s plan interval, 1 s scrape)")  # fmt: skip
         assert light_replicas() > low
-    finally:
-        stop.set()
-        prom.terminate()
-        prom.wait(10)
-        plane.stop()

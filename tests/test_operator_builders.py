@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import yaml
 
 from hadis.operator.builders import (
@@ -16,6 +19,8 @@ from hadis.operator.builders import (
     worker_service,
 )
 from hadis.router.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SPEC = yaml.safe_load(
     """
@@ -97,3 +102,40 @@ def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):
     assert c3["lastTransitionTime"] != c1["lastTransitionTime"]
     merged = merge_conditions([c2], [c3, condition("Degraded", True, "ProfileMissing", "gone", 3, now)])
     assert [c["type"] for c in merged] == ["Ready", "Degraded"] and merged[0]["status"] == "False"
+
+
+def test_progressing_while_any_worker_is_short_of_its_replicas():
+    from hadis.operator.logic import WorkerRollout, condition_reason, rollout_condition
+
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    done = WorkerRollout("light", desired=3, ready=3, updated=3, current=True)
+    scaling = WorkerRollout("heavy", desired=4, ready=2, updated=4, current=True)
+    c = rollout_condition([done, scaling], 5, now)
+    assert (c["type"], c["status"], c["reason"]) == ("Progressing", "True", "ScalingWorkers")
+    assert c["message"] == "heavy 2/4 ready"  # only the ones still moving
+    # a Deployment whose controller has not yet seen the new spec is still progressing
+    stale = WorkerRollout("light", desired=3, ready=3, updated=3, current=False)
+    assert rollout_condition([stale], 5, now)["status"] == "True"
+    # scaling down counts too, until the extra pods are gone
+    assert rollout_condition([WorkerRollout("light", 1, 2, 1, True)], 5, now)["status"] == "True"
+    complete = rollout_condition([done, WorkerRollout("heavy", 0, 0, 0, True)], 5, now, [c])
+    assert (complete["status"], complete["reason"], complete["message"]) == (
+        "False",
+        "RolloutComplete",
+        "all 3 worker replicas ready",
+    )
+    assert condition_reason([c], "Progressing") == "ScalingWorkers"
+    assert condition_reason([complete], "Progressing") is None  # False conditions have no live reason
+
+
+def test_plan_conditions_ready_and_degraded_follow_feasibility():
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import make_plan, plan_conditions
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    ready, degraded = plan_conditions(make_plan(bundle, spec, 2.0), 1, now)
+    assert (ready["status"], ready["reason"], degraded["status"]) == ("True", "Planned", "False")
+    ready, degraded = plan_conditions(make_plan(bundle, spec, 500.0), 1, now)
+    assert (ready["reason"], degraded["status"], degraded["reason"]) == ("BudgetInfeasible", "True", "BudgetInfeasible")

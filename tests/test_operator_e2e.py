@@ -90,6 +90,16 @@ def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, o
     assert len(pods) == want or want == 0
     out = crd("get", "dcas", "e1", "-n", namespace)
     assert "->" in out and "True" in out  # printer columns: pair and Ready
+    # Progressing turns False once every worker Deployment has its replicas ready (kwok readies pods)
+    st = _wait(
+        lambda: (
+            (s := _status(crd, namespace, "e1")) and _cond(s, "Progressing").get("reason") == "RolloutComplete" and s
+        ),
+        "Progressing=False RolloutComplete",
+        60,
+    )
+    assert _cond(st, "Progressing")["status"] == "False"
+    assert _cond(st, "Progressing")["message"] == f"all {want} worker replicas ready"
 
 
 def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator):
@@ -283,3 +293,65 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path):
         print(f"load change to {rate:.1f} req/s: light replicas {low} -> {light_replicas()} after {scaled_after:.1f}s "
               "(5 s rate window, 2 s plan interval, 1 s scrape)")  # fmt: skip
         assert light_replicas() > low
+
+
+def _operator_process(kubeconfig: str, namespace: str, log: Path, health_port: int):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "hadis.cli", "operator", "run", "--namespace", namespace,
+           "--lease-duration", "4", "--renew-deadline", "3", "--retry-period", "0.5",
+           "--health-host", "127.0.0.1", "--health-port", str(health_port)]  # fmt: skip
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}  # logs reach the file at once
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def test_two_operator_replicas_one_leader_and_failover(crd, namespace, tmp_path):
+    """Two real operator processes: only the Lease holder acts; killed, the other takes over."""
+    import signal
+    import urllib.request
+
+    from hadis.local import free_port
+
+    _apply_profile(crd, namespace)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    ports = [free_port(), free_port()]
+    procs = [_operator_process(crd.kubeconfig, namespace, log, port) for log, port in zip(logs, ports, strict=True)]
+    try:
+        _wait(lambda: any("became the leader" in p.read_text() for p in logs), "a leader", 60)
+        lead = next(i for i, p in enumerate(logs) if "became the leader" in p.read_text())
+        follow = 1 - lead
+        _wait(lambda: "waiting for the lease" in logs[follow].read_text(), "the other replica waiting", 30)
+        health = [json.loads(urllib.request.urlopen(f"http://127.0.0.1:{p}/healthz", timeout=5).read()) for p in ports]
+        assert health[lead]["leader"] is True and health[follow]["leader"] is False
+        lease = json.loads(crd("get", "lease", "hadis-operator", "-n", namespace, "-o", "json"))
+        assert lease["spec"]["holderIdentity"] in logs[lead].read_text()
+
+        crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
+        _wait(lambda: _ready(crd, namespace, "e1"), "Ready (leader)")
+        time.sleep(2)
+        assert "Creation is processed" in logs[lead].read_text()
+        assert "Creation is processed" not in logs[follow].read_text()
+
+        procs[lead].send_signal(signal.SIGKILL)  # no release: the follower must wait for expiry
+        killed = time.monotonic()
+        _wait(lambda: "became the leader" in logs[follow].read_text(), "fail-over", 30)
+        takeover_s = time.monotonic() - killed
+        second = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+        second["metadata"]["name"] = "e1-second"
+        crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(second))
+        _wait(lambda: _ready(crd, namespace, "e1-second"), "Ready (new leader)")
+        print(f"\nleader killed; the follower took the lease {takeover_s:.1f} s later (lease duration 4 s)")
+        assert takeover_s < 4 + 3  # expiry after 4 s, observed within a retry period or two
+        lease = json.loads(crd("get", "lease", "hadis-operator", "-n", namespace, "-o", "json"))
+        assert lease["spec"]["holderIdentity"] in logs[follow].read_text()
+        assert lease["spec"]["leaseTransitions"] == 1
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+    # a clean stop releases the Lease at once (no waiting for expiry)
+    lease = json.loads(crd("get", "lease", "hadis-operator", "-n", namespace, "-o", "json"))
+    assert lease["spec"].get("holderIdentity", "") == "", lease["spec"]

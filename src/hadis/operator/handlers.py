@@ -1,9 +1,10 @@
 """kopf handlers for DiffusionCascade: thin I/O around ``builders`` and ``logic``.
 
-Run with ``kopf run -m hadis.operator.handlers`` (``--standalone`` for one replica without
-peering). Reconcile on create, on spec change and on operator start: validate the profile
-ConfigMap, plan for the last known demand, server-side apply the owned objects, and write the
-status. A daemon per cascade re-plans every ``spec.planner.intervalSeconds`` from Prometheus.
+Run with ``hadis operator run`` (Lease-based leader election, see ``leader.py``) or, for one
+replica, ``kopf run --standalone -m hadis.operator.handlers``. Reconcile on create, on spec
+change and on operator start: validate the profile ConfigMap, plan for the last known demand,
+server-side apply the owned objects, and write the status. A daemon per cascade re-plans every
+``spec.planner.intervalSeconds`` from Prometheus.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import random
 from typing import Any
 
 import kopf
@@ -31,21 +31,22 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def load_client_config() -> None:
+    """The kubernetes client's credentials: the service account in a pod, else $KUBECONFIG."""
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         # read KUBECONFIG now: the client's default was fixed when the module was imported
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    load_client_config()
     settings.posting.level = 20  # Events from INFO up
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serving.hadis.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serving.hadis.dev")
     settings.execution.max_workers = 8
-    # Replicas of one operator peer through kopf.dev peering objects (crds/kopf-peering.yaml):
-    # the highest priority acts, the others pause. Equal priorities would pause all of them, so
-    # each process draws its own.
-    settings.peering.priority = random.randint(1, 2**31 - 1)
 
 
 @kopf.on.login()
@@ -159,18 +160,9 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
     for obj in owned_objects(dict(spec), name, namespace, bundle, decision):
         apply(obj, body)
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
-    feasible = decision.plan.feasible
     conds = [
-        logic.condition(
-            "Ready",
-            True,
-            "Planned" if feasible else "BudgetInfeasible",
-            decision.plan.summary(),
-            generation,
-            now,
-            previous,
-        ),
-        logic.plan_degraded(decision.plan, generation, now, previous),
+        logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous),
+        *logic.plan_conditions(decision.plan, generation, now, previous),
     ]
     patch.status["observedGeneration"] = generation
     patch.status["plan"] = plan_doc
@@ -200,6 +192,23 @@ def query_rate(url: str, cascade: str, window: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
+def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
+    """Each worker Deployment's progress towards its desired replicas (one list call)."""
+    deps = kubernetes.client.AppsV1Api().list_namespaced_deployment(
+        namespace, label_selector=f"{builders.CASCADE_LABEL}={name},app.kubernetes.io/component=worker"
+    )
+    return [
+        logic.WorkerRollout(
+            model=(d.metadata.labels or {}).get(builders.MODEL_LABEL, d.metadata.name),
+            desired=int(d.spec.replicas or 0),
+            ready=int(d.status.ready_replicas or 0),
+            updated=int(d.status.updated_replicas or 0),
+            current=int(d.status.observed_generation or 0) >= int(d.metadata.generation or 0),
+        )
+        for d in sorted(deps.items, key=lambda d: d.metadata.name)
+    ]
+
+
 def unschedulable_workers(name: str, namespace: str) -> int:
     """Worker pods the scheduler could not place (e.g. a budget above the cluster's GPUs)."""
     pods = kubernetes.client.CoreV1Api().list_namespaced_pod(
@@ -213,14 +222,23 @@ def unschedulable_workers(name: str, namespace: str) -> int:
     return count
 
 
+def _patch_status(namespace: str, name: str, status: dict) -> None:
+    kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
+        builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": status}
+    )
+
+
 def replan_once(body: dict, logger) -> None:
+    """One tick of the daemon: conditions from the cluster, demand from Prometheus, then a plan.
+
+    Reads every tick; writes only when the plan or a condition changed."""
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
     generation = int(meta.get("generation", 0))
     previous = list(status.get("conditions") or [])
     now = _now()
     prom = spec.get("prometheus") or {}
-    api = kubernetes.client.CustomObjectsApi()
+    rollout = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
     pending = unschedulable_workers(name, namespace)
     if pending:
         msg = f"{pending} worker pod(s) cannot be scheduled: the cluster has fewer free GPUs than the plan"
@@ -228,14 +246,14 @@ def replan_once(body: dict, logger) -> None:
             previous,
             [
                 logic.condition("Ready", False, "PodsUnschedulable", msg, generation, now, previous),
+                rollout,
                 logic.condition("Degraded", True, "PodsUnschedulable", msg, generation, now, previous),
             ],
         )
-        if conds != previous:
+        if logic.condition_reason(previous, "Degraded") != "PodsUnschedulable":
             kopf.warn(body, reason="PodsUnschedulable", message=msg)
-            api.patch_namespaced_custom_object_status(
-                builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": {"conditions": conds}}
-            )
+        if conds != previous:
+            _patch_status(namespace, name, {"conditions": conds})
         previous = conds
     try:
         rate = query_rate(prom.get("url", "http://prometheus-operated:9090"), name, prom.get("window", "30s"))
@@ -243,28 +261,26 @@ def replan_once(body: dict, logger) -> None:
         msg = f"Prometheus unreachable ({type(e).__name__}); keeping the last plan"
         if pending:
             return  # the scheduling problem is the one to show
-        conds = logic.merge_conditions(
-            previous, [logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)]
-        )
+        degraded = logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)
+        conds = logic.merge_conditions(previous, [rollout, degraded])
+        if logic.condition_reason(previous, "Degraded") != "MetricsUnavailable":
+            kopf.warn(body, reason="MetricsUnavailable", message=msg)
         if conds != previous:
-            api.patch_namespaced_custom_object_status(
-                builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": {"conditions": conds}}
-            )
+            _patch_status(namespace, name, {"conditions": conds})
         return
     bundle = read_bundle(namespace, spec["profile"]["configMapName"])
     decision = decide(spec, bundle, rate)
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
-    conds = logic.merge_conditions(previous, [logic.plan_degraded(decision.plan, generation, now, previous)])
-    if logic.same_plan(status.get("plan"), plan_doc) and conds == previous:
+    planned = logic.plan_conditions(decision.plan, generation, now, previous)
+    conds = logic.merge_conditions(previous, [rollout, *planned])
+    unchanged = logic.same_plan(status.get("plan"), plan_doc)
+    if unchanged and conds == previous:
         return  # idle: no API writes
-    for obj in owned_objects(spec, name, namespace, bundle, decision):
-        apply(obj, body)
-    api.patch_namespaced_custom_object_status(
-        builders.GROUP,
-        builders.VERSION,
-        namespace,
-        builders.PLURAL,
-        name,
-        {"status": {"plan": plan_doc, "conditions": conds, "observedGeneration": generation}},
-    )
-    logger.info("re-planned for %.2f req/s: %s", rate, decision.plan.summary())
+    if not unchanged:
+        for obj in owned_objects(spec, name, namespace, bundle, decision):
+            apply(obj, body)
+        after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
+        conds = logic.merge_conditions(conds, [after])
+        kopf.info(body, reason="Replanned", message=f"{rate:.2f} req/s: {decision.plan.summary()}")
+        logger.info("re-planned for %.2f req/s: %s", rate, decision.plan.summary())
+    _patch_status(namespace, name, {"plan": plan_doc, "conditions": conds, "observedGeneration": generation})

@@ -125,6 +125,14 @@ def condition(
     }
 
 
+def condition_reason(conditions: Sequence[Mapping[str, Any]], type_: str) -> str | None:
+    """The reason of the condition of that type, if it is True (None otherwise)."""
+    for c in conditions:
+        if c.get("type") == type_ and c.get("status") == "True":
+            return c.get("reason")
+    return None
+
+
 def merge_conditions(previous: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict]:
     by_type = {c["type"]: dict(c) for c in previous}
     for c in new:
@@ -146,3 +154,44 @@ def plan_degraded(plan: Plan, generation: int, now: dt.datetime, previous: Seque
         now,
         previous,
     )
+
+
+@dataclass(frozen=True)
+class WorkerRollout:
+    """What a worker Deployment's status says about reaching its desired replicas."""
+
+    model: str
+    desired: int
+    ready: int
+    updated: int
+    current: bool  # the Deployment controller has seen the latest spec (observedGeneration)
+
+    @property
+    def done(self) -> bool:
+        return self.current and self.ready == self.desired and self.updated == self.desired
+
+
+def rollout_condition(
+    workers: Sequence[WorkerRollout], generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()
+) -> dict:
+    """``Progressing``: True while any worker Deployment is still scaling or rolling out to the
+    plan (reason ScalingWorkers, with each model's ready/desired), False once all are there
+    (RolloutComplete)."""
+    behind = [w for w in workers if not w.done]
+    if behind:
+        detail = "; ".join(f"{w.model} {w.ready}/{w.desired} ready" for w in behind)
+        return condition("Progressing", True, "ScalingWorkers", detail, generation, now, previous)
+    total = sum(w.desired for w in workers)
+    return condition(
+        "Progressing", False, "RolloutComplete", f"all {total} worker replicas ready", generation, now, previous
+    )
+
+
+def plan_conditions(plan: Plan, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> list:
+    """Ready (True: the plan is applied; reason Planned, or BudgetInfeasible for the fallback
+    plan) and the Degraded condition the plan implies."""
+    reason = "Planned" if plan.feasible else "BudgetInfeasible"
+    return [
+        condition("Ready", True, reason, plan.summary(), generation, now, previous),
+        plan_degraded(plan, generation, now, previous),
+    ]

@@ -50,7 +50,7 @@ format: $(STAMP)
 
 # The control-plane binaries the cluster tests need (built once, cached in ~/.cache/hadis).
 control-plane:
-	bash hack/build-control-plane.sh kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok
+	bash hack/build-control-plane.sh kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm
 
 test: lint $(PROMETHEUS) control-plane
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest

@@ -11,7 +11,8 @@ KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
 
 STAGING_VERSION="v0${K8S_VERSION#v1}"   # k8s.io/kubernetes v1.34.2 -> staging modules v0.34.2
-KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
+BUILD_REV=2   # bump when the build itself changes (r2: Kubernetes binaries report their version)
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_r${BUILD_REV}"
 OUT="${HADIS_BIN_CACHE:-$HOME/.cache/hadis/bin/$KEY}"
 WORK="${HADIS_BUILD_DIR:-$HOME/.cache/hadis/build}"
 mkdir -p "$OUT" "$WORK"
@@ -54,12 +55,20 @@ if wants kube-apiserver || wants kube-controller-manager || wants kube-scheduler
       go mod edit -replace "$m=$m@$STAGING_VERSION"
     done
     go get "k8s.io/kubernetes@$K8S_VERSION" >&2
+    # Stamp the version as the release build does; without it the API server reports
+    # v0.0.0-master and tools that check the server version (helm's kubeVersion) refuse it.
+    minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+    vflags=""
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      vflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+      vflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
     for pkg in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
                k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl; do
       [[ -x "$OUT/$(basename "$pkg")" ]] && continue
       wants "$(basename "$pkg")" || continue
       echo "  go build $pkg" >&2
-      go build -trimpath -ldflags="-s -w" -o "$OUT/$(basename "$pkg")" "$pkg"
+      go build -trimpath -ldflags="-s -w $vflags" -o "$OUT/$(basename "$pkg")" "$pkg"
     done
   )
 fi

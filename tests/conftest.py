@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -97,41 +94,15 @@ def crd(kube):
     return kube
 
 
-# ---------------------------------------------------------------- Prometheus
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    """Helm, built from its Go module at the pinned version by the control-plane script (cached)."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "hack" / "build-control-plane.sh"), "helm"], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"helm could not be built:\n{out.stderr[-3000:]}")
+    return str(Path(out.stdout.strip().splitlines()[-1]) / "helm")
 
 
-def prometheus_binary() -> str:
-    candidates = [os.environ.get("HADIS_PROMETHEUS"), str(ROOT / ".cache/prometheus/usr/bin/prometheus")]
-    candidates.append(shutil.which("prometheus"))
-    for c in candidates:
-        if c and Path(c).exists():
-            return c
-    raise RuntimeError("Prometheus not found: run 'make install' (it unpacks Debian's prometheus into .cache)")
-
-
-@contextlib.contextmanager
-def running_prometheus(directory: Path, targets: Sequence[str], scrape_interval: str = "1s") -> Iterator[str]:
-    """Debian's Prometheus on a free loopback port, scraping ``targets``; yields its URL."""
-    from hadis.local import free_port, wait_http_ok
-
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [{"job_name": "hadis", "static_configs": [{"targets": list(targets)}]}] if targets else [],
-    }
-    (directory / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    proc = subprocess.Popen(
-        [
-            prometheus_binary(), f"--config.file={directory / 'prometheus.yml'}",
-            f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=(directory / "log").open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        ready = wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 30, proc)
-        assert ready, (directory / "log").read_text()[-2000:]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+# ---------------------------------------------------------------- Prometheus: hadis.local.running_prometheus

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import running_prometheus
-from hadis.local import LocalPlane, free_port, tiny_config, up_tiny
+from hadis.local import LocalPlane, free_port, running_prometheus, tiny_config, up_tiny
 from hadis.router.config import dump_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import running_prometheus
+from hadis.local import running_prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "crds" / "examples"

@@ -2,12 +2,16 @@
 
 Each part runs as its own ``hadis`` process on loopback, as in a cluster: the router reaches
 the workers over the Triton HTTP protocol. Prints ``router: http://127.0.0.1:PORT`` once every
-part is ready; Ctrl-C or SIGTERM stops all of them.
+part is ready; Ctrl-C or SIGTERM stops all of them. ``running_prometheus`` runs Debian's
+Prometheus beside it for the tests and benchmarks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,3 +194,43 @@ def run_up_tiny(args) -> int:
     plane.stop()
     progress("stopped")
     return code
+
+
+# ---------------------------------------------------------------- Prometheus (tests, benchmarks)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def prometheus_binary() -> str:
+    candidates = [os.environ.get("HADIS_PROMETHEUS"), str(REPO / ".cache/prometheus/usr/bin/prometheus")]
+    candidates.append(shutil.which("prometheus"))
+    for c in candidates:
+        if c and Path(c).exists():
+            return c
+    raise RuntimeError("Prometheus not found: run 'make install' (it unpacks Debian's prometheus into .cache)")
+
+
+@contextlib.contextmanager
+def running_prometheus(directory: Path, targets: Sequence[str], scrape_interval: str = "1s") -> Iterator[str]:
+    """Debian's Prometheus on a free loopback port, scraping ``targets``; yields its URL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [{"job_name": "hadis", "static_configs": [{"targets": list(targets)}]}] if targets else [],
+    }
+    (directory / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    proc = subprocess.Popen(
+        [
+            prometheus_binary(), f"--config.file={directory / 'prometheus.yml'}",
+            f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=(directory / "log").open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        ready = wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 30, proc)
+        assert ready, (directory / "log").read_text()[-2000:]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -186,6 +186,9 @@ def up(args: argparse.Namespace) -> int:
         f"--secure-port={ports['kcm']}", f"--service-account-private-key-file={pki / 'sa.key'}",
         f"--root-ca-file={pki / 'ca.crt'}", "--use-service-account-credentials=true", "--leader-elect=false",
         "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
+        # kwok's nodes are never really down; a slow heartbeat on a busy machine must not mark
+        # them NotReady and start evicting pods mid-test
+        "--node-monitor-grace-period=180s",
     ], state)  # fmt: skip
     spawn("kube-scheduler", [
         str(bin_dir / "kube-scheduler"), f"--kubeconfig={sched_cfg}", "--bind-address=127.0.0.1",
@@ -193,8 +196,8 @@ def up(args: argparse.Namespace) -> int:
     ], state)  # fmt: skip
     spawn("kwok", [
         str(bin_dir / "kwok"), f"--kubeconfig={admin}", "--manage-all-nodes=false",
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake", "--cidr=127.8.0.0/16",
-        "--node-ip=127.0.0.9",
+        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake", "--cidr=10.244.0.0/16",
+        "--node-ip=127.0.0.9", "--node-lease-duration-seconds=40",  # heartbeats as kubelets send them
     ], state)  # fmt: skip
     nodes = {
         "apiVersion": "v1",

@@ -139,3 +139,23 @@ def test_plan_conditions_ready_and_degraded_follow_feasibility():
     assert (ready["status"], ready["reason"], degraded["status"]) == ("True", "Planned", "False")
     ready, degraded = plan_conditions(make_plan(bundle, spec, 500.0), 1, now)
     assert (ready["reason"], degraded["status"], degraded["reason"]) == ("BudgetInfeasible", "True", "BudgetInfeasible")
+
+
+def test_condition_messages_do_not_move_with_demand_noise():
+    """Status is rewritten only when a condition changes: scrape noise in the demand must not."""
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import make_plan, plan_conditions
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    for low, high in ((1.0, 1.07), (500.0, 530.0)):
+        a, b = make_plan(bundle, spec, low), make_plan(bundle, spec, high)
+        assert a.config == b.config and a.summary() != b.summary()
+        assert plan_conditions(a, 1, now) == plan_conditions(b, 1, now)
+    feasible, infeasible = (
+        plan_conditions(make_plan(bundle, spec, 1.0), 1, now),
+        plan_conditions(make_plan(bundle, spec, 500.0), 1, now),
+    )
+    assert "meets the 6 s SLO" in feasible[0]["message"]
+    assert "no configuration meets the 6 s SLO" in infeasible[1]["message"] and "16 GPUs" in infeasible[1]["message"]

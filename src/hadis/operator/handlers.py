@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import os
 from typing import Any
@@ -31,6 +32,19 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+_API: dict[str, Any] = {}
+
+
+def api(kind: str) -> Any:
+    """One API object per kind over one shared client: the connection pool (and its TLS
+    sessions) is reused across calls instead of a new handshake per request."""
+    if kind not in _API:
+        if "client" not in _API:
+            _API["client"] = kubernetes.client.ApiClient()
+        _API[kind] = getattr(kubernetes.client, kind)(_API["client"])
+    return _API[kind]
+
+
 def load_client_config() -> None:
     """The kubernetes client's credentials: the service account in a pod, else $KUBECONFIG."""
     try:
@@ -38,6 +52,7 @@ def load_client_config() -> None:
     except kubernetes.config.ConfigException:
         # read KUBECONFIG now: the client's default was fixed when the module was imported
         kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+    _API.clear()  # clients made before now carry the old configuration
 
 
 @kopf.on.startup()
@@ -64,23 +79,33 @@ def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
     ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
     kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
     if kind == "Deployment":
-        kubernetes.client.AppsV1Api().patch_namespaced_deployment(name, ns, obj, **kwargs)
+        api("AppsV1Api").patch_namespaced_deployment(name, ns, obj, **kwargs)
     elif kind == "Service":
-        kubernetes.client.CoreV1Api().patch_namespaced_service(name, ns, obj, **kwargs)
+        api("CoreV1Api").patch_namespaced_service(name, ns, obj, **kwargs)
     elif kind == "ConfigMap":
-        kubernetes.client.CoreV1Api().patch_namespaced_config_map(name, ns, obj, **kwargs)
+        api("CoreV1Api").patch_namespaced_config_map(name, ns, obj, **kwargs)
     else:  # pragma: no cover
         raise ValueError(f"cannot apply {kind}")
 
 
+_BUNDLES: dict[tuple[str, str], tuple[str, Bundle]] = {}
+
+
 def read_bundle(namespace: str, name: str) -> Bundle:
+    """The profile ConfigMap, parsed once per version (by its ``resourceVersion``)."""
     try:
-        cm = kubernetes.client.CoreV1Api().read_namespaced_config_map(name, namespace)
+        cm = api("CoreV1Api").read_namespaced_config_map(name, namespace)
     except ApiException as e:
         if e.status == 404:
             raise DataError(f"ConfigMap {namespace}/{name}", "not found") from None
         raise
-    return from_configmap({"data": cm.data or {}}, f"ConfigMap {namespace}/{name}")
+    version = cm.metadata.resource_version or ""
+    cached = _BUNDLES.get((namespace, name))
+    if cached and cached[0] == version:
+        return cached[1]
+    bundle = from_configmap({"data": cm.data or {}}, f"ConfigMap {namespace}/{name}")
+    _BUNDLES[(namespace, name)] = (version, bundle)
+    return bundle
 
 
 def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decision: logic.Decision) -> list[dict]:
@@ -184,17 +209,23 @@ async def replan(stopped, body, spec, name, namespace, logger, **_: Any) -> None
             logger.warning("re-plan failed: %s", e)
 
 
-def query_rate(url: str, cascade: str, window: str) -> float:
+@functools.lru_cache(maxsize=64)
+def _prometheus(url: str) -> Any:
+    """One client (and HTTP session) per Prometheus URL."""
     from prometheus_api_client import PrometheusConnect
 
-    prom = PrometheusConnect(url=url, disable_ssl=True)
+    return PrometheusConnect(url=url, disable_ssl=True)
+
+
+def query_rate(url: str, cascade: str, window: str) -> float:
+    prom = _prometheus(url)
     result = prom.custom_query(logic.ARRIVAL_RATE_QUERY.format(cascade=cascade, window=window))
     return float(result[0]["value"][1]) if result else 0.0
 
 
 def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
     """Each worker Deployment's progress towards its desired replicas (one list call)."""
-    deps = kubernetes.client.AppsV1Api().list_namespaced_deployment(
+    deps = api("AppsV1Api").list_namespaced_deployment(
         namespace, label_selector=f"{builders.CASCADE_LABEL}={name},app.kubernetes.io/component=worker"
     )
     return [
@@ -211,7 +242,7 @@ def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
 
 def unschedulable_workers(name: str, namespace: str) -> int:
     """Worker pods the scheduler could not place (e.g. a budget above the cluster's GPUs)."""
-    pods = kubernetes.client.CoreV1Api().list_namespaced_pod(
+    pods = api("CoreV1Api").list_namespaced_pod(
         namespace, label_selector=f"{builders.CASCADE_LABEL}={name},app.kubernetes.io/component=worker"
     )
     count = 0
@@ -223,7 +254,7 @@ def unschedulable_workers(name: str, namespace: str) -> int:
 
 
 def _patch_status(namespace: str, name: str, status: dict) -> None:
-    kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
+    api("CustomObjectsApi").patch_namespaced_custom_object_status(
         builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": status}
     )
 

@@ -75,6 +75,9 @@ def namespace(kube, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
     kube("create", "namespace", name)
     yield name
+    # Its pods hold fake GPUs that the next test's pods need: remove them at once (namespace
+    # deletion alone takes the namespace controller tens of seconds), then the rest.
+    kube("delete", "deployments,replicasets,pods", "--all", "-n", name, "--force", "--grace-period=0", "--wait=true")
     kube("delete", "namespace", name, "--wait=false")
 
 

@@ -10,9 +10,11 @@ server-side apply the owned objects, and write the status. A daemon per cascade 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import json
+import logging
 import os
 from typing import Any
 
@@ -20,7 +22,7 @@ import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 
-from hadis.core.bundle import Bundle, from_configmap
+from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle, from_configmap
 from hadis.core.errors import DataError
 from hadis.operator import builders, logic
 
@@ -40,7 +42,9 @@ def api(kind: str) -> Any:
     sessions) is reused across calls instead of a new handshake per request."""
     if kind not in _API:
         if "client" not in _API:
-            _API["client"] = kubernetes.client.ApiClient()
+            cfg = kubernetes.client.Configuration.get_default_copy()
+            cfg.connection_pool_maxsize = 32  # the daemons' threads share it (urllib3's default: 10)
+            _API["client"] = kubernetes.client.ApiClient(cfg)
         _API[kind] = getattr(kubernetes.client, kind)(_API["client"])
     return _API[kind]
 
@@ -55,10 +59,19 @@ def load_client_config() -> None:
     _API.clear()  # clients made before now carry the old configuration
 
 
+def _quiet_indexers(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Indexer '...' succeeded." lines: one per watched pod event is noise."""
+    return not (record.levelno <= logging.INFO and str(record.msg).startswith("Indexer "))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     load_client_config()
-    settings.posting.level = 20  # Events from INFO up
+    # kopf turns its per-object log records into Events from this level up. Keep it at WARNING:
+    # at INFO every index update of every watched pod would post an Event. The operator posts
+    # its own Normal events (Planned, Replanned) explicitly with kopf.info.
+    settings.posting.level = logging.WARNING
+    logging.getLogger("kopf.objects").addFilter(_quiet_indexers)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serving.hadis.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serving.hadis.dev")
     settings.execution.max_workers = 8
@@ -91,21 +104,30 @@ def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
 _BUNDLES: dict[tuple[str, str], tuple[str, Bundle]] = {}
 
 
+def _bundle(namespace: str, name: str, version: str, data: dict) -> Bundle:
+    """Parse a profile ConfigMap's data once per version (its ``resourceVersion``)."""
+    cached = _BUNDLES.get((namespace, name))
+    if cached and cached[0] == version:
+        return cached[1]
+    bundle = from_configmap({"data": data}, f"ConfigMap {namespace}/{name}")
+    _BUNDLES[(namespace, name)] = (version, bundle)
+    return bundle
+
+
 def read_bundle(namespace: str, name: str) -> Bundle:
-    """The profile ConfigMap, parsed once per version (by its ``resourceVersion``)."""
+    """The profile ConfigMap, read now."""
     try:
         cm = api("CoreV1Api").read_namespaced_config_map(name, namespace)
     except ApiException as e:
         if e.status == 404:
             raise DataError(f"ConfigMap {namespace}/{name}", "not found") from None
         raise
-    version = cm.metadata.resource_version or ""
-    cached = _BUNDLES.get((namespace, name))
-    if cached and cached[0] == version:
-        return cached[1]
-    bundle = from_configmap({"data": cm.data or {}}, f"ConfigMap {namespace}/{name}")
-    _BUNDLES[(namespace, name)] = (version, bundle)
-    return bundle
+    return _bundle(namespace, name, cm.metadata.resource_version or "", cm.data or {})
+
+
+def bundle_of(namespace: str, name: str, profile: tuple[str, dict] | None) -> Bundle:
+    """The parsed profile: from the index when it has the ConfigMap, else read now."""
+    return read_bundle(namespace, name) if profile is None else _bundle(namespace, name, *profile)
 
 
 def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decision: logic.Decision) -> list[dict]:
@@ -193,18 +215,26 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
     patch.status["plan"] = plan_doc
     patch.status["conditions"] = logic.merge_conditions(previous, conds)
     if not logic.same_plan(status.get("plan"), plan_doc):
-        kopf.info(body, reason="Planned", message=decision.plan.summary())
+        kopf.event(body, type="Normal", reason="Planned", message=decision.plan.summary())
     logger.info("reconciled: %s", json.dumps(plan_doc["replicas"]))
 
 
 @kopf.daemon(builders.GROUP, builders.VERSION, builders.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)
-async def replan(stopped, body, spec, name, namespace, logger, **_: Any) -> None:
+async def replan(
+    stopped, body, spec, name, namespace, logger, worker_rollouts, unschedulable_pods, profile_configmaps, **_: Any
+) -> None:
     """Re-plan on the spec's interval from the router's arrival rate in Prometheus."""
     while not stopped:
         interval = float((spec.get("planner") or {}).get("intervalSeconds", 10))
         await asyncio.sleep(interval)
+        key = (namespace, name)
+        view = ClusterView(
+            rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
+            unschedulable=len(list(unschedulable_pods.get(key, []))),
+            profile=next(iter(profile_configmaps.get((namespace, spec["profile"]["configMapName"]), [])), None),
+        )
         try:
-            await asyncio.to_thread(replan_once, dict(body), logger)
+            await asyncio.to_thread(replan_once, dict(body), view, logger)
         except Exception as e:  # a daemon must outlive any one failure
             logger.warning("re-plan failed: %s", e)
 
@@ -224,33 +254,51 @@ def query_rate(url: str, cascade: str, window: str) -> float:
 
 
 def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
-    """Each worker Deployment's progress towards its desired replicas (one list call)."""
-    deps = api("AppsV1Api").list_namespaced_deployment(
-        namespace, label_selector=f"{builders.CASCADE_LABEL}={name},app.kubernetes.io/component=worker"
-    )
-    return [
-        logic.WorkerRollout(
-            model=(d.metadata.labels or {}).get(builders.MODEL_LABEL, d.metadata.name),
-            desired=int(d.spec.replicas or 0),
-            ready=int(d.status.ready_replicas or 0),
-            updated=int(d.status.updated_replicas or 0),
-            current=int(d.status.observed_generation or 0) >= int(d.metadata.generation or 0),
-        )
-        for d in sorted(deps.items, key=lambda d: d.metadata.name)
-    ]
+    """Each worker Deployment's progress, read now (one list call; after applying a plan)."""
+    apps = api("AppsV1Api")
+    deps = apps.list_namespaced_deployment(namespace, label_selector=_selector(name))
+    as_dicts = [apps.api_client.sanitize_for_serialization(d) for d in deps.items]
+    return sorted((logic.rollout_of(d) for d in as_dicts), key=lambda w: w.model)
 
 
-def unschedulable_workers(name: str, namespace: str) -> int:
-    """Worker pods the scheduler could not place (e.g. a budget above the cluster's GPUs)."""
-    pods = api("CoreV1Api").list_namespaced_pod(
-        namespace, label_selector=f"{builders.CASCADE_LABEL}={name},app.kubernetes.io/component=worker"
-    )
-    count = 0
-    for pod in pods.items:
-        for c in pod.status.conditions or []:
-            if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
-                count += 1
-    return count
+def _selector(cascade: str) -> str:
+    return f"{builders.CASCADE_LABEL}={cascade},app.kubernetes.io/component=worker"
+
+
+# ------------------------------------------------------------------------------------- indexes
+# What the re-plan daemon needs of the cluster on every tick, kept current by kopf from watch
+# streams, so an idle cascade costs no API request (polling cost three per tick per cascade).
+
+WORKERS = {builders.CASCADE_LABEL: kopf.PRESENT, "app.kubernetes.io/component": "worker"}
+
+
+@kopf.index("apps", "v1", "deployments", labels=WORKERS)
+def worker_rollouts(body, namespace, labels, **_: Any) -> dict:
+    return {(namespace, labels[builders.CASCADE_LABEL]): logic.rollout_of(body)}
+
+
+@kopf.index("v1", "pods", labels=WORKERS)
+def unschedulable_pods(body, namespace, labels, **_: Any) -> dict | None:
+    return {(namespace, labels[builders.CASCADE_LABEL]): True} if logic.unschedulable(body) else None
+
+
+def _is_profile(body, **_: Any) -> bool:
+    data = body.get("data") or {}
+    return PROFILE_KEY in data and TABLE_KEY in data
+
+
+@kopf.index("v1", "configmaps", when=_is_profile)
+def profile_configmaps(body, namespace, name, meta, **_: Any) -> dict:
+    return {(namespace, name): (meta.get("resourceVersion", ""), dict(body.get("data") or {}))}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterView:
+    """One tick's snapshot of the indexes for one cascade (taken on the event loop's thread)."""
+
+    rollouts: list[logic.WorkerRollout]
+    unschedulable: int
+    profile: tuple[str, dict] | None  # (resourceVersion, data) of the profile ConfigMap
 
 
 def _patch_status(namespace: str, name: str, status: dict) -> None:
@@ -259,7 +307,7 @@ def _patch_status(namespace: str, name: str, status: dict) -> None:
     )
 
 
-def replan_once(body: dict, logger) -> None:
+def replan_once(body: dict, view: ClusterView, logger) -> None:
     """One tick of the daemon: conditions from the cluster, demand from Prometheus, then a plan.
 
     Reads every tick; writes only when the plan or a condition changed."""
@@ -269,8 +317,8 @@ def replan_once(body: dict, logger) -> None:
     previous = list(status.get("conditions") or [])
     now = _now()
     prom = spec.get("prometheus") or {}
-    rollout = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
-    pending = unschedulable_workers(name, namespace)
+    rollout = logic.rollout_condition(view.rollouts, generation, now, previous)
+    pending = view.unschedulable
     if pending:
         msg = f"{pending} worker pod(s) cannot be scheduled: the cluster has fewer free GPUs than the plan"
         conds = logic.merge_conditions(
@@ -299,7 +347,7 @@ def replan_once(body: dict, logger) -> None:
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
         return
-    bundle = read_bundle(namespace, spec["profile"]["configMapName"])
+    bundle = bundle_of(namespace, spec["profile"]["configMapName"], view.profile)
     decision = decide(spec, bundle, rate)
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
     planned = logic.plan_conditions(decision.plan, generation, now, previous)
@@ -312,6 +360,6 @@ def replan_once(body: dict, logger) -> None:
             apply(obj, body)
         after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
         conds = logic.merge_conditions(conds, [after])
-        kopf.info(body, reason="Replanned", message=f"{rate:.2f} req/s: {decision.plan.summary()}")
+        kopf.event(body, type="Normal", reason="Replanned", message=f"{rate:.2f} req/s: {decision.plan.summary()}")
         logger.info("re-planned for %.2f req/s: %s", rate, decision.plan.summary())
     _patch_status(namespace, name, {"plan": plan_doc, "conditions": conds, "observedGeneration": generation})

@@ -15,7 +15,7 @@ from typing import Any
 from hadis.core.bundle import Bundle
 from hadis.core.pareto import planning_table
 from hadis.core.planner import Demand, Plan, plan_cascade, plan_hadis_reference
-from hadis.operator.builders import ModelEntry
+from hadis.operator.builders import MODEL_LABEL, ModelEntry
 
 # Queries on the router's metrics (names fixed in DESIGN.md); {cascade} and {window} filled in.
 ARRIVAL_RATE_QUERY = 'sum(rate(hadis_router_arrivals_total{{cascade="{cascade}"}}[{window}]))'
@@ -201,6 +201,26 @@ class WorkerRollout:
     @property
     def done(self) -> bool:
         return self.current and self.ready == self.desired and self.updated == self.desired
+
+
+def rollout_of(deployment: Mapping[str, Any]) -> WorkerRollout:
+    """A worker Deployment (as the API returns it, camelCase) to its rollout state."""
+    meta, spec, status = deployment.get("metadata") or {}, deployment.get("spec") or {}, deployment.get("status") or {}
+    return WorkerRollout(
+        model=(meta.get("labels") or {}).get(MODEL_LABEL, meta.get("name", "?")),
+        desired=int(spec.get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        current=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
+    )
+
+
+def unschedulable(pod: Mapping[str, Any]) -> bool:
+    """Whether the scheduler reported the pod Unschedulable (e.g. no node has the GPUs it asks)."""
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            return True
+    return False
 
 
 def rollout_condition(

@@ -15,7 +15,7 @@ LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
-	@echo "make bench     planner and simulator benchmarks (print figures)"
+	@echo "make bench     planner, simulator, router, data-plane and operator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
 	@echo "make up        start the tiny local data plane (two Triton workers and the router)"
@@ -66,6 +66,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_e1.py
 	$(BIN)/python benchmarks/bench_router.py
 	$(BIN)/python benchmarks/bench_dataplane.py
+	$(MAKE) control-plane
+	$(BIN)/python benchmarks/bench_operator.py
 
 # A real local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok with
 # fake GPU nodes), binaries built once from their Go modules into ~/.cache/hadis/bin.

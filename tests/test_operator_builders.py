@@ -9,6 +9,7 @@ import yaml
 
 from hadis.operator.builders import (
     CASCADE_LABEL,
+    MODEL_LABEL,
     ROUTER_CONFIG_KEY,
     models_of,
     router_config,
@@ -159,3 +160,20 @@ def test_condition_messages_do_not_move_with_demand_noise():
     )
     assert "meets the 6 s SLO" in feasible[0]["message"]
     assert "no configuration meets the 6 s SLO" in infeasible[1]["message"] and "16 GPUs" in infeasible[1]["message"]
+
+
+def test_rollout_and_unschedulable_read_the_api_objects():
+    from hadis.operator.logic import WorkerRollout, rollout_of, unschedulable
+
+    dep = {
+        "metadata": {"name": "e1-light", "generation": 3, "labels": {MODEL_LABEL: "light"}},
+        "spec": {"replicas": 3},
+        "status": {"observedGeneration": 2, "readyReplicas": 3, "updatedReplicas": 3},
+    }
+    assert rollout_of(dep) == WorkerRollout("light", desired=3, ready=3, updated=3, current=False)
+    fresh = {"metadata": {"name": "e1-heavy", "generation": 1}, "spec": {"replicas": 0}, "status": {}}
+    assert rollout_of(fresh) == WorkerRollout("e1-heavy", 0, 0, 0, False)
+    pending = {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}}
+    assert unschedulable(pending)
+    assert not unschedulable({"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}})
+    assert not unschedulable({"status": {}})

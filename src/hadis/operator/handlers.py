@@ -69,7 +69,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     load_client_config()
     # kopf turns its per-object log records into Events from this level up. Keep it at WARNING:
     # at INFO every index update of every watched pod would post an Event. The operator posts
-    # its own Normal events (Planned, Replanned) explicitly with kopf.info.
+    # its own Normal events (Planned, Replanned) explicitly with kopf.event.
     settings.posting.level = logging.WARNING
     logging.getLogger("kopf.objects").addFilter(_quiet_indexers)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serving.hadis.dev")

@@ -255,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
 
-    from hadis import cli_operator, cli_route, cli_serve
+    from hadis import cli_operator, cli_route, cli_serve, cli_trace
 
+    cli_trace.add_parser(sub, _data_dir_default())
     cli_route.add_parser(sub, _data_dir_default())
     cli_serve.add_parsers(sub)
     cli_operator.add_parsers(sub)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -39,14 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from hadis.core.bundle import parse_configmap  # noqa: E402
-from hadis.local import free_port, running_prometheus, wait_http_ok  # noqa: E402
+from hadis.local import api_request_counts, free_port, running_prometheus, wait_http_ok  # noqa: E402
 from hadis.operator.builders import CASCADE_LABEL, MODEL_LABEL, models_of  # noqa: E402
 from hadis.operator.logic import make_plan, replicas_for  # noqa: E402
 
 LIGHT = "sdxl-lightning-2step"
 LOW_RPS, HIGH_RPS = 1.0, 8.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-REQUEST_LINE = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
 
 
 def cascade_spec(prometheus_url: str, interval_s: int) -> dict:
@@ -82,16 +80,7 @@ class Kube:
 
 def api_requests(kube: Kube) -> Tally:
     """The API server's request counters, by (verb, resource[/subresource])."""
-    out: Tally = Tally()
-    for line in kube("get", "--raw", "/metrics").splitlines():
-        m = REQUEST_LINE.match(line)
-        if not m:
-            continue
-        labels = dict(kv.split("=", 1) for kv in re.findall(r'(\w+="[^"]*")', m.group(1)))
-        labels = {k: v.strip('"') for k, v in labels.items()}
-        res = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
-        out[(labels.get("verb", "?"), res)] += float(m.group(2))
-    return out
+    return api_request_counts(kube("get", "--raw", "/metrics"))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -64,6 +64,7 @@ def kube():
         return res.stdout
 
     run.kubeconfig = kubeconfig  # type: ignore[attr-defined]
+    run.kubectl = kubectl_bin  # type: ignore[attr-defined]
     yield run
     if not was_running:  # leave a cluster the developer started; stop the one started here
         subprocess.run([sys.executable, str(ROOT / "hack" / "cluster.py"), "down"], capture_output=True, check=False)

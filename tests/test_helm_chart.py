@@ -144,7 +144,7 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
 
         def can(verb: str, resource: str) -> bool:
             out = subprocess.run(
-                [*_kubectl(crd), f"--kubeconfig={sa_config}", "auth", "can-i", verb, resource, "-n", namespace],
+                [crd.kubectl, f"--kubeconfig={sa_config}", "auth", "can-i", verb, resource, "-n", namespace],
                 capture_output=True, text=True,
             )  # fmt: skip
             return out.stdout.strip() == "yes"
@@ -153,7 +153,7 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
         assert can("patch", "deployments.apps") and can("list", "pods")
         assert not can("delete", "deployments.apps") and not can("list", "secrets")
         other = subprocess.run(
-            [*_kubectl(crd), f"--kubeconfig={sa_config}", "auth", "can-i", "list", "deployments", "-n", "default"],
+            [crd.kubectl, f"--kubeconfig={sa_config}", "auth", "can-i", "list", "deployments", "-n", "default"],
             capture_output=True, text=True,
         )  # fmt: skip
         assert other.stdout.strip() == "no"  # watchNamespaces limits the grant
@@ -182,8 +182,3 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
     assert res.returncode == 0, res.stderr
     left = crd("get", "clusterroles,clusterrolebindings", "-o", "name")
     assert release not in left  # cluster-scoped objects go with the release
-
-
-def _kubectl(kube) -> list[str]:
-    state_dir = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
-    return [str(Path(json.loads((state_dir / "state.json").read_text())["bin_dir"]) / "kubectl")]

@@ -163,21 +163,14 @@ def _write_requests(kube) -> float:
     """Create, update and patch requests the API server has served for what the operator touches.
 
     Deletes are left out: the namespace controller is still emptying earlier tests' namespaces."""
-    text = kube("get", "--raw", "/metrics")
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = line[line.index("{") + 1 : line.index("}")]
-        fields = dict(kv.split("=", 1) for kv in labels.split(",") if "=" in kv)
-        verb = fields.get("verb", "").strip('"')
-        resource = fields.get("resource", "").strip('"')
-        sub = fields.get("subresource", "").strip('"')
-        if verb in ("POST", "PUT", "PATCH", "APPLY") and (
-            resource == "diffusioncascades" or (resource in ("deployments", "services", "configmaps") and not sub)
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    from hadis.local import api_request_counts
+
+    return sum(
+        n
+        for (verb, res), n in api_request_counts(kube("get", "--raw", "/metrics")).items()
+        if verb in ("POST", "PUT", "PATCH", "APPLY")
+        and (res.split("/")[0] == "diffusioncascades" or res in ("deployments", "services", "configmaps"))
+    )
 
 
 def _versions(kube, namespace: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,6 +199,23 @@ def run_up_tiny(args) -> int:
 
 
 # ---------------------------------------------------------------- Prometheus (tests, benchmarks)
+
+_REQUEST_LINE = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
+
+
+def api_request_counts(metrics_text: str) -> Counter:
+    """The API server's ``apiserver_request_total`` from its /metrics text, summed by
+    (verb, resource[/subresource])."""
+    out: Counter = Counter()
+    for line in metrics_text.splitlines():
+        m = _REQUEST_LINE.match(line)
+        if not m:
+            continue
+        labels = {k: v for k, v in re.findall(r'(\w+)="([^"]*)"', m.group(1))}
+        res = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
+        out[(labels.get("verb", "?"), res)] += float(m.group(2))
+    return out
+
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -190,3 +190,47 @@ def test_e1_plans_are_sensible(sim_data):
     assert low.feasible and high.feasible
     assert low.config.pair == ("sd3.5-medium", "sd3.5-large")
     assert high.predicted_quality > low.predicted_quality  # more load, lighter configuration
+
+
+def test_without_moves_the_swap_aware_plan_is_the_plain_plan():
+    profile, table = small_profile(0.2, 1.5), table_from(GRID)
+    plain = plan_cascade(profile, table, 8, 6.0, Demand(4.0))
+    here = {a.model: a.gpus for a in plain.allocations}
+    again = plan_cascade(profile, table, 8, 6.0, Demand(4.0), current=here, swap_s={"L": 3.0, "H": 3.0})
+    assert again.config == plain.config
+    assert {a.model: a.gpus for a in again.allocations} == here
+
+
+def test_swap_time_counts_while_gpus_load_the_heavy_model():
+    """All GPUs on light now: a row that needs heavy GPUs waits for them to load."""
+    profile = small_profile(0.2, 1.5)
+    table = table_from([(0.0, 0.0), (0.5, 0.5)])  # the cascade row has the better FID
+    free = plan_cascade(profile, table, 8, 6.0, Demand(2.0))
+    assert free.config.heavy_ratio > 0 and free.gpus("H") > 1
+    now = {"L": 8, "H": 0}
+    slow = plan_cascade(profile, table, 8, 6.0, Demand(2.0), current=now, swap_s={"H": 100.0})
+    assert slow.config == free.config  # the steady state still decides the row ...
+    assert slow.predicted_latency_s > 100.0  # ... the prediction counts the load ...
+    assert slow.gpus("H") < free.gpus("H")  # ... and fewer GPUs are moved to load it
+    quick = plan_cascade(profile, table, 8, 6.0, Demand(2.0), current=now, swap_s={"H": 0.5})
+    assert quick.config == free.config and quick.predicted_latency_s <= 6.0
+
+
+def test_a_small_gain_does_not_move_gpus():
+    profile = small_profile(0.2, 1.5)
+    table = table_from([(0.0, 0.4), (0.0, 0.8)])  # 0.8 is better by 4 FID but needs more heavy GPUs
+    now = {"L": 5, "H": 3}  # serves the 0.4 row in time, not the 0.8 row
+
+    def moved(plan):
+        return sum(max(0, plan.gpus(m) - now[m]) for m in now)
+
+    free = plan_cascade(profile, table, 8, 6.0, Demand(4.0))
+    assert free.config.disc_ratio == 0.8
+    keep = plan_cascade(profile, ParetoTable([table.rows[0]]), 8, 6.0, Demand(4.0), current=now)
+    extra = moved(free) - moved(keep)  # what the better row costs in GPUs moved
+    assert extra > 0
+    gain = table.rows[0].quality - table.rows[1].quality
+    stay = plan_cascade(profile, table, 8, 6.0, Demand(4.0), current=now, move_penalty_fid=gain / extra + 0.01)
+    assert stay.config.disc_ratio == 0.4 and moved(stay) == moved(keep)
+    go = plan_cascade(profile, table, 8, 6.0, Demand(4.0), current=now, move_penalty_fid=gain / extra - 0.01)
+    assert go.config.disc_ratio == 0.8 and moved(go) == moved(free)

@@ -34,6 +34,11 @@ from hadis.core.queueing import pool_latency
 # sweep on the MAF traces (README, "Planner calibration") and keeps violations near zero there.
 DEFAULT_QUANTILE = 0.7
 DEFAULT_MAX_UTILISATION = 0.97
+# What moving one GPU to another model costs when the planner knows the current allocation: a
+# row must be this much better in FID per GPU moved, a split this much better in worst-path
+# latency (as a share of the SLO) per GPU moved. Chosen by the surge sweep (README, "Surges").
+DEFAULT_MOVE_PENALTY_FID = 0.05
+DEFAULT_MOVE_PENALTY_SLO = 0.02
 HADIS_QUEUE_FACTOR = 1.2
 
 
@@ -131,9 +136,23 @@ def plan_cascade(
     quantile: float = DEFAULT_QUANTILE,
     max_utilisation: float = DEFAULT_MAX_UTILISATION,
     rows: Sequence[Config] | None = None,
+    current: Mapping[str, int] | None = None,
+    swap_s: Mapping[str, float] | None = None,
+    move_penalty_fid: float = DEFAULT_MOVE_PENALTY_FID,
+    move_penalty_slo: float = DEFAULT_MOVE_PENALTY_SLO,
 ) -> Plan:
-    """The product's planner (policy ``hadis``): exact enumeration of rows x GPU splits."""
+    """The product's planner (policy ``hadis``): exact enumeration of rows x GPU splits.
+
+    With ``current`` (GPUs per model now) the plan counts what moving GPUs costs. A GPU that
+    changes model serves nothing for ``swap_s[model]`` seconds, so while it loads a request
+    meets the GPUs that stayed, or waits for the load: each path's latency is the worse of the
+    steady state and that transition. A row is feasible when its steady state meets the SLO
+    (a transition is brief, and the router degrades what it cannot serve in time); among its
+    feasible splits the planner takes the lowest latency counting the transition, and a row
+    that moves more GPUs must be better by ``move_penalty_fid`` per GPU moved, so a small gain
+    does not move GPUs back and forth. The plan's predicted latency counts the transition."""
     _check_inputs(profile, table, gpus, slo_s, demand)
+    swap_s = swap_s or {}
     rows = list(table.rows if rows is None else rows)
     lam = demand.rate
 
@@ -161,20 +180,22 @@ def plan_cascade(
     for c in rows:
         lat_l, _ = curves[c.light]
         lat_h, _ = curves[c.heavy]
-        wl = lat_l[wanted[c.light][((1 - c.router_ratio) * lam, demand.queued(c.light))]][split]
-        wh = lat_h[wanted[c.heavy][(c.heavy_ratio * lam, demand.queued(c.heavy))]][gpus - split]
-        light_only, light_heavy, direct = _active_paths(c)
-        worst = np.zeros(gpus + 1)
-        if light_only:
-            worst = np.maximum(worst, wl)
-        if light_heavy:
-            worst = np.maximum(worst, wl + wh)
-        if direct:
-            worst = np.maximum(worst, wh)
-        g_light = int(np.argmin(worst))
+        curve_l = lat_l[wanted[c.light][((1 - c.router_ratio) * lam, demand.queued(c.light))]]
+        curve_h = lat_h[wanted[c.heavy][(c.heavy_ratio * lam, demand.queued(c.heavy))]]
+        wl, wh = curve_l[split], curve_h[gpus - split]
+        steady = _worst_path(c, wl, wh, gpus)
+        worst, moved = steady, np.zeros(gpus + 1, dtype=int)
+        if current is not None:
+            tl, moved_l = _with_transition(curve_l, split, current.get(c.light, 0), swap_s.get(c.light, 0.0))
+            th, moved_h = _with_transition(curve_h, gpus - split, current.get(c.heavy, 0), swap_s.get(c.heavy, 0.0))
+            worst, moved = _worst_path(c, tl, th, gpus), moved_l + moved_h
+        # Feasible: the steady state meets the SLO. Among feasible splits, the one with the
+        # lowest latency counting the swap, less a penalty per GPU moved.
+        cost = worst + move_penalty_slo * slo_s * moved
+        g_light = int(np.argmin(np.where(steady <= slo_s, cost, np.inf + cost)))
         latency = float(worst[g_light])
-        if latency <= slo_s:
-            key = (c.quality, latency, c.heavy_ratio)
+        if steady[g_light] <= slo_s:
+            key = (c.quality + move_penalty_fid * int(moved[g_light]), latency, c.heavy_ratio)
             if _better(key, best_key):
                 best_key, best = key, (c, g_light, latency)
         key = (latency, c.quality)
@@ -204,6 +225,29 @@ def plan_cascade(
         return build(fallback, False, reason)
     reason = f"demand {lam:.2f} req/s exceeds the capacity of {gpus} GPUs in every configuration"
     return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis", reason)
+
+
+def _with_transition(curve: np.ndarray, new: np.ndarray, now: int, swap_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Latency per split counting the swap, and the GPUs each split moves onto this model.
+
+    While ``new - now`` GPUs load the model, a request is served by the ``now`` that stayed
+    (``curve[now]``) or waits for the load (``swap_s + curve[new]``), whichever is sooner."""
+    kept = np.minimum(new, now)
+    steady = curve[new]
+    during = np.minimum(curve[kept], swap_s + steady)
+    return np.where(new > now, np.maximum(steady, during), steady), np.maximum(new - now, 0)
+
+
+def _worst_path(c: Config, wl: np.ndarray, wh: np.ndarray, gpus: int) -> np.ndarray:
+    light_only, light_heavy, direct = _active_paths(c)
+    worst = np.zeros(gpus + 1)
+    if light_only:
+        worst = np.maximum(worst, wl)
+    if light_heavy:
+        worst = np.maximum(worst, wl + wh)
+    if direct:
+        worst = np.maximum(worst, wh)
+    return worst
 
 
 def lightest_fallback(

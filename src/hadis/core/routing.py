@@ -40,6 +40,29 @@ def escalates(confidence_percentile: float, disc_ratio: float) -> bool:
     return disc_ratio >= 1.0 or confidence_percentile < disc_ratio
 
 
+def after_light(confidence_percentile: float, disc_ratio: float, heavy_in_time: bool) -> str:
+    """What becomes of a light image: ``"accept"``, ``"escalate"`` or ``"degrade"``.
+
+    An image the discriminator would escalate is served as it is, flagged degraded, when the
+    heavy tier cannot finish it within the request's remaining deadline: a late heavy image is
+    worth less than an in-time light one, and escalating into a saturated tier only lengthens
+    its queue."""
+    if not escalates(confidence_percentile, disc_ratio):
+        return "accept"
+    return "escalate" if heavy_in_time else "degrade"
+
+
+def entry_tier(score_percentile: float, router_ratio: float, heavy_in_time: bool, light_in_time: bool) -> str:
+    """Where a new request goes: ``"heavy"``, ``"light"``, ``"degrade"`` (light instead of a
+    saturated heavy tier) or ``"shed"`` (neither tier can finish it within the SLO: refuse it
+    now, with a retry hint, rather than let it wait and fail)."""
+    if routes_to_heavy(score_percentile, router_ratio):
+        if heavy_in_time:
+            return "heavy"
+        return "degrade" if light_in_time else "shed"
+    return "light" if light_in_time else "shed"
+
+
 def percentiles(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Each value's percentile in the sample: rank / n, ties broken by position (stable).
 

@@ -31,7 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hadis.core.errors import DataError
-from hadis.core.routing import escalates, routes_to_heavy
+from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
 from hadis.router.admission import TierLoad, admit
 from hadis.router.api import ApiError, parse_generation_request
@@ -206,9 +206,15 @@ class Router:
         load.finish(result.latency_s, time.monotonic(), ahead)
         return result
 
-    async def _image(self, cfg: RouterConfig, direct: bool, prompt: str, seed: int, deadline: float) -> ImageOutcome:
+    async def _image(self, cfg: RouterConfig, entry: str, prompt: str, seed: int, deadline: float) -> ImageOutcome:
+        """One image from the tier ``entry`` names (``hadis.core.routing.entry_tier``)."""
         c = cfg.cascade
-        if direct:
+        if entry == "degrade":  # heavy was saturated at admission: light, never escalated
+            res = await self._call(cfg, "light", prompt, seed, deadline)
+            self.metrics.decisions.labels(c, "light").inc()
+            self.metrics.degraded.labels(c, "heavy_saturated").inc()
+            return ImageOutcome(res, cfg.light.name, degraded="heavy_saturated")
+        if entry == "heavy":
             try:
                 res = await self._call(cfg, "heavy", prompt, seed, deadline)
                 self.metrics.decisions.labels(c, "direct_heavy").inc()
@@ -225,12 +231,13 @@ class Router:
             self.metrics.decisions.labels(c, "light").inc()
             return ImageOutcome(res, cfg.light.name)
         pct = self.conf_pct.percentile_and_observe(res.confidence, _unit(prompt, seed & 0xFFFFFFFF))
-        if not escalates(pct, cfg.disc_ratio):
-            self.metrics.decisions.labels(c, "light").inc()
-            return ImageOutcome(res, cfg.light.name)
         remaining = deadline - time.monotonic()
         heavy_adm = admit(self.loads["heavy"], 1, remaining, cfg.limits.max_in_flight)
-        if not heavy_adm.admitted:
+        outcome = after_light(pct, cfg.disc_ratio, heavy_adm.admitted)
+        if outcome == "accept":
+            self.metrics.decisions.labels(c, "light").inc()
+            return ImageOutcome(res, cfg.light.name)
+        if outcome == "degrade":
             self.metrics.decisions.labels(c, "light").inc()
             self.metrics.degraded.labels(c, "heavy_saturated").inc()
             return ImageOutcome(res, cfg.light.name, degraded="heavy_saturated")
@@ -262,16 +269,20 @@ class Router:
             req = parse_generation_request(body, cfg)
             score = self.scorer.score(req.prompt)
             pct = self.score_pct.percentile_and_observe(score, _unit(req.prompt))
-            direct = routes_to_heavy(pct, cfg.router_ratio)
-            tier = "heavy" if direct else "light"
-            adm = admit(self.loads[tier], req.n, cfg.slo_s, cfg.limits.max_in_flight)
-            if not adm.admitted and direct:
-                # heavy is saturated: serve the prompt from light rather than not at all
+            heavy_adm = light_adm = None
+            if routes_to_heavy(pct, cfg.router_ratio):
+                heavy_adm = admit(self.loads["heavy"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
+            if heavy_adm is None or not heavy_adm.admitted:
                 light_adm = admit(self.loads["light"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
-                if light_adm.admitted:
-                    direct, adm = False, light_adm
-                    self.metrics.degraded.labels(c, "heavy_saturated").inc(req.n)
-            if not adm.admitted:
+            entry = entry_tier(
+                pct,
+                cfg.router_ratio,
+                heavy_in_time=heavy_adm is not None and heavy_adm.admitted,
+                light_in_time=light_adm is not None and light_adm.admitted,
+            )
+            if entry == "shed":
+                adm = light_adm or heavy_adm
+                assert adm is not None
                 self.metrics.rejected.labels(c, "overload").inc()
                 raise ApiError(
                     503,
@@ -283,7 +294,7 @@ class Router:
                 )
             seeds = [(req.seed + k) % 2**63 if req.seed is not None else random.getrandbits(63) for k in range(req.n)]
             try:
-                images = await asyncio.gather(*(self._image(cfg, direct, req.prompt, s, deadline) for s in seeds))
+                images = await asyncio.gather(*(self._image(cfg, entry, req.prompt, s, deadline) for s in seeds))
             except WorkerUnavailable as e:
                 self.metrics.rejected.labels(c, "unavailable").inc()
                 _log(logging.WARNING, "no worker answered", request_id=rid, error=str(e))
@@ -321,7 +332,7 @@ class Router:
             logging.INFO,
             "request served",
             request_id=rid,
-            route="heavy" if direct else "light",
+            route=entry,
             score=round(score, 4),
             score_percentile=round(pct, 4),
             models=[im.model for im in images],

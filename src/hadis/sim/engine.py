@@ -6,10 +6,19 @@ model's queue, dropping at dequeue any request whose elapsed time plus the expec
 exceeds ``drop_factor`` x SLO (HADIS's rule, 1.5). A finished light request is escalated to the
 heavy queue when the discriminator's percentile cut says so. Every ``replan_interval_s`` the
 system's policy plans again; a GPU that changes model finishes its batch, then loads the new
-model for ``swap_delay_s`` (serving nothing meanwhile).
+model for ``swap_delay_s`` (serving nothing meanwhile). A policy with a ``check`` method is
+also asked every ``check_interval_s`` whether to re-plan early (``hadis.core.surge``).
 
-Every arrival ends exactly once: served (in time or late) or dropped. A violation is a drop or
-a completion later than the SLO.
+A plan with ``degrade`` set follows the router's overload rules (``hadis.core.routing``): a
+request routed to a heavy tier that cannot finish it within the SLO goes to light instead, and
+a light result is not escalated when the heavy tier cannot finish it within the request's
+remaining deadline (both served, flagged degraded). With ``shed`` also set, a request neither
+tier can finish within the SLO is refused on arrival (the router's 503); the replay has no
+client retries, so a shed request is a violation. A tier's finish time is predicted from its
+queue, its GPUs (busy, loading or on their way) and its batch time.
+
+Every arrival ends exactly once: served (in time or late) or dropped (shed on arrival, or
+dropped at dequeue). A violation is a drop or a completion later than the SLO.
 """
 
 from __future__ import annotations
@@ -17,11 +26,11 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hadis.core.profile import Profile
-from hadis.core.routing import escalates, routes_to_heavy
+from hadis.core.routing import after_light, entry_tier
 from hadis.sim.data import IMAGES_PER_PROMPT, PromptData, Trace
 
 
@@ -43,6 +52,8 @@ class ServingPlan:
     quality: float = math.nan
     label: str = ""
     feasible: bool = True
+    degrade: bool = False  # the router's overload rules: light instead of a saturated heavy tier
+    shed: bool = False  # ... and refuse a request neither tier can finish within the SLO
 
     @property
     def is_cascade(self) -> bool:
@@ -59,6 +70,8 @@ class Observation:
     queues: Mapping[str, int]
     waiting: int
     current: ServingPlan | None
+    history: Sequence[int] = ()  # arrivals per second since the start (the last may be partial)
+    gpus: Mapping[str, int] = field(default_factory=dict)  # GPUs per model now (incl. loading)
 
 
 Policy = Callable[[Observation], ServingPlan]
@@ -76,6 +89,8 @@ class Request:
     model: str = ""
     done: float = math.nan
     dropped: bool = False
+    shed: bool = False  # refused on arrival (the router's 503)
+    degraded: bool = False  # served light instead of heavy because heavy was saturated
 
 
 @dataclass
@@ -94,11 +109,12 @@ class SimResult:
     gpu_seconds: dict[str, float]
     swaps: int
     end_time: float
+    early_replans: int = 0
     log: list[str] = field(default_factory=list)
 
 
 class Simulation:
-    ARRIVAL, FREE, REPLAN, READY = 0, 1, 2, 3
+    ARRIVAL, FREE, REPLAN, READY, CHECK = 0, 1, 2, 3, 4
 
     def __init__(
         self,
@@ -113,6 +129,7 @@ class Simulation:
         swap_delay_s: Callable[[str], float] | float = 0.0,
         drop_factor: float = 1.5,
         mixture_seed: int = 0,
+        check_interval_s: float = 1.0,
     ):
         self.trace = trace
         self.prompts = prompts
@@ -124,6 +141,8 @@ class Simulation:
         self.swap_delay = swap_delay_s if callable(swap_delay_s) else (lambda _m, s=swap_delay_s: s)
         self.drop_after = drop_factor * slo_s
         self.seed = mixture_seed
+        self.check_interval = check_interval_s
+        self.early_replans = 0
         self.queues: dict[str, deque[Request]] = {m: deque() for m in profile.names}
         self.gpus: list[Gpu] = []
         self.events: list[tuple[float, int, int, int]] = []
@@ -165,7 +184,40 @@ class Simulation:
         bins = max(1, round(self.interval))
         counts = self.bin_counts[-bins:]
         waiting = sum(len(q) for q in self.queues.values())
-        return Observation(self.now, list(counts), 1.0, {m: len(q) for m, q in self.queues.items()}, waiting, self.plan)
+        gpus: dict[str, int] = {}
+        for gpu in self.gpus:
+            m = gpu.target or gpu.model
+            gpus[m] = gpus.get(m, 0) + 1
+        queues = {m: len(q) for m, q in self.queues.items()}
+        return Observation(self.now, list(counts), 1.0, queues, waiting, self.plan, self.bin_counts, gpus)
+
+    def predicted_finish(self, model: str) -> float:
+        """Seconds until one more request for ``model`` would be done.
+
+        The queue ahead of it is cut into batches of the plan's size and each batch goes to the
+        GPU that frees up first: a busy GPU when its batch ends, a loading one when its load
+        ends (a GPU on its way to the model after its batch: then, plus the load time).
+        Stops counting past ``drop_factor`` x SLO: the answer is then "too late" (inf)."""
+        assert self.plan is not None
+        free: list[float] = []
+        for idx, gpu in enumerate(self.gpus):
+            busy = gpu.busy_until if idx in self._in_flight else self.now
+            if gpu.model == model and gpu.target is None:
+                free.append(max(self.now, busy, gpu.ready_at))
+            elif gpu.target == model:
+                free.append(max(self.now, busy) + self.swap_delay(model))
+        if not free:
+            return math.inf
+        heapq.heapify(free)
+        cap = max(1, int(self.plan.batch.get(model, 1)))
+        seconds = self.batch_seconds(model, cap)
+        horizon = self.now + self.drop_after
+        for _ in range(len(self.queues[model]) // cap):
+            t = heapq.heappop(free) + seconds
+            if t > horizon:
+                return math.inf
+            heapq.heappush(free, t)
+        return free[0] + seconds - self.now
 
     def _apply(self, plan: ServingPlan) -> None:
         if sum(plan.gpus.values()) > self.total_gpus:
@@ -238,10 +290,15 @@ class Simulation:
         plan = self.plan
         if plan.is_cascade:
             assert plan.light and plan.heavy
-            if routes_to_heavy(self.prompts.score_percentile(prompt), plan.router_ratio):
+            entry = self._entry(plan, self.prompts.score_percentile(prompt))
+            if entry == "shed":
+                req.dropped, req.shed, req.done = True, True, self.now
+                return
+            if entry == "heavy":
                 req.role, req.path, model = "heavy", "H", plan.heavy
             else:
                 req.role, req.path, model = "light", "L", plan.light
+                req.degraded = entry == "degrade"
         else:
             assert plan.mixture
             u = _unit(self.seed, i)
@@ -255,6 +312,16 @@ class Simulation:
         target = self._target_model(model)
         self.queues[target].append(req)
         self._dispatch(target)
+
+    def _entry(self, plan: ServingPlan, score_percentile: float) -> str:
+        assert plan.light and plan.heavy
+        if not plan.degrade:
+            return entry_tier(score_percentile, plan.router_ratio, True, True)
+        heavy = self._target_model(plan.heavy)
+        light = self._target_model(plan.light)
+        heavy_in_time = plan.router_ratio > 0 and self.predicted_finish(heavy) <= self.slo
+        light_in_time = not plan.shed or self.predicted_finish(light) <= self.slo
+        return entry_tier(score_percentile, plan.router_ratio, heavy_in_time, light_in_time)
 
     def _dispatch(self, model: str) -> None:
         q = self.queues[model]
@@ -291,15 +358,20 @@ class Simulation:
         for r in batch:
             if (
                 r.role == "light"
+                and not r.degraded
                 and plan.is_cascade
                 and model == plan.light
                 and plan.heavy
                 and plan.gpus.get(plan.heavy, 0) > 0
-                and escalates(self.prompts.confidence_percentile(model, r.prompt, r.image), plan.disc_ratio)
             ):
-                r.role, r.path = "heavy", "LH"
-                self.queues[plan.heavy].append(r)
-                continue
+                in_time = not plan.degrade or self.now - r.arrival + self.predicted_finish(plan.heavy) <= self.slo
+                confidence = self.prompts.confidence_percentile(model, r.prompt, r.image)
+                outcome = after_light(confidence, plan.disc_ratio, in_time)
+                if outcome == "escalate":
+                    r.role, r.path = "heavy", "LH"
+                    self.queues[plan.heavy].append(r)
+                    continue
+                r.degraded = outcome == "degrade"
             r.done, r.model = self.now, model
         if gpu.target is not None:
             self._swap_now(gpu, gpu.target)
@@ -317,6 +389,9 @@ class Simulation:
         self.bin_counts = []
         self._apply(self.policy(self._observe()))
         self._push(self.interval, self.REPLAN)
+        check = getattr(self.policy, "check", None)
+        if check is not None:
+            self._push(self.check_interval, self.CHECK)
         i = 0
         while i < n or self.events:
             if i < n and (not self.events or arrivals[i] <= self.events[0][0]):
@@ -334,6 +409,15 @@ class Simulation:
                 self._finish(arg)
             elif kind == self.READY:
                 self._dispatch(self.gpus[arg].model)
+            elif kind == self.CHECK:
+                while len(self.bin_counts) < int(self.now):
+                    self.bin_counts.append(0)
+                if i < n or any(self.queues.values()):
+                    early = check(self._observe())
+                    if early is not None:
+                        self.early_replans += 1
+                        self._apply(early)
+                    self._push(t + self.check_interval, self.CHECK)
             elif kind == self.REPLAN:
                 while len(self.bin_counts) < int(self.now):
                     self.bin_counts.append(0)
@@ -350,7 +434,7 @@ class Simulation:
         for gpu in self.gpus:
             self.gpu_seconds[gpu.model] += self.now - gpu.since
             gpu.since = self.now
-        return SimResult(self.requests, self.plans, self.gpu_seconds, self.swaps, self.now)
+        return SimResult(self.requests, self.plans, self.gpu_seconds, self.swaps, self.now, self.early_replans)
 
 
 def _unit(seed: int, i: int) -> float:

@@ -3,8 +3,10 @@
 Quality is the FID of the configuration actually served in each window: served requests are
 grouped by the plan in force when they arrived; a cascade group's FID is the grid's FID at the
 realised shares (straight-to-heavy share ``r``, escalated share ``d`` of the rest), interpolated
-between grid points; a group without a cascade gets the served-count-weighted single-model
-FID. ``p_real_mean`` is the mean discriminator P(real) of the images actually served.
+between grid points (a degraded request counts as served by light, as it was); a group without
+a cascade gets the served-count-weighted single-model FID. ``degraded_share`` is the share of
+all arrivals served light, flagged, because the heavy tier was saturated. ``p_real_mean`` is
+the mean discriminator P(real) of the images actually served.
 """
 
 from __future__ import annotations
@@ -108,7 +110,11 @@ def summarise(
         "escalated": sum(1 for r in served if r.path == "LH"),
         "direct_heavy": sum(1 for r in served if r.path == "H"),
         "gpu_seconds_per_model": {m: round(s, 3) for m, s in result.gpu_seconds.items() if s > 0},
+        "degraded": sum(1 for r in served if r.degraded),
+        "degraded_share": sum(1 for r in served if r.degraded) / len(reqs) if reqs else 0.0,
+        "shed": sum(1 for r in reqs if r.shed),
         "model_swaps": result.swaps,
+        "early_replans": result.early_replans,
         "plans": len(plans),
         "infeasible_plans": sum(1 for p in plans if not p.feasible),
     }

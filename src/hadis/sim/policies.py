@@ -17,9 +17,10 @@ All baselines estimate demand like HADIS (EWMA x1.05).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hadis.core.demand import EwmaEstimator, FastRiseEstimator
@@ -32,6 +33,7 @@ from hadis.core.planner import (
     plan_hadis_reference,
 )
 from hadis.core.profile import Profile
+from hadis.core.surge import SurgeSettings, SurgeTrigger
 from hadis.sim.data import SimData
 from hadis.sim.engine import Observation, Policy, ServingPlan
 
@@ -78,6 +80,8 @@ class Context:
     data: SimData
     gpus: int
     slo_s: float
+    swap_s: Mapping[str, float] = field(default_factory=dict)  # model load time per model
+    surge: SurgeSettings = field(default_factory=SurgeSettings)
 
 
 def clipper(ctx: Context, heavy: bool) -> Policy:
@@ -235,15 +239,48 @@ class HadisReference:
 
 @dataclass
 class Hadis:
-    """Ours: fast-rise demand estimate plus current queues, the per-path queueing planner."""
+    """Ours: the per-path queueing planner, re-planned early on a surge, swap-aware, with the
+    router's overload rules (degrade, shed).
+
+    Demand is the fast-rise estimate fed one second at a time; ``hadis.core.surge`` decides
+    every second whether to re-plan before the timer and for which rate; the planner sees the
+    queues and the current GPUs (so it counts the model-load time of every GPU it moves)."""
 
     ctx: Context
     estimator: FastRiseEstimator = field(default_factory=FastRiseEstimator)
     quantile: float = DEFAULT_QUANTILE
     max_utilisation: float = DEFAULT_MAX_UTILISATION
+    early: bool = True
+    degrade: bool = True
+    shed: bool = False
+    swap_aware: bool = True
+    fed: int = 0
+    trigger: SurgeTrigger = field(init=False)
 
-    def __call__(self, obs: Observation) -> ServingPlan:
-        rate = self.estimator.update(obs.arrival_bins, obs.bin_s)
+    def __post_init__(self) -> None:
+        self.trigger = SurgeTrigger(self.ctx.surge)
+
+    def _estimate(self, obs: Observation) -> float:
+        """Feed the estimator every complete one-second bin it has not seen."""
+        done = min(int(obs.now), len(obs.history))
+        if done > self.fed:
+            self.estimator.update(obs.history[self.fed : done], 1.0)
+            self.fed = done
+        return self.estimator.estimate
+
+    def _backlog(self, obs: Observation) -> float:
+        """The longest drain time of a model's queue at its current capacity, over the SLO."""
+        cur, p = obs.current, self.ctx.data.profile
+        if cur is None:
+            return 0.0
+        worst = 0.0
+        for m, n in obs.queues.items():
+            if n:
+                cap = capacity(p, m, cur.gpus.get(m, 0), int(cur.batch.get(m, 1)))
+                worst = max(worst, math.inf if cap <= 0 else n / cap / self.ctx.slo_s)
+        return worst
+
+    def _plan(self, obs: Observation, rate: float) -> ServingPlan:
         d = self.ctx.data
         plan = plan_cascade(
             d.profile,
@@ -253,8 +290,25 @@ class Hadis:
             Demand(rate, dict(obs.queues)),
             quantile=self.quantile,
             max_utilisation=self.max_utilisation,
+            current=obs.gpus if self.swap_aware and obs.current is not None else None,
+            swap_s=self.ctx.swap_s,
         )
-        return from_core_plan(plan)
+        return dataclasses.replace(from_core_plan(plan), degrade=self.degrade, shed=self.degrade and self.shed)
+
+    def __call__(self, obs: Observation) -> ServingPlan:
+        rate = self._estimate(obs)
+        if not self.early:
+            return self._plan(obs, rate)
+        decision = self.trigger.check(obs.now, rate, self._backlog(obs), timer_due=True)
+        assert decision is not None  # the timer always re-plans
+        return self._plan(obs, decision.rate)
+
+    def check(self, obs: Observation) -> ServingPlan | None:
+        """Called every second between timer re-plans: a plan now, or None to keep the current."""
+        if not self.early:
+            return None
+        decision = self.trigger.check(obs.now, self._estimate(obs), self._backlog(obs))
+        return None if decision is None else self._plan(obs, decision.rate)
 
 
 def make_policy(name: str, ctx: Context) -> Policy:

@@ -51,7 +51,9 @@ def swap_delay_for(data: SimData, settings: SimSettings) -> Callable[[str], floa
 
 def run_system(system: str, data: SimData, trace: Trace, settings: SimSettings) -> SystemRun:
     start = time.perf_counter()
-    policy = make_policy(system, Context(data, settings.gpus, settings.slo_s))
+    delay = swap_delay_for(data, settings)
+    swap_s = {m: delay(m) for m in data.profile.names}
+    policy = make_policy(system, Context(data, settings.gpus, settings.slo_s, swap_s))
     sim = Simulation(
         trace,
         data.prompts,
@@ -60,7 +62,7 @@ def run_system(system: str, data: SimData, trace: Trace, settings: SimSettings) 
         total_gpus=settings.gpus,
         slo_s=settings.slo_s,
         replan_interval_s=settings.interval,
-        swap_delay_s=swap_delay_for(data, settings),
+        swap_delay_s=delay,
     )
     result = sim.run()
     window = settings.window_s or settings.interval
@@ -86,7 +88,8 @@ def run_systems(
             sm = run.summary
             progress(
                 f"{s:14s} violations {sm['slo_violation_ratio']:6.2%}  FID {sm['fid_mean']:6.2f}  "
-                f"p_real {sm['p_real_mean']:.3f}  dropped {sm['dropped']:5d}  ({run.wall_s:.1f}s)"
+                f"p_real {sm['p_real_mean']:.3f}  degraded {sm['degraded_share']:6.2%}  dropped {sm['dropped']:5d}  "
+                f"swaps {sm['model_swaps']:4d}  ({run.wall_s:.1f}s)"
             )
         runs.append(run)
     return runs

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hadis.core.errors import DataError
+from hadis.sim.data import Trace
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ def arrivals(profile: RateProfile, seed: int, prompts: int = 4000) -> tuple[np.n
     starts = np.repeat(np.arange(len(counts)) * profile.bin_s, counts)
     times = np.sort(starts + rng.uniform(0.0, profile.bin_s, size=starts.size))
     return times, rng.integers(0, prompts, size=times.size)
+
+
+def trace(profile: RateProfile, seed: int, prompts: int = 4000) -> Trace:
+    """The arrivals as a replayable trace, named after the shape and the seed."""
+    times, prompt = arrivals(profile, seed, prompts)
+    return Trace(times, prompt, f"{profile.shape} (seed {seed})")
 
 
 def to_csv(times_s: np.ndarray, prompt: np.ndarray) -> str:

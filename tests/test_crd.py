@@ -29,7 +29,18 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
     doc = json.loads(crd("get", "dcas", "tiny", "-n", namespace, "-o", "json"))
     # defaults filled in by the API server from the schema
     assert doc["spec"]["gpuBudget"]["min"] == 2
-    assert doc["spec"]["planner"] == {"intervalSeconds": 10, "policy": "hadis"} if "planner" in doc["spec"] else True
+    planner = doc["spec"]["planner"]
+    assert (planner["intervalSeconds"], planner["policy"]) == (10, "hadis")
+    assert planner["surge"] == {
+        "enabled": True,
+        "checkSeconds": 2,
+        "window": "10s",
+        "riseRatio": 1.25,
+        "minRiseRps": 1,
+        "fallRatio": 0.8,
+        "cooldownSeconds": 5,
+        "scaleDownDelaySeconds": 60,
+    }
 
 
 @pytest.mark.parametrize(
@@ -45,6 +56,9 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
         ({"gpuBudget": {"min": 0, "max": 1}}, "gpuBudget.max must be at least 2"),
         ({"router": {"scoring": "learned"}}, "router.scoring learned needs router.modelConfigMapName"),
         ({"planner": {"policy": "fastest"}}, "Unsupported value"),
+        ({"planner": {"surge": {"riseRatio": 1.0}}}, "spec.planner.surge.riseRatio: Invalid value"),
+        ({"planner": {"surge": {"fallRatio": 1.5}}}, "spec.planner.surge.fallRatio: Invalid value"),
+        ({"planner": {"surge": {"window": "soon"}}}, "spec.planner.surge.window"),
     ],
 )
 def test_invalid_cascades_are_refused_by_the_api_server(crd, namespace, patch, message):

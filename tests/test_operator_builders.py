@@ -177,3 +177,84 @@ def test_rollout_and_unschedulable_read_the_api_objects():
     assert unschedulable(pending)
     assert not unschedulable({"status": {"conditions": [{"type": "PodScheduled", "status": "True"}]}})
     assert not unschedulable({"status": {}})
+
+
+# ------------------------------------------------------------------------------ surge clock
+
+
+def test_surge_spec_defaults_match_the_crd_and_can_be_disabled():
+    from hadis.operator.logic import surge_spec
+
+    crd = yaml.safe_load((ROOT / "crds" / "diffusioncascades.serving.hadis.dev.yaml").read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    defaults = {k: v["default"] for k, v in props["planner"]["properties"]["surge"]["properties"].items()}
+    s = surge_spec({})
+    assert s is not None and defaults["enabled"] is True
+    assert (s.check_s, s.window) == (defaults["checkSeconds"], defaults["window"])
+    assert s.settings.rise_ratio == defaults["riseRatio"]
+    assert s.settings.min_rise_rps == defaults["minRiseRps"]
+    assert s.settings.fall_ratio == defaults["fallRatio"]
+    assert s.settings.cooldown_s == defaults["cooldownSeconds"]
+    assert s.settings.scale_down_delay_s == defaults["scaleDownDelaySeconds"]
+    assert surge_spec({"planner": {"surge": {"enabled": False}}}) is None
+
+
+def test_replan_clock_replans_early_on_a_rise_and_on_the_interval_otherwise():
+    from hadis.operator.logic import ReplanClock, surge_spec
+
+    spec = {"planner": {"surge": {"checkSeconds": 2, "cooldownSeconds": 0, "scaleDownDelaySeconds": 20}}}
+    clock = ReplanClock.start(10.0, surge_spec(spec), now=0.0, planned_rate=1.0)
+    assert clock.step_s == 2 and clock.window == "10s"
+    assert clock.tick(2.0, 1.1) is None  # quiet: no re-plan, no API calls
+    assert clock.tick(4.0, 1.0) is None
+    rate, why = clock.tick(6.0, 8.0)  # the surge: planned at once, 4 s before the interval
+    assert why == "rise" and rate > 4.0
+    clock.tick(8.0, 8.0)
+    at_interval = clock.tick(10.0, 8.0)
+    assert at_interval is not None and at_interval[0] > 6.0  # planned (a further rise or the timer)
+    # The load drops to 1 req/s at 12 s: capacity is held on the intervals until the fall has
+    # lasted 20 s, then released.
+    decisions = {t: clock.tick(float(t), 1.0) for t in range(12, 52, 2)}
+    falls = [t for t, d in decisions.items() if d and d[1] == "fall"]
+    assert falls and falls[0] >= 12 + 20 and decisions[falls[0]][0] < 4.0
+    held = [d for t, d in decisions.items() if d and t < falls[0]]
+    assert held and all(why == "timer" and rate > 6.0 for rate, why in held)
+
+
+def test_replan_clock_without_surge_plans_on_the_interval_and_reports_metric_failures():
+    from hadis.operator.logic import ReplanClock
+
+    clock = ReplanClock.start(10.0, None, now=0.0)
+    assert clock.step_s == 10.0 and clock.window is None
+    assert clock.tick(10.0, 3.0) == (3.0, "timer")
+    assert clock.tick(20.0, None) == (None, "timer")  # the failure is reported, the plan kept
+
+
+def test_status_plan_records_the_trigger_but_a_trigger_alone_is_no_change():
+    from hadis.core.bundle import from_configmap
+    from hadis.operator.logic import make_plan, plan_status, replicas_for, same_plan
+
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    bundle = from_configmap(cm, "test")
+    spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    plan = make_plan(bundle, spec, 4.0)
+    replicas = replicas_for(plan, models_of(spec), 2, 16)
+    now = dt.datetime(2026, 1, 1)
+    a, b = plan_status(plan, replicas, now, "rise"), plan_status(plan, replicas, now, "timer")
+    assert a["trigger"] == "rise" and same_plan(a, b)
+
+
+def test_operator_plans_count_the_gpus_it_would_move():
+    from hadis.core.bundle import from_configmap
+    from hadis.operator.logic import current_gpus, make_plan
+
+    cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    bundle = from_configmap(cm, "test")
+    spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    assert current_gpus(None, models_of(spec)) is None
+    now = current_gpus({"replicas": {"sdxl-lightning-2step": 2, "sd3.5-large-turbo": 14}}, models_of(spec))
+    assert now == {"sdxl-lightning-2step": 2, "sd3.5-large-turbo": 14, "sd3.5-medium": 0, "sd3.5-large": 0}
+    free = make_plan(bundle, spec, 2.0)
+    kept = make_plan(bundle, spec, 2.0, now)
+    moved = sum(max(0, kept.gpus(m) - now[m]) for m in now)
+    assert moved <= sum(max(0, free.gpus(m) - now[m]) for m in now)

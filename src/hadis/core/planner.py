@@ -42,6 +42,22 @@ DEFAULT_MOVE_PENALTY_SLO = 0.02
 HADIS_QUEUE_FACTOR = 1.2
 
 
+# Model load time when a GPU switches model: weights / this rate (or the default without weights).
+LOAD_GIB_PER_S = 2.0
+DEFAULT_LOAD_S = 10.0
+
+
+def swap_seconds(profile: Profile) -> dict[str, float]:
+    """Seconds each model takes to load onto a GPU, from its weights in the profile, on the
+    profile's time scale (a profile scaled x0.1 for a replay loads 10x faster too)."""
+    scale = float(profile.provenance.get("time_scale", 1.0))
+    out = {}
+    for m in profile.names:
+        gib = profile.model(m).weights_gib
+        out[m] = (gib / LOAD_GIB_PER_S if gib else DEFAULT_LOAD_S) * scale
+    return out
+
+
 @dataclass(frozen=True)
 class Demand:
     """What the planner plans for: arrival rate at the router and requests queued per model."""

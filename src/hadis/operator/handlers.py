@@ -4,7 +4,7 @@ Run with ``hadis operator run`` (Lease-based leader election, see ``leader.py``)
 replica, ``kopf run --standalone -m hadis.operator.handlers``. Reconcile on create, on spec
 change and on operator start: validate the profile ConfigMap, plan for the last known demand,
 server-side apply the owned objects, and write the status. A daemon per cascade re-plans every
-``spec.planner.intervalSeconds`` from Prometheus.
+``spec.planner.intervalSeconds`` from Prometheus, and early on a surge (``spec.planner.surge``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import kopf
@@ -157,8 +158,8 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
     return objs
 
 
-def decide(spec: dict, bundle: Bundle, rate_rps: float) -> logic.Decision:
-    plan = logic.make_plan(bundle, spec, rate_rps)
+def decide(spec: dict, bundle: Bundle, rate_rps: float, current: dict[str, int] | None = None) -> logic.Decision:
+    plan = logic.make_plan(bundle, spec, rate_rps, current)
     budget = spec["gpuBudget"]
     replicas = logic.replicas_for(plan, builders.models_of(spec), int(budget.get("min", 0)), int(budget["max"]))
     return logic.Decision(plan, replicas)
@@ -223,10 +224,30 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
 async def replan(
     stopped, body, spec, name, namespace, logger, worker_rollouts, unschedulable_pods, profile_configmaps, **_: Any
 ) -> None:
-    """Re-plan on the spec's interval from the router's arrival rate in Prometheus."""
+    """Re-plan from the router's arrival rate in Prometheus: on ``spec.planner.intervalSeconds``,
+    and with ``spec.planner.surge`` (the default) early, when a check every ``checkSeconds``
+    finds the rate risen (``hadis.core.surge``; the estimator is ``FastRiseEstimator``, as in
+    the simulator)."""
+    clock: logic.ReplanClock | None = None
     while not stopped:
         interval = float((spec.get("planner") or {}).get("intervalSeconds", 10))
-        await asyncio.sleep(interval)
+        surge = logic.surge_spec(spec)
+        if clock is None or (clock.interval_s, clock.surge) != (interval, surge):  # new, or the spec changed
+            planned = ((body.get("status") or {}).get("plan") or {}).get("demandRps")
+            clock = logic.ReplanClock.start(interval, surge, time.monotonic(), planned)
+        await asyncio.sleep(clock.step_s)
+        prom = spec.get("prometheus") or {}
+        url = prom.get("url", "http://prometheus-operated:9090")
+        rate: float | None = None
+        error = ""
+        try:
+            rate = await asyncio.to_thread(query_rate, url, name, clock.window or prom.get("window", "30s"))
+        except Exception as e:
+            error = f"Prometheus unreachable ({type(e).__name__}); keeping the last plan"
+        decision = clock.tick(time.monotonic(), rate)
+        if decision is None:
+            continue  # a quiet check: nothing read from or written to the API server
+        rate, why = decision
         key = (namespace, name)
         view = ClusterView(
             rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
@@ -234,7 +255,7 @@ async def replan(
             profile=next(iter(profile_configmaps.get((namespace, spec["profile"]["configMapName"]), [])), None),
         )
         try:
-            await asyncio.to_thread(replan_once, dict(body), view, logger)
+            await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why)
         except Exception as e:  # a daemon must outlive any one failure
             logger.warning("re-plan failed: %s", e)
 
@@ -307,16 +328,18 @@ def _patch_status(namespace: str, name: str, status: dict) -> None:
     )
 
 
-def replan_once(body: dict, view: ClusterView, logger) -> None:
-    """One tick of the daemon: conditions from the cluster, demand from Prometheus, then a plan.
+def replan_once(
+    body: dict, view: ClusterView, logger, rate: float | None, error: str = "", trigger: str = "timer"
+) -> None:
+    """One re-plan: conditions from the cluster, then a plan for ``rate`` (req/s), or, when
+    Prometheus failed (``rate`` None), the MetricsUnavailable condition and the last plan kept.
 
-    Reads every tick; writes only when the plan or a condition changed."""
+    Writes only when the plan or a condition changed."""
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
     generation = int(meta.get("generation", 0))
     previous = list(status.get("conditions") or [])
     now = _now()
-    prom = spec.get("prometheus") or {}
     rollout = logic.rollout_condition(view.rollouts, generation, now, previous)
     pending = view.unschedulable
     if pending:
@@ -334,10 +357,8 @@ def replan_once(body: dict, view: ClusterView, logger) -> None:
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
         previous = conds
-    try:
-        rate = query_rate(prom.get("url", "http://prometheus-operated:9090"), name, prom.get("window", "30s"))
-    except Exception as e:
-        msg = f"Prometheus unreachable ({type(e).__name__}); keeping the last plan"
+    if rate is None:
+        msg = error or "no arrival rate; keeping the last plan"
         if pending:
             return  # the scheduling problem is the one to show
         degraded = logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)
@@ -348,8 +369,8 @@ def replan_once(body: dict, view: ClusterView, logger) -> None:
             _patch_status(namespace, name, {"conditions": conds})
         return
     bundle = bundle_of(namespace, spec["profile"]["configMapName"], view.profile)
-    decision = decide(spec, bundle, rate)
-    plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
+    decision = decide(spec, bundle, rate, logic.current_gpus(status.get("plan"), builders.models_of(spec)))
+    plan_doc = logic.plan_status(decision.plan, decision.replicas, now, trigger)
     planned = logic.plan_conditions(decision.plan, generation, now, previous)
     conds = logic.merge_conditions(previous, [rollout, *planned])
     unchanged = logic.same_plan(status.get("plan"), plan_doc)
@@ -360,6 +381,7 @@ def replan_once(body: dict, view: ClusterView, logger) -> None:
             apply(obj, body)
         after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
         conds = logic.merge_conditions(conds, [after])
-        kopf.event(body, type="Normal", reason="Replanned", message=f"{rate:.2f} req/s: {decision.plan.summary()}")
-        logger.info("re-planned for %.2f req/s: %s", rate, decision.plan.summary())
+        cause = f"{trigger}, {rate:.2f} req/s"
+        kopf.event(body, type="Normal", reason="Replanned", message=f"{cause}: {decision.plan.summary()}")
+        logger.info("re-planned (%s): %s", cause, decision.plan.summary())
     _patch_status(namespace, name, {"plan": plan_doc, "conditions": conds, "observedGeneration": generation})

@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hadis.core.bundle import Bundle
+from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
-from hadis.core.planner import Demand, Plan, plan_cascade, plan_hadis_reference
+from hadis.core.planner import Demand, Plan, plan_cascade, plan_hadis_reference, swap_seconds
+from hadis.core.surge import SurgeSettings, SurgeTrigger
 from hadis.operator.builders import MODEL_LABEL, ModelEntry
 
 # Queries on the router's metrics (names fixed in DESIGN.md); {cascade} and {window} filled in.
@@ -30,15 +32,103 @@ class Decision:
     replicas: dict[str, int]  # model name -> worker replicas
 
 
-def make_plan(bundle: Bundle, spec: Mapping[str, Any], rate_rps: float) -> Plan:
-    """The planner the spec asks for, on the profile's table, for an arrival rate."""
+def make_plan(
+    bundle: Bundle, spec: Mapping[str, Any], rate_rps: float, current: Mapping[str, int] | None = None
+) -> Plan:
+    """The planner the spec asks for, on the profile's table, for an arrival rate.
+
+    ``current`` (GPUs per model now) makes the ``hadis`` plan count model-load time and prefer
+    moving fewer GPUs (``plan_cascade``); load times come from the profile's weights."""
     policy = (spec.get("planner") or {}).get("policy", "hadis")
     budget = int(spec["gpuBudget"]["max"])
     slo = float(spec["sloSeconds"])
     demand = Demand(max(MIN_PLANNING_RATE, rate_rps))
     if policy == "hadis-ref":
         return plan_hadis_reference(bundle.profile, bundle.table, budget, slo, demand)
-    return plan_cascade(bundle.profile, _planning_table(bundle), budget, slo, demand)
+    swap = swap_seconds(bundle.profile) if current else None
+    return plan_cascade(bundle.profile, _planning_table(bundle), budget, slo, demand, current=current, swap_s=swap)
+
+
+def current_gpus(status_plan: Mapping[str, Any] | None, models: Sequence[ModelEntry]) -> dict[str, int] | None:
+    """GPUs per model under the plan in the status (None before the first plan)."""
+    replicas = (status_plan or {}).get("replicas")
+    if not replicas:
+        return None
+    return {m.name: int(replicas.get(m.name, 0)) * m.gpus_per_replica for m in models}
+
+
+@dataclass(frozen=True)
+class SurgeSpec:
+    """``spec.planner.surge``: how often to check the rate, over which window, and the trigger."""
+
+    check_s: float
+    window: str
+    settings: SurgeSettings
+
+
+def surge_spec(spec: Mapping[str, Any]) -> SurgeSpec | None:
+    """The cascade's early re-planning, or None when it is disabled (plans on the interval only).
+
+    Defaults are the CRD's, so a spec the API server did not default reads the same."""
+    surge = (spec.get("planner") or {}).get("surge") or {}
+    if not surge.get("enabled", True):
+        return None
+    settings = SurgeSettings(
+        rise_ratio=float(surge.get("riseRatio", 1.25)),
+        min_rise_rps=float(surge.get("minRiseRps", 1.0)),
+        fall_ratio=float(surge.get("fallRatio", 0.8)),
+        backlog_ratio=0.0,  # the operator sees rates, not queues
+        cooldown_s=float(surge.get("cooldownSeconds", 5)),
+        scale_down_delay_s=float(surge.get("scaleDownDelaySeconds", 60)),
+    )
+    return SurgeSpec(float(surge.get("checkSeconds", 2)), str(surge.get("window", "10s")), settings)
+
+
+@dataclass
+class ReplanClock:
+    """When the re-plan daemon plans, and for which rate; the daemon only does the I/O.
+
+    Without surge settings: every ``interval_s``, for the measured rate. With them: a check
+    every ``surge.check_s`` feeds the fast-rise estimator and asks the surge trigger, which
+    re-plans early on a rise and always on the interval (``hadis.core.surge``)."""
+
+    interval_s: float
+    surge: SurgeSpec | None
+    last_timer: float
+    trigger: SurgeTrigger | None = None
+    estimator: FastRiseEstimator = field(default_factory=FastRiseEstimator)
+
+    @classmethod
+    def start(
+        cls, interval_s: float, surge: SurgeSpec | None, now: float, planned_rate: float | None = None
+    ) -> ReplanClock:
+        """A clock from the last planned rate (from the status: a restart keeps holding capacity)."""
+        trigger = None
+        if surge is not None:
+            since = now if planned_rate is not None else float("-inf")
+            trigger = SurgeTrigger(surge.settings, planned_rate, since)
+        return cls(interval_s, surge, now, trigger)
+
+    @property
+    def step_s(self) -> float:
+        return self.surge.check_s if self.surge else self.interval_s
+
+    @property
+    def window(self) -> str | None:
+        """The rate window of the checks (None: the spec's ``prometheus.window``)."""
+        return self.surge.window if self.surge else None
+
+    def tick(self, now: float, rate: float | None) -> tuple[float | None, str] | None:
+        """After one step with the measured rate (None: Prometheus failed): ``(rate to plan
+        for, why)``, ``(None, "timer")`` to report the failure, or None to do nothing."""
+        timer_due = now - self.last_timer >= self.interval_s - 0.05
+        if timer_due:
+            self.last_timer = now
+        if rate is None or self.trigger is None or self.surge is None:
+            return (rate, "timer") if timer_due else None
+        estimate = self.estimator.update([rate * self.surge.check_s], self.surge.check_s)
+        decision = self.trigger.check(now, estimate, timer_due=timer_due)
+        return None if decision is None else (decision.rate, decision.reason)
 
 
 _DENSE: dict[int, tuple[Bundle, Any]] = {}
@@ -88,7 +178,7 @@ def replicas_for(
     return out
 
 
-def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime) -> dict[str, Any]:
+def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime, trigger: str = "") -> dict[str, Any]:
     c = plan.config
     active = {m: n for m, n in replicas.items() if n}
     return {
@@ -105,6 +195,7 @@ def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime) -> di
         if not math.isfinite(plan.predicted_latency_s)
         else round(plan.predicted_latency_s, 3),
         "demandRps": round(plan.demand.rate, 3),
+        **({"trigger": trigger} if trigger else {}),
         "feasible": plan.feasible,
         "plannedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -114,7 +205,7 @@ def same_plan(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
     """Whether two status plans differ in anything but when they were made or the demand seen."""
     if not a:
         return False
-    ignore = {"plannedAt", "demandRps", "predictedLatencySeconds"}
+    ignore = {"plannedAt", "demandRps", "predictedLatencySeconds", "trigger"}
     return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
 
 

@@ -6,14 +6,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from hadis.core.planner import swap_seconds
 from hadis.sim.data import SimData, Trace
 from hadis.sim.engine import Simulation
 from hadis.sim.metrics import Window, summarise
 from hadis.sim.policies import SYSTEMS, Context, make_policy
-
-# Model load time when a GPU switches model: weights / this rate, at real time scale.
-LOAD_GIB_PER_S = 2.0
-DEFAULT_LOAD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -39,14 +36,9 @@ class SystemRun:
 
 
 def swap_delay_for(data: SimData, settings: SimSettings) -> Callable[[str], float]:
-    def delay(model: str) -> float:
-        if not settings.swap:
-            return 0.0
-        gib = data.profile.model(model).weights_gib
-        seconds = gib / LOAD_GIB_PER_S if gib else DEFAULT_LOAD_S
-        return seconds * settings.time_scale
-
-    return delay
+    """Model load time per model at the replay's time scale (zero with ``swap`` off)."""
+    seconds = swap_seconds(data.profile)
+    return lambda model: seconds[model] if settings.swap else 0.0
 
 
 def run_system(system: str, data: SimData, trace: Trace, settings: SimSettings) -> SystemRun:

@@ -34,11 +34,11 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
     assert planner["surge"] == {
         "enabled": True,
         "checkSeconds": 2,
-        "window": "10s",
+        "window": "5s",
         "riseRatio": 1.25,
         "minRiseRps": 1,
         "fallRatio": 0.8,
-        "cooldownSeconds": 5,
+        "cooldownSeconds": 2,
         "scaleDownDelaySeconds": 60,
     }
 

@@ -204,7 +204,7 @@ def test_replan_clock_replans_early_on_a_rise_and_on_the_interval_otherwise():
 
     spec = {"planner": {"surge": {"checkSeconds": 2, "cooldownSeconds": 0, "scaleDownDelaySeconds": 20}}}
     clock = ReplanClock.start(10.0, surge_spec(spec), now=0.0, planned_rate=1.0)
-    assert clock.step_s == 2 and clock.window == "10s"
+    assert clock.step_s == 2 and clock.window == "5s"
     assert clock.tick(2.0, 1.1) is None  # quiet: no re-plan, no API calls
     assert clock.tick(4.0, 1.0) is None
     rate, why = clock.tick(6.0, 8.0)  # the surge: planned at once, 4 s before the interval

@@ -188,35 +188,47 @@ def plan_cascade(
         bs, ss = zip(*batches, strict=True)
         curves[model] = pool_latency(rates, backlogs, np.array(bs), np.array(ss), gpus, quantile, max_utilisation)
 
-    best_key: tuple | None = None
+    # Every row x every split at once: row i's latency curves over the GPUs given to each model.
+    n_rows, split = len(rows), np.arange(gpus + 1)
+    curve_l, curve_h = np.empty((n_rows, gpus + 1)), np.empty((n_rows, gpus + 1))
+    for i, c in enumerate(rows):
+        curve_l[i] = curves[c.light][0][wanted[c.light][((1 - c.router_ratio) * lam, demand.queued(c.light))]]
+        curve_h[i] = curves[c.heavy][0][wanted[c.heavy][(c.heavy_ratio * lam, demand.queued(c.heavy))]]
+    paths = _active_path_masks(rows)
+    new_l, new_h = np.broadcast_to(split, (n_rows, gpus + 1)), np.broadcast_to(gpus - split, (n_rows, gpus + 1))
+    wl, wh = curve_l, curve_h[:, ::-1]
+    steady = _worst_path(paths, wl, wh)
+    worst, moved = steady, np.zeros((n_rows, gpus + 1), dtype=int)
+    if current is not None:
+        now_l = np.array([current.get(c.light, 0) for c in rows])[:, None]
+        now_h = np.array([current.get(c.heavy, 0) for c in rows])[:, None]
+        swap_l = np.array([swap_s.get(c.light, 0.0) for c in rows])[:, None]
+        swap_h = np.array([swap_s.get(c.heavy, 0.0) for c in rows])[:, None]
+        tl, moved_l = _with_transition(curve_l, new_l, now_l, swap_l)
+        th, moved_h = _with_transition(curve_h, new_h, now_h, swap_h)
+        worst, moved = _worst_path(paths, tl, th), moved_l + moved_h
+    # Feasible: the steady state meets the SLO. Among a row's feasible splits, the one with the
+    # lowest latency counting the swap, plus a penalty per GPU moved (with none feasible, the
+    # lowest of that cost: the row's fallback).
+    cost = worst + move_penalty_slo * slo_s * moved
+    feasible = steady <= slo_s
+    g_light = np.where(
+        feasible.any(axis=1), np.argmin(np.where(feasible, cost, np.inf), axis=1), np.argmin(cost, axis=1)
+    )
+    at = np.arange(n_rows)
+    latency = worst[at, g_light]
+    ok = feasible[at, g_light]
+    quality = np.array([c.quality for c in rows])
+    heavy_ratio = np.array([c.heavy_ratio for c in rows])
+    # Best: lowest (quality + move penalty, latency, heavy share), the first row on a tie.
     best: tuple[Config, int, float] | None = None
-    fallback_key: tuple | None = None
-    fallback: tuple[Config, int, float] | None = None
-    split = np.arange(gpus + 1)
-    for c in rows:
-        lat_l, _ = curves[c.light]
-        lat_h, _ = curves[c.heavy]
-        curve_l = lat_l[wanted[c.light][((1 - c.router_ratio) * lam, demand.queued(c.light))]]
-        curve_h = lat_h[wanted[c.heavy][(c.heavy_ratio * lam, demand.queued(c.heavy))]]
-        wl, wh = curve_l[split], curve_h[gpus - split]
-        steady = _worst_path(c, wl, wh, gpus)
-        worst, moved = steady, np.zeros(gpus + 1, dtype=int)
-        if current is not None:
-            tl, moved_l = _with_transition(curve_l, split, current.get(c.light, 0), swap_s.get(c.light, 0.0))
-            th, moved_h = _with_transition(curve_h, gpus - split, current.get(c.heavy, 0), swap_s.get(c.heavy, 0.0))
-            worst, moved = _worst_path(c, tl, th, gpus), moved_l + moved_h
-        # Feasible: the steady state meets the SLO. Among feasible splits, the one with the
-        # lowest latency counting the swap, less a penalty per GPU moved.
-        cost = worst + move_penalty_slo * slo_s * moved
-        g_light = int(np.argmin(np.where(steady <= slo_s, cost, np.inf + cost)))
-        latency = float(worst[g_light])
-        if steady[g_light] <= slo_s:
-            key = (c.quality + move_penalty_fid * int(moved[g_light]), latency, c.heavy_ratio)
-            if _better(key, best_key):
-                best_key, best = key, (c, g_light, latency)
-        key = (latency, c.quality)
-        if _better(key, fallback_key):
-            fallback_key, fallback = key, (c, g_light, latency)
+    if ok.any():
+        cand = np.flatnonzero(ok)
+        rank = quality[cand] + move_penalty_fid * moved[cand, g_light[cand]]
+        i = int(cand[np.lexsort((cand, heavy_ratio[cand], latency[cand], rank))[0]])
+        best = (rows[i], int(g_light[i]), float(latency[i]))
+    i = int(np.lexsort((at, quality, latency))[0])  # fallback: lowest latency, then quality
+    fallback = (rows[i], int(g_light[i]), float(latency[i]))
 
     def build(choice: tuple[Config, int, float], feasible: bool, reason: str) -> Plan:
         c, g_light, latency = choice
@@ -243,27 +255,33 @@ def plan_cascade(
     return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis", reason)
 
 
-def _with_transition(curve: np.ndarray, new: np.ndarray, now: int, swap_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Latency per split counting the swap, and the GPUs each split moves onto this model.
+def _with_transition(
+    curve: np.ndarray, new: np.ndarray, now: np.ndarray, swap_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Latency per row and split counting the swap, and the GPUs each split moves onto the model.
 
-    While ``new - now`` GPUs load the model, a request is served by the ``now`` that stayed
-    (``curve[now]``) or waits for the load (``swap_s + curve[new]``), whichever is sooner."""
-    kept = np.minimum(new, now)
-    steady = curve[new]
-    during = np.minimum(curve[kept], swap_s + steady)
+    ``curve[i, g]`` is row i's latency on g GPUs, ``new`` the GPUs each split gives the model,
+    ``now`` those it has (per row). While ``new - now`` GPUs load the model, a request is served
+    by the ``now`` that stayed or waits for the load (``swap_s`` + the new latency), whichever is
+    sooner."""
+    steady = np.take_along_axis(curve, new, axis=1)
+    kept = np.take_along_axis(curve, np.minimum(new, now), axis=1)
+    during = np.minimum(kept, swap_s + steady)
     return np.where(new > now, np.maximum(steady, during), steady), np.maximum(new - now, 0)
 
 
-def _worst_path(c: Config, wl: np.ndarray, wh: np.ndarray, gpus: int) -> np.ndarray:
-    light_only, light_heavy, direct = _active_paths(c)
-    worst = np.zeros(gpus + 1)
-    if light_only:
-        worst = np.maximum(worst, wl)
-    if light_heavy:
-        worst = np.maximum(worst, wl + wh)
-    if direct:
-        worst = np.maximum(worst, wh)
-    return worst
+def _active_path_masks(rows: Sequence[Config]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: (light only, light then heavy, straight to heavy) carry traffic."""
+    flags = np.array([_active_paths(c) for c in rows], dtype=bool).reshape(len(rows), 3)
+    return flags[:, 0:1], flags[:, 1:2], flags[:, 2:3]
+
+
+def _worst_path(paths: tuple[np.ndarray, np.ndarray, np.ndarray], wl: np.ndarray, wh: np.ndarray) -> np.ndarray:
+    """The latency of the slowest path that carries traffic, per row and split."""
+    light_only, light_heavy, direct = paths
+    worst = np.where(light_only, wl, 0.0)
+    worst = np.maximum(worst, np.where(light_heavy, wl + wh, 0.0))
+    return np.maximum(worst, np.where(direct, wh, 0.0))
 
 
 def lightest_fallback(

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -240,8 +241,11 @@ async def replan(
         url = prom.get("url", "http://prometheus-operated:9090")
         rate: float | None = None
         error = ""
+        window = clock.window or prom.get("window", "30s")
         try:
-            rate = await asyncio.to_thread(query_rate, url, name, clock.window or prom.get("window", "30s"))
+            rate = cached_rate(url, name, window)  # another cascade's check just asked
+            if rate is None:
+                rate = await asyncio.to_thread(query_rate, url, name, window)
         except Exception as e:
             error = f"Prometheus unreachable ({type(e).__name__}); keeping the last plan"
         decision = clock.tick(time.monotonic(), rate)
@@ -268,10 +272,30 @@ def _prometheus(url: str) -> Any:
     return PrometheusConnect(url=url, disable_ssl=True)
 
 
+_RATES: dict[tuple[str, str], tuple[float, dict[str, float]]] = {}
+_RATES_LOCK = threading.Lock()
+RATES_MAX_AGE_S = 0.9  # below the shortest check period (1 s)
+
+
+def cached_rate(url: str, cascade: str, window: str) -> float | None:
+    """The cascade's rate from a fresh enough shared answer, or None (no I/O: safe on the loop)."""
+    hit = _RATES.get((url, window))
+    if hit is None or time.monotonic() - hit[0] > RATES_MAX_AGE_S:
+        return None
+    return hit[1].get(cascade, 0.0)
+
+
 def query_rate(url: str, cascade: str, window: str) -> float:
-    prom = _prometheus(url)
-    result = prom.custom_query(logic.ARRIVAL_RATE_QUERY.format(cascade=cascade, window=window))
-    return float(result[0]["value"][1]) if result else 0.0
+    """The cascade's arrival rate. All cascades' rates come from one query, reused for
+    ``RATES_MAX_AGE_S``: 100 cascades checking every 2 s cost Prometheus 0.5 queries/s, not 50."""
+    with _RATES_LOCK:
+        rate = cached_rate(url, cascade, window)
+        if rate is not None:
+            return rate
+        result = _prometheus(url).custom_query(logic.ARRIVAL_RATES_QUERY.format(window=window))
+        rates = {r["metric"].get("cascade", ""): float(r["value"][1]) for r in result}
+        _RATES[(url, window)] = (time.monotonic(), rates)
+    return rates.get(cascade, 0.0)
 
 
 def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:

@@ -19,8 +19,9 @@ from hadis.core.planner import Demand, Plan, plan_cascade, plan_hadis_reference,
 from hadis.core.surge import SurgeSettings, SurgeTrigger
 from hadis.operator.builders import MODEL_LABEL, ModelEntry
 
-# Queries on the router's metrics (names fixed in DESIGN.md); {cascade} and {window} filled in.
-ARRIVAL_RATE_QUERY = 'sum(rate(hadis_router_arrivals_total{{cascade="{cascade}"}}[{window}]))'
+# The query on the router's metrics (names fixed in DESIGN.md); {window} filled in.
+# Every cascade's rate in one query: the daemons of all cascades share one answer per check.
+ARRIVAL_RATES_QUERY = "sum by (cascade) (rate(hadis_router_arrivals_total[{window}]))"
 # The planner is asked for at least this rate: at exactly zero demand every row is "feasible"
 # with no GPUs on some model, and a cascade must stay able to answer its first request.
 MIN_PLANNING_RATE = 0.1
@@ -78,10 +79,10 @@ def surge_spec(spec: Mapping[str, Any]) -> SurgeSpec | None:
         min_rise_rps=float(surge.get("minRiseRps", 1.0)),
         fall_ratio=float(surge.get("fallRatio", 0.8)),
         backlog_ratio=0.0,  # the operator sees rates, not queues
-        cooldown_s=float(surge.get("cooldownSeconds", 5)),
+        cooldown_s=float(surge.get("cooldownSeconds", 2)),
         scale_down_delay_s=float(surge.get("scaleDownDelaySeconds", 60)),
     )
-    return SurgeSpec(float(surge.get("checkSeconds", 2)), str(surge.get("window", "10s")), settings)
+    return SurgeSpec(float(surge.get("checkSeconds", 2)), str(surge.get("window", "5s")), settings)
 
 
 @dataclass

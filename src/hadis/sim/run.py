@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hadis.core.planner import swap_seconds
 from hadis.sim.data import SimData, Trace
-from hadis.sim.engine import Simulation
+from hadis.sim.engine import Policy, Simulation
 from hadis.sim.metrics import Window, summarise
 from hadis.sim.policies import SYSTEMS, Context, make_policy
 
@@ -41,11 +41,23 @@ def swap_delay_for(data: SimData, settings: SimSettings) -> Callable[[str], floa
     return lambda model: seconds[model] if settings.swap else 0.0
 
 
-def run_system(system: str, data: SimData, trace: Trace, settings: SimSettings) -> SystemRun:
+def context_for(data: SimData, settings: SimSettings) -> Context:
+    delay = swap_delay_for(data, settings)
+    return Context(data, settings.gpus, settings.slo_s, {m: delay(m) for m in data.profile.names})
+
+
+def run_system(
+    system: str,
+    data: SimData,
+    trace: Trace,
+    settings: SimSettings,
+    policy_for: Callable[[Context], Policy] | None = None,
+) -> SystemRun:
+    """Replay ``trace`` through one system (``policy_for`` builds a variant under that label)."""
     start = time.perf_counter()
     delay = swap_delay_for(data, settings)
-    swap_s = {m: delay(m) for m in data.profile.names}
-    policy = make_policy(system, Context(data, settings.gpus, settings.slo_s, swap_s))
+    ctx = context_for(data, settings)
+    policy = policy_for(ctx) if policy_for else make_policy(system, ctx)
     sim = Simulation(
         trace,
         data.prompts,

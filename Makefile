@@ -15,7 +15,7 @@ LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
-	@echo "make bench     planner, simulator, router, data-plane and operator benchmarks (print figures)"
+	@echo "make bench     planner, simulator, surge, router, data-plane and operator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
 	@echo "make up        start the tiny local data plane (two Triton workers and the router)"
@@ -64,6 +64,7 @@ e1: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_planner.py
 	$(BIN)/python benchmarks/bench_e1.py
+	$(BIN)/python benchmarks/bench_surge.py
 	$(BIN)/python benchmarks/bench_router.py
 	$(BIN)/python benchmarks/bench_dataplane.py
 	$(MAKE) control-plane

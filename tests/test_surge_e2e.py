@@ -121,9 +121,11 @@ def test_spike_is_degraded_not_dropped_and_replicas_follow_in_seconds(crd, names
     shed = [body for code, body in spike if code == 503]
     other = [(code, body) for code, body in spike if code not in (200, 503)]
     degraded = [d for body in served for d in body["data"] if d["degraded"]]
+    saturated_images = [d for d in degraded if d["degraded_reason"] == "heavy_saturated"]
     print(
         f"\nspike {BASE_RPS:g} -> {SPIKE_RPS:g} req/s for {SPIKE_S:g} s ({len(spike)} requests): "
-        f"{len(served)} served, {len(degraded)} of them degraded (light image, heavy saturated), "
+        f"{len(served)} served, {len(degraded)} of them degraded ({len(saturated_images)} because heavy was "
+        f"saturated, {len(degraded) - len(saturated_images)} because a heavy call failed or ran out of time), "
         f"{len(shed)} shed with 503, {len(other)} other"
     )
     if scaled_at:
@@ -133,7 +135,7 @@ def test_spike_is_degraded_not_dropped_and_replicas_follow_in_seconds(crd, names
             "1 s scrape, 4 s rate window, 1 s checks, plan interval 300 s)"
         )
     assert not other, other[:3]
-    assert degraded and saturated >= len(degraded)  # the heavy tier saturated and was not waited for
+    assert saturated_images and saturated >= len(saturated_images)  # heavy saturated: not waited for
     assert len(served) >= 0.8 * len(spike)  # degraded rather than dropped
     assert len(degraded) > len(shed)
     assert scaled_at, "the light Deployment did not scale during the spike"

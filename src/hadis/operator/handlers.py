@@ -205,7 +205,7 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
         patch.status["observedGeneration"] = generation
         return
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
-    decision = decide(dict(spec), bundle, rate)
+    decision = decide(dict(spec), bundle, rate, logic.current_gpus(status.get("plan"), builders.models_of(spec)))
     for obj in owned_objects(dict(spec), name, namespace, bundle, decision):
         apply(obj, body)
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now)

@@ -1,7 +1,5 @@
 """Surges: the early re-plan trigger, the overload routing rules, and the replay's evidence."""
 
-import dataclasses
-
 import pytest
 
 from hadis.core.routing import after_light, entry_tier
@@ -188,8 +186,3 @@ def test_hadis_is_no_worse_on_a_maf_shaped_trace(sim_data, data_dir):
     ours = run_system("hadis", sim_data, shaped, SETTINGS).summary
     assert ours["slo_violation_ratio"] <= ref["slo_violation_ratio"]
     assert ours["fid_mean"] <= ref["fid_mean"]
-
-
-def test_context_defaults_keep_swap_times_optional(sim_data):
-    ctx = dataclasses.replace(Context(sim_data, 4, 6.0))
-    assert ctx.swap_s == {} and ctx.surge == SurgeSettings()

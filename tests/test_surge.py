@@ -6,8 +6,8 @@ from hadis.core.routing import after_light, entry_tier
 from hadis.core.surge import SurgeSettings, SurgeTrigger
 from hadis.sim.engine import Simulation
 from hadis.sim.metrics import summarise
-from hadis.sim.policies import Context, Hadis
-from hadis.sim.run import SimSettings, run_system, swap_delay_for
+from hadis.sim.policies import Hadis
+from hadis.sim.run import SimSettings, context_for, run_system
 from hadis.sim.tracegen import maf, read_hourly, spikes, staircase, trace
 
 # ------------------------------------------------------------------------------ trigger
@@ -105,8 +105,7 @@ SETTINGS = SimSettings(gpus=16, slo_s=6.0, time_scale=0.1)
 
 
 def replay(sim_data, trace, **policy):
-    delay = swap_delay_for(sim_data, SETTINGS)
-    ctx = Context(sim_data, 16, 6.0, {m: delay(m) for m in sim_data.profile.names})
+    ctx = context_for(sim_data, SETTINGS)
     sim = Simulation(
         trace,
         sim_data.prompts,
@@ -115,7 +114,7 @@ def replay(sim_data, trace, **policy):
         total_gpus=16,
         slo_s=6.0,
         replan_interval_s=SETTINGS.interval,
-        swap_delay_s=delay,
+        swap_delay_s=ctx.swap_s.__getitem__,
     )
     result = sim.run()
     summary, _ = summarise(result, 6.0, sim_data.grid, sim_data.profile, sim_data.prompts, SETTINGS.interval)

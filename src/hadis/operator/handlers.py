@@ -159,10 +159,12 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
     return objs
 
 
-def decide(spec: dict, bundle: Bundle, rate_rps: float, current: dict[str, int] | None = None) -> logic.Decision:
-    plan = logic.make_plan(bundle, spec, rate_rps, current)
+def decide(spec: dict, bundle: Bundle, rate_rps: float, status_plan: dict | None) -> logic.Decision:
+    """A plan for ``rate_rps``, counting the GPUs it would move from the plan in the status."""
+    models = builders.models_of(spec)
+    plan = logic.make_plan(bundle, spec, rate_rps, logic.current_gpus(status_plan, models))
     budget = spec["gpuBudget"]
-    replicas = logic.replicas_for(plan, builders.models_of(spec), int(budget.get("min", 0)), int(budget["max"]))
+    replicas = logic.replicas_for(plan, models, int(budget.get("min", 0)), int(budget["max"]))
     return logic.Decision(plan, replicas)
 
 
@@ -205,7 +207,7 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
         patch.status["observedGeneration"] = generation
         return
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
-    decision = decide(dict(spec), bundle, rate, logic.current_gpus(status.get("plan"), builders.models_of(spec)))
+    decision = decide(dict(spec), bundle, rate, status.get("plan"))
     for obj in owned_objects(dict(spec), name, namespace, bundle, decision):
         apply(obj, body)
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
@@ -393,7 +395,7 @@ def replan_once(
             _patch_status(namespace, name, {"conditions": conds})
         return
     bundle = bundle_of(namespace, spec["profile"]["configMapName"], view.profile)
-    decision = decide(spec, bundle, rate, logic.current_gpus(status.get("plan"), builders.models_of(spec)))
+    decision = decide(spec, bundle, rate, status.get("plan"))
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now, trigger)
     planned = logic.plan_conditions(decision.plan, generation, now, previous)
     conds = logic.merge_conditions(previous, [rollout, *planned])

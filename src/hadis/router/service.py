@@ -206,14 +206,18 @@ class Router:
         load.finish(result.latency_s, time.monotonic(), ahead)
         return result
 
+    def _light(self, cfg: RouterConfig, res: WorkerResult, degraded: str | None = None) -> ImageOutcome:
+        """The light image is the answer; ``degraded`` says why heavy was not used, if it was due."""
+        self.metrics.decisions.labels(cfg.cascade, "light").inc()
+        if degraded:
+            self.metrics.degraded.labels(cfg.cascade, degraded).inc()
+        return ImageOutcome(res, cfg.light.name, degraded=degraded)
+
     async def _image(self, cfg: RouterConfig, entry: str, prompt: str, seed: int, deadline: float) -> ImageOutcome:
         """One image from the tier ``entry`` names (``hadis.core.routing.entry_tier``)."""
         c = cfg.cascade
         if entry == "degrade":  # heavy was saturated at admission: light, never escalated
-            res = await self._call(cfg, "light", prompt, seed, deadline)
-            self.metrics.decisions.labels(c, "light").inc()
-            self.metrics.degraded.labels(c, "heavy_saturated").inc()
-            return ImageOutcome(res, cfg.light.name, degraded="heavy_saturated")
+            return self._light(cfg, await self._call(cfg, "light", prompt, seed, deadline), "heavy_saturated")
         if entry == "heavy":
             try:
                 res = await self._call(cfg, "heavy", prompt, seed, deadline)
@@ -222,31 +226,20 @@ class Router:
             except WorkerUnavailable:
                 if deadline - time.monotonic() <= 0:
                     raise
-                res = await self._call(cfg, "light", prompt, seed, deadline)
-                self.metrics.decisions.labels(c, "light").inc()
-                self.metrics.degraded.labels(c, "heavy_unavailable").inc()
-                return ImageOutcome(res, cfg.light.name, degraded="heavy_unavailable")
+                return self._light(cfg, await self._call(cfg, "light", prompt, seed, deadline), "heavy_unavailable")
         res = await self._call(cfg, "light", prompt, seed, deadline)
         if res.confidence is None or cfg.disc_ratio <= 0:
-            self.metrics.decisions.labels(c, "light").inc()
-            return ImageOutcome(res, cfg.light.name)
+            return self._light(cfg, res)
         pct = self.conf_pct.percentile_and_observe(res.confidence, _unit(prompt, seed & 0xFFFFFFFF))
         remaining = deadline - time.monotonic()
         heavy_adm = admit(self.loads["heavy"], 1, remaining, cfg.limits.max_in_flight)
         outcome = after_light(pct, cfg.disc_ratio, heavy_adm.admitted)
-        if outcome == "accept":
-            self.metrics.decisions.labels(c, "light").inc()
-            return ImageOutcome(res, cfg.light.name)
-        if outcome == "degrade":
-            self.metrics.decisions.labels(c, "light").inc()
-            self.metrics.degraded.labels(c, "heavy_saturated").inc()
-            return ImageOutcome(res, cfg.light.name, degraded="heavy_saturated")
+        if outcome != "escalate":
+            return self._light(cfg, res, "heavy_saturated" if outcome == "degrade" else None)
         try:
             heavy = await self._call(cfg, "heavy", prompt, seed, deadline)
         except WorkerUnavailable:
-            self.metrics.decisions.labels(c, "light").inc()
-            self.metrics.degraded.labels(c, "heavy_unavailable").inc()
-            return ImageOutcome(res, cfg.light.name, degraded="heavy_unavailable")
+            return self._light(cfg, res, "heavy_unavailable")
         self.metrics.decisions.labels(c, "escalated").inc()
         return ImageOutcome(heavy, cfg.heavy.name, escalated=True)
 

@@ -191,6 +191,11 @@ class Simulation:
         queues = {m: len(q) for m, q in self.queues.items()}
         return Observation(self.now, list(counts), 1.0, queues, waiting, self.plan, self.bin_counts, gpus)
 
+    def _close_bins(self) -> None:
+        """Count every second up to now, with no arrival or not, before a policy looks."""
+        while len(self.bin_counts) < int(self.now):
+            self.bin_counts.append(0)
+
     def predicted_finish(self, model: str) -> float:
         """Seconds until one more request for ``model`` would be done.
 
@@ -410,8 +415,7 @@ class Simulation:
             elif kind == self.READY:
                 self._dispatch(self.gpus[arg].model)
             elif kind == self.CHECK:
-                while len(self.bin_counts) < int(self.now):
-                    self.bin_counts.append(0)
+                self._close_bins()
                 if i < n or any(self.queues.values()):
                     early = check(self._observe())
                     if early is not None:
@@ -419,8 +423,7 @@ class Simulation:
                         self._apply(early)
                     self._push(t + self.check_interval, self.CHECK)
             elif kind == self.REPLAN:
-                while len(self.bin_counts) < int(self.now):
-                    self.bin_counts.append(0)
+                self._close_bins()
                 if i < n or any(self.queues.values()):
                     self._apply(self.policy(self._observe()))
                 busy = i < n or any(self.queues.values()) or self._in_flight

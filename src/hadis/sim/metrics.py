@@ -61,6 +61,7 @@ def summarise(
     served = [r for r in reqs if not r.dropped]
     late = [r for r in served if r.done - r.arrival > slo_s]
     dropped = [r for r in reqs if r.dropped]
+    degraded = sum(1 for r in served if r.degraded)
 
     # FID per (window, plan) group of served requests.
     groups: dict[tuple[int, int], list[Request]] = defaultdict(list)
@@ -110,8 +111,8 @@ def summarise(
         "escalated": sum(1 for r in served if r.path == "LH"),
         "direct_heavy": sum(1 for r in served if r.path == "H"),
         "gpu_seconds_per_model": {m: round(s, 3) for m, s in result.gpu_seconds.items() if s > 0},
-        "degraded": sum(1 for r in served if r.degraded),
-        "degraded_share": sum(1 for r in served if r.degraded) / len(reqs) if reqs else 0.0,
+        "degraded": degraded,
+        "degraded_share": degraded / len(reqs) if reqs else 0.0,
         "shed": sum(1 for r in reqs if r.shed),
         "model_swaps": result.swaps,
         "early_replans": result.early_replans,

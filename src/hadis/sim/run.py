@@ -55,7 +55,6 @@ def run_system(
 ) -> SystemRun:
     """Replay ``trace`` through one system (``policy_for`` builds a variant under that label)."""
     start = time.perf_counter()
-    delay = swap_delay_for(data, settings)
     ctx = context_for(data, settings)
     policy = policy_for(ctx) if policy_for else make_policy(system, ctx)
     sim = Simulation(
@@ -66,7 +65,7 @@ def run_system(
         total_gpus=settings.gpus,
         slo_s=settings.slo_s,
         replan_interval_s=settings.interval,
-        swap_delay_s=delay,
+        swap_delay_s=ctx.swap_s.__getitem__,
     )
     result = sim.run()
     window = settings.window_s or settings.interval

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from hadis.local import LocalPlane, free_port, running_prometheus, tiny_config, 
 from hadis.router.config import dump_config
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.dataplane
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +48,14 @@ def _post(url: str, doc: dict, timeout: float = 30.0) -> tuple[int, dict, dict]:
         return e.code, dict(e.headers), json.loads(e.read())
 
 
-def _set_config(plane: LocalPlane, light_endpoints: tuple[str, ...] | None = None, **changes) -> None:
+def _set_config(
+    plane: LocalPlane, light_endpoints: tuple[str, ...] | None = None, light_name: str | None = None, **changes
+) -> None:
     cfg = tiny_config(plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], **changes)
     if light_endpoints:
-        from dataclasses import replace
-
         cfg = replace(cfg, light=replace(cfg.light, endpoints=light_endpoints))
+    if light_name:
+        cfg = replace(cfg, light=replace(cfg.light, name=light_name))
     before = _metric(plane, "hadis_router_config_reloads_total")
     tmp = plane.config_path.with_suffix(".tmp")
     tmp.write_text(dump_config(cfg))
@@ -169,11 +173,48 @@ def test_oversized_body_is_refused_with_json(plane):
     assert status == 413 and "limit" in body["error"]["message"]
 
 
+def _readyz(plane: LocalPlane) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{plane.router_url}/readyz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _wait_readyz(plane: LocalPlane, status: int, timeout_s: float = 30.0) -> dict:
+    end = time.monotonic() + timeout_s
+    code, body = _readyz(plane)
+    while code != status and time.monotonic() < end:
+        time.sleep(0.2)
+        code, body = _readyz(plane)
+    assert code == status, body
+    return body
+
+
+def test_router_is_ready_only_when_its_light_model_answers(plane):
+    """Readiness asks the model, not the server: a worker whose Triton server is up but which
+    does not serve the configured model is not a ready endpoint."""
+    light = f"127.0.0.1:{plane.worker_ports['tiny-light']}"
+    _set_config(plane, light_name="tiny-absent", router_ratio=0.0, disc_ratio=0.0)
+    body = _wait_readyz(plane, 503)
+    assert body["ready_endpoints"]["light"] == []
+    with urllib.request.urlopen(f"http://{light}/v2/health/ready", timeout=5) as r:
+        assert r.status == 200  # the server-level endpoint would have called it ready
+    _set_config(plane, router_ratio=0.0, disc_ratio=0.0)
+    assert _wait_readyz(plane, 200)["ready_endpoints"]["light"] == [light]
+
+
 def test_heavy_worker_killed_under_traffic(plane):
     """Policy: with the heavy tier down, prompts for it are served by light, flagged degraded;
-    no request waits past its deadline."""
+    no request waits past its deadline.
+
+    The reason is what the router could know: an image whose heavy call failed (the tier is
+    dead) is ``heavy_unavailable``; one that admission kept away from heavy (the remaining
+    deadline too short for the heavy tier's predicted latency, which depends on this machine's
+    speed) is ``heavy_saturated``. Either way it is light, flagged, and counted."""
     _set_config(plane, router_ratio=0.5, disc_ratio=1.0, slo_s=6.0)
     url = f"{plane.router_url}/v1/images/generations"
+    heavy_errors = _metric(plane, "hadis_router_worker_errors_total", model="tiny-heavy")
 
     def one(k: int):
         t = time.monotonic()
@@ -190,10 +231,17 @@ def test_heavy_worker_killed_under_traffic(plane):
     for status, body, seconds in results:
         assert seconds < 6.0 + 1.0, seconds  # within the SLO plus the HTTP round trip
         assert status in (200, 503), body
-    late = [body for status, body, _s in results[12:] if status == 200]
+    late = [d for status, body, _s in results[12:] if status == 200 for d in body["data"]]
     assert late, "every request after the kill failed"
-    for body in late:
-        for d in body["data"]:
-            assert d["model"] == "tiny-light"
-            assert d["degraded"] and d["degraded_reason"] == "heavy_unavailable"
-    assert _metric(plane, "hadis_router_degraded_images_total", reason="heavy_unavailable") >= len(late)
+    for d in late:
+        assert d["model"] == "tiny-light" and d["degraded"], d
+        assert d["degraded_reason"] in ("heavy_unavailable", "heavy_saturated"), d
+    unavailable = [d for d in late if d["degraded_reason"] == "heavy_unavailable"]
+    # Half the prompts are routed straight to heavy with the whole SLO ahead of them: after the
+    # kill, those reach the dead tier, fail, and are answered by light.
+    assert unavailable, [d["degraded_reason"] for d in late]
+    failed_calls = _metric(plane, "hadis_router_worker_errors_total", model="tiny-heavy") - heavy_errors
+    assert failed_calls >= len(unavailable)  # each such image follows a heavy call that failed
+    for reason in ("heavy_unavailable", "heavy_saturated"):
+        flagged = sum(d["degraded_reason"] == reason for d in late)
+        assert _metric(plane, "hadis_router_degraded_images_total", reason=reason) >= flagged

@@ -42,7 +42,8 @@ def test_worker_deployment_requests_gpus_probes_and_runs_non_root():
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert c["resources"]["requests"] == {"memory": "64Gi", "nvidia.com/gpu": "2"}
     assert c["args"][:4] == ["worker", "serve", "--model", "sd3.5-large"]
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/models/sd3.5-large/ready"  # the model, not the server
+    assert c["startupProbe"]["httpGet"]["path"] == "/v2/models/sd3.5-large/ready"
     assert c["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
     assert {v["name"] for v in pod["volumes"]} == {"model-cache", "dshm"}
     sel = d["spec"]["selector"]["matchLabels"]

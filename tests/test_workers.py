@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import signal
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -91,7 +93,21 @@ def test_discriminator_weights_load_from_safetensors(tmp_path):
     assert conf[0] == pytest.approx(1 / (1 + np.exp(-2.0)), rel=1e-5)  # softmax([0, 2])[1]
 
 
-def test_hadis_up_tiny_prints_the_router_and_stops_cleanly(tmp_path):
+def _generate(url: str, k: int) -> int:
+    req = urllib.request.Request(
+        f"{url}/v1/images/generations", data=json.dumps({"prompt": f"a paper boat {k}", "seed": k}).encode()
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.dataplane
+def test_hadis_up_tiny_serves_the_moment_it_prints_the_router_and_stops_cleanly(tmp_path):
+    """ "Ready" means a request sent then is served: the workers' models are loaded, not only their
+    servers up (Triton answers /v2/health/ready while the model is still loading)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hadis.cli", "up", "--tiny", "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -100,14 +116,16 @@ def test_hadis_up_tiny_prints_the_router_and_stops_cleanly(tmp_path):
         line = proc.stdout.readline().strip()
         assert line.startswith("router: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
         url = line.split(" ", 1)[1]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # at once, 4 at a time
+            statuses = list(pool.map(lambda k: _generate(url, k), range(12)))
+        assert statuses == [200] * 12, (statuses, (tmp_path / "router.log").read_text()[-2000:])
         with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:
             assert r.status == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         err = proc.stderr.read()
         assert "stopped" in err
-        time.sleep(0.5)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError):  # every part has exited, the router with them
             urllib.request.urlopen(f"{url}/healthz", timeout=2)
     finally:
         if proc.poll() is None:

@@ -15,6 +15,8 @@ def cmd_worker_serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: the worker needs the 'worker' extra (pip install -e '.[worker]'): {e}") from None
     from hadis.workers.spec import find_spec
 
+    if not args.min_batch_seconds >= 0:  # also refuses nan
+        raise SystemExit(f"error: --min-batch-seconds must be >= 0, got {args.min_batch_seconds:g}")
     spec = find_spec(args.model, WORKERS_DIR)
     serve(
         spec,
@@ -23,6 +25,7 @@ def cmd_worker_serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
         device=args.device,
+        min_batch_s=args.min_batch_seconds,
     )
     return 0
 
@@ -103,6 +106,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ws.add_argument("--grpc-port", type=int, default=8001)
     ws.add_argument("--metrics-port", type=int, default=8002)
     ws.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: %(default)s)")
+    ws.add_argument(
+        "--min-batch-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="hold each batch to at least S seconds, so a tiny pipeline stands in for a model of a known "
+        "service time on any machine (tests, demos; default: 0, off)",
+    )
     ws.set_defaults(func=cmd_worker_serve)
 
     r = sub.add_parser("router", help="the OpenAI-compatible router in front of the workers")

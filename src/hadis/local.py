@@ -22,11 +22,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config
+from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config, model_ready_path
 
 WORKERS_DIR = Path(__file__).resolve().parents[2] / "workers"
 
@@ -84,13 +84,16 @@ def _hadis(*args: str) -> list[str]:
     return [sys.executable, "-m", "hadis.cli", *args]
 
 
-def start_worker(plane: LocalPlane, model: str, spec: str) -> None:
+def start_worker(plane: LocalPlane, model: str, spec: str, min_batch_s: float = 0.0) -> None:
     http = plane.worker_ports[model]
     cmd = _hadis(
         "worker", "serve", "--model", spec, "--http-port", str(http), "--grpc-port", str(free_port()),
-        "--metrics-port", str(plane.metrics_ports[model]),
+        "--metrics-port", str(plane.metrics_ports[model]), "--min-batch-seconds", f"{min_batch_s:g}",
     )  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # Several workers share this machine's cores: one intra-op thread each. With torch's default
+    # (a thread per core) their OpenMP threads oversubscribe the cores, and a tiny batch took
+    # 2 to 4 times longer (heavy, batch of 4: 1.76 s against 0.49 s with both cores busy).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     logf = (plane.workdir / f"{model}.log").open("w")
     plane.procs[model] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -131,8 +134,13 @@ def up_tiny(
     slo_s: float = 6.0,
     progress=print,
     ready_timeout_s: float = 240.0,
+    min_batch_s: Mapping[str, float] | None = None,
 ) -> LocalPlane:
-    """Start the tiny plane and return once every part is ready (or raise, having stopped it)."""
+    """Start the tiny plane and return once every part is ready (or raise, having stopped it).
+
+    Ready means a request sent now is served: each worker's model answers (Triton's model-level
+    readiness) and the router's probe has seen the light one. ``min_batch_s`` (model -> seconds)
+    holds each batch of a worker to at least that long, so a test can fix the service time."""
     wd = Path(workdir or tempfile.mkdtemp(prefix="hadis-up-"))
     wd.mkdir(parents=True, exist_ok=True)
     models = {"tiny-light": str(WORKERS_DIR / "tiny-light.yaml"), "tiny-heavy": str(WORKERS_DIR / "tiny-heavy.yaml")}
@@ -150,9 +158,9 @@ def up_tiny(
     try:
         for model, spec in models.items():
             progress(f"starting worker {model} on 127.0.0.1:{plane.worker_ports[model]} (log: {wd / (model + '.log')})")
-            start_worker(plane, model, spec)
+            start_worker(plane, model, spec, (min_batch_s or {}).get(model, 0.0))
         for model in models:
-            url = f"http://127.0.0.1:{plane.worker_ports[model]}/v2/health/ready"
+            url = f"http://127.0.0.1:{plane.worker_ports[model]}{model_ready_path(model)}"
             if not wait_http_ok(url, ready_timeout_s, plane.procs[model]):
                 raise RuntimeError(f"worker {model} did not become ready; see {wd / (model + '.log')}")
             progress(f"worker {model} ready")

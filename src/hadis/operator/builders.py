@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config
+from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config, model_ready_path
 
 GROUP = "serving.hadis.dev"
 VERSION = "v1alpha1"
@@ -132,13 +132,15 @@ def worker_deployment(cascade: str, namespace: str, model: ModelEntry, replicas:
                                 {"name": "metrics", "containerPort": WORKER_METRICS},
                             ],
                             "resources": resources,
+                            # The model-level endpoint: Triton's server-level /v2/health/ready
+                            # answers while the model is still loading and requests still fail.
                             "startupProbe": {
-                                "httpGet": {"path": "/v2/health/ready", "port": probe_port},
+                                "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
                                 "periodSeconds": 10,
                                 "failureThreshold": 180,
                             },
                             "readinessProbe": {
-                                "httpGet": {"path": "/v2/health/ready", "port": probe_port},
+                                "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
                                 "periodSeconds": 5,
                             },
                             "livenessProbe": {

@@ -39,9 +39,17 @@ _ENDPOINT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 @dataclass(frozen=True)
 class Tier:
-    name: str
+    name: str  # the Triton model name the tier's workers serve
     endpoints: tuple[str, ...]
     timeout_s: float | None = None  # per call; default: the remaining deadline
+
+
+def model_ready_path(model: str) -> str:
+    """Triton's model-level readiness endpoint: 200 only once ``model`` answers requests.
+
+    The server-level ``/v2/health/ready`` answers while a model is still loading into the
+    Python backend, and requests sent then fail with "unknown model"."""
+    return f"/v2/models/{model}/ready"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
 from hadis.router.admission import TierLoad, admit
 from hadis.router.api import ApiError, parse_generation_request
-from hadis.router.config import RouterConfig, Tier, parse_config
+from hadis.router.config import RouterConfig, Tier, model_ready_path, parse_config
 from hadis.router.metrics import RouterMetrics
 from hadis.router.triton import TierClient, WorkerResult, WorkerUnavailable
 
@@ -171,9 +171,10 @@ class Router:
             while True:
                 for name in ("light", "heavy"):
                     ready = set()
-                    for ep in getattr(self.cfg, name).endpoints:
+                    tier: Tier = getattr(self.cfg, name)
+                    for ep in tier.endpoints:
                         try:
-                            async with session.get(f"http://{ep}/v2/health/ready") as r:
+                            async with session.get(f"http://{ep}{model_ready_path(tier.name)}") as r:
                                 if r.status == 200:
                                     ready.add(ep)
                         except (aiohttp.ClientError, OSError, TimeoutError):

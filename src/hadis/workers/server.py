@@ -8,8 +8,11 @@ Protocol (KServe v2 / Triton), model name = the spec's name:
   or ``safetensors:<sha256 prefix>``, so a client knows whether the confidence means anything).
 
 Triton batches concurrent requests up to the spec's ``maxBatch``. The server starts listening
-only after the pipeline is loaded and warmed up, so readiness means ready to serve; Triton's
-own metrics (``nv_inference_*``) are on the metrics port.
+only after the pipeline is loaded and warmed up; Triton then loads the model into its Python
+backend, and only from then on does ``/v2/models/<name>/ready`` answer 200. That model-level
+endpoint is what readiness means (the server-level ``/v2/health/ready`` answers earlier, while
+requests still fail with "unknown model"). Triton's own metrics (``nv_inference_*``) are on
+the metrics port.
 """
 
 from __future__ import annotations
@@ -37,17 +40,26 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def make_generate(spec: ModelSpec, pipe, discriminator=None) -> Callable[[list[str], list[int]], dict[str, list]]:
-    """prompts + seeds -> PNGs (and confidences): the worker's work, free of Triton types."""
+def make_generate(
+    spec: ModelSpec, pipe, discriminator=None, min_batch_s: float = 0.0
+) -> Callable[[list[str], list[int]], dict[str, list]]:
+    """prompts + seeds -> PNGs (and confidences): the worker's work, free of Triton types.
+
+    ``min_batch_s`` holds each batch to at least that many seconds: a tiny CPU pipeline then
+    stands in for a model of a known service time, whatever this machine's speed (tests, demos)."""
     from hadis.workers.pipelines import run_pipeline
 
     def generate(prompts: list[str], seeds: list[int]) -> dict[str, list]:
+        started = time.monotonic()
         out = run_pipeline(pipe, spec, prompts, seeds)
         images = (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
         result: dict[str, list] = {"IMAGE": [encode_png(img) for img in images]}
         if discriminator is not None:
             result["CONFIDENCE"] = list(discriminator.confidence(images))
             result["DISCRIMINATOR"] = [discriminator.source.encode()] * len(images)
+        held = min_batch_s - (time.monotonic() - started)
+        if held > 0:
+            time.sleep(held)
         return result
 
     return generate
@@ -89,8 +101,9 @@ def serve(
     grpc_port: int = 8001,
     metrics_port: int = 8002,
     device: str = "cpu",
+    min_batch_s: float = 0.0,
 ) -> None:
-    """Load, warm up, then serve until SIGINT or SIGTERM."""
+    """Load, warm up, then serve until SIGINT or SIGTERM (``min_batch_s``: see ``make_generate``)."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -101,11 +114,13 @@ def serve(
     disc = None
     if spec.discriminator.enabled:
         disc = build_discriminator(spec.discriminator.architecture, spec.discriminator.weights)
-    generate = make_generate(spec, pipe, disc)
+    generate = make_generate(spec, pipe, disc, min_batch_s)
     generate(["warm-up"], [0])  # first call allocates and compiles; keep it out of user latency
     print(
         f"worker {spec.name}: loaded and warmed up in {time.perf_counter() - start:.1f}s "
-        f"(discriminator: {disc.source if disc else 'none'})",
+        f"(discriminator: {disc.source if disc else 'none'}"
+        + (f"; each batch held to at least {min_batch_s:g}s" if min_batch_s > 0 else "")
+        + ")",
         file=sys.stderr,
         flush=True,
     )

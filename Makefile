@@ -10,11 +10,12 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format test e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane clean
+.PHONY: help install lint format test test-fast e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane clean
 
 help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
+	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; under a minute)"
 	@echo "make bench     planner, simulator, surge, router, data-plane and operator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
@@ -54,6 +55,11 @@ control-plane:
 
 test: lint $(PROMETHEUS) control-plane
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest
+
+# The inner loop: everything but the tests marked cluster (the local control plane) or dataplane
+# (real worker and router processes); see the README's "Tests".
+test-fast: lint
+	$(BIN)/python -m pytest -m "not cluster and not dataplane"
 
 e1: $(STAMP)
 	mkdir -p $(OUT)

@@ -38,6 +38,17 @@ def reference_profile(data_dir):
     return load_profile(data_dir / "profiles" / "l40s_hadis_reference.yaml")
 
 
+# ---------------------------------------------------------------- markers
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test that needs the local control plane (the ``kube`` fixture, directly or through
+    ``crd`` or ``namespace``) is marked ``cluster``: ``-m "not cluster"`` leaves them out."""
+    for item in items:
+        if "kube" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
+
+
 # ---------------------------------------------------------------- the local control plane
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hadis.local import LocalPlane, free_port, running_prometheus, tiny_config, up_tiny
+from hadis.local import LocalPlane, free_port, running_prometheus, scraped_value, tiny_config, up_tiny
 from hadis.router.config import dump_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,14 +67,7 @@ def _set_config(
 
 
 def _metric(plane: LocalPlane, name: str, **labels) -> float:
-    with urllib.request.urlopen(f"{plane.router_url}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        named = line.startswith(name + "{") or line.startswith(name + " ")
-        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return scraped_value(plane.router_url, name, **labels)
 
 
 def test_openai_client_generates_an_image(plane):
@@ -223,7 +216,9 @@ def test_heavy_worker_killed_under_traffic(plane):
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(one, k) for k in range(12)]
-        time.sleep(0.3)
+        end = time.monotonic() + 10  # kill it under traffic: once requests are in flight
+        while _metric(plane, "hadis_router_in_flight_requests") < 4 and time.monotonic() < end:
+            time.sleep(0.05)
         plane.procs["tiny-heavy"].send_signal(signal.SIGKILL)
         os.killpg(plane.procs["tiny-heavy"].pid, signal.SIGKILL)  # the Triton server it started, too
         futures += [pool.submit(one, k) for k in range(12, 30)]

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -125,6 +124,7 @@ def _service_account_kubeconfig(kube, namespace: str, account: str, path: Path) 
 def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, namespace, tmp_path):
     """Install the chart, then run the operator *as its service account*: the chart's RBAC is all
     it has. It must reconcile a cascade to Ready and hold its Lease, and be refused the rest."""
+    from hadis.local import free_port, scraped_value
     from test_operator_e2e import _apply_profile, _ready, _wait
 
     release = f"hop-{uuid.uuid4().hex[:6]}"
@@ -160,15 +160,18 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
 
         _apply_profile(crd, namespace)
         log = tmp_path / "operator.log"
+        health_url = f"http://127.0.0.1:{(health_port := free_port())}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "hadis.cli", "operator", "run", "--namespace", namespace,
-             "--health-host", "127.0.0.1", "--health-port", "0"],
+             "--health-host", "127.0.0.1", "--health-port", str(health_port)],
             env={**os.environ, "KUBECONFIG": sa_config, "PYTHONUNBUFFERED": "1"},
             stdout=log.open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         crd("apply", "-n", namespace, "-f", str(ROOT / "crds" / "examples" / "cascade-e1.yaml"))
         _wait(lambda: _ready(crd, namespace, "e1"), "Ready, as the chart's service account", 90)
-        time.sleep(3)  # a daemon tick or two under the same identity
+        # a re-plan of the daemon under the same identity (status writes, index reads)
+        _wait(lambda: scraped_value(health_url, "hadis_operator_replans_total", namespace=namespace), "a re-plan", 90)
+        assert scraped_value(health_url, "hadis_operator_replans_total", outcome="failed") == 0
         text = log.read_text()
         assert "Forbidden" not in text and "403" not in text, text[-3000:]
         assert "became the leader" in text

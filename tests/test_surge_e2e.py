@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hadis.local import running_prometheus, up_tiny
+from hadis.local import running_prometheus, scraped_value, up_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_RPS, SPIKE_RPS = 1.0, 8.0
@@ -35,18 +35,6 @@ def _post(url: str, k: int) -> tuple[int, dict]:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
-
-
-def _metric(url: str, name: str, **labels) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if (line.startswith(name + "{") or line.startswith(name + " ")) and all(
-            f'{k}="{v}"' in line for k, v in labels.items()
-        ):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def test_spike_is_degraded_not_dropped_and_replicas_follow_in_seconds(crd, namespace, tmp_path, monkeypatch):
@@ -122,7 +110,7 @@ def test_spike_is_degraded_not_dropped_and_replicas_follow_in_seconds(crd, names
             stop.set()
             watcher.join(5)
             plan = status().get("plan") or {}
-        saturated = _metric(plane.router_url, "hadis_router_degraded_images_total", reason="heavy_saturated")
+        saturated = scraped_value(plane.router_url, "hadis_router_degraded_images_total", reason="heavy_saturated")
         assert runner.exception is None, runner.output[-3000:]
 
     spike = results[int(BASE_S * BASE_RPS) :]

@@ -16,14 +16,22 @@ def _identity() -> str:
 
 
 async def _health_server(host: str, port: int, is_leader) -> object:
-    """``/healthz`` for liveness probes: answers on followers too (they are healthy, just waiting)."""
+    """``/healthz`` for liveness probes: answers on followers too (they are healthy, just waiting);
+    ``/metrics``: the operator's own metrics (``hadis.operator.metrics``)."""
     from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from hadis.operator.metrics import REGISTRY
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "leader": is_leader()})
 
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
@@ -35,6 +43,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
 
     from hadis.operator import handlers  # importing registers the kopf handlers
     from hadis.operator.leader import ElectionConfig, LeaseElector, LostLeadership, run_as_leader
+    from hadis.operator.metrics import LEADER
 
     kopf.configure(verbose=args.verbose)
     logging.getLogger("hadis").setLevel(logging.INFO)
@@ -44,12 +53,17 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
 
     async def operate(stop_flag: asyncio.Event) -> None:
         leading["now"] = True
-        await kopf.operator(
-            standalone=True,  # the Lease, not kopf's peering, decides who acts
-            clusterwide=args.all_namespaces,
-            namespaces=args.namespace or (),
-            stop_flag=stop_flag,
-        )
+        LEADER.set(1)
+        try:
+            await kopf.operator(
+                standalone=True,  # the Lease, not kopf's peering, decides who acts
+                clusterwide=args.all_namespaces,
+                namespaces=args.namespace or (),
+                stop_flag=stop_flag,
+            )
+        finally:
+            leading["now"] = False
+            LEADER.set(0)
 
     async def main() -> None:
         health = await _health_server(args.health_host, args.health_port, lambda: leading["now"])
@@ -110,6 +124,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--renew-deadline", type=float, default=10.0, help="seconds (default 10)")
     r.add_argument("--retry-period", type=float, default=2.0, help="seconds (default 2)")
     r.add_argument("--health-host", default="0.0.0.0")
-    r.add_argument("--health-port", type=int, default=8080, help="serves /healthz (default 8080)")
+    r.add_argument("--health-port", type=int, default=8080, help="serves /healthz and /metrics (default 8080)")
     r.add_argument("--verbose", action="store_true")
     r.set_defaults(func=cmd_operator_run)

@@ -208,6 +208,22 @@ def run_up_tiny(args) -> int:
 
 # ---------------------------------------------------------------- Prometheus (tests, benchmarks)
 
+
+def scraped_value(base_url: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` at ``base_url``/metrics whose labels include ``labels``
+    (a counter's ``_total`` name as exposed; 0 when none is there yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 _REQUEST_LINE = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
 
 

@@ -26,7 +26,7 @@ from kubernetes.client.rest import ApiException
 
 from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle, from_configmap
 from hadis.core.errors import DataError
-from hadis.operator import builders, logic
+from hadis.operator import builders, logic, metrics
 
 FIELD_MANAGER = "hadis-operator"
 APPLY = "application/apply-patch+yaml"
@@ -175,6 +175,7 @@ def decide(spec: dict, bundle: Bundle, rate_rps: float, status_plan: dict | None
 @kopf.on.create(builders.GROUP, builders.VERSION, builders.PLURAL)
 @kopf.on.update(builders.GROUP, builders.VERSION, builders.PLURAL, field="spec")
 def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any) -> None:
+    metrics.RECONCILES.labels(namespace, name).inc()
     generation = int(meta.get("generation", 0))
     previous = list(status.get("conditions") or [])
     now = _now()
@@ -261,9 +262,11 @@ async def replan(
             profile=next(iter(profile_configmaps.get((namespace, spec["profile"]["configMapName"]), [])), None),
         )
         try:
-            await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why)
+            outcome = await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why)
         except Exception as e:  # a daemon must outlive any one failure
+            outcome = "failed"
             logger.warning("re-plan failed: %s", e)
+        metrics.REPLANS.labels(namespace, name, outcome).inc()
 
 
 @functools.lru_cache(maxsize=64)
@@ -356,11 +359,12 @@ def _patch_status(namespace: str, name: str, status: dict) -> None:
 
 def replan_once(
     body: dict, view: ClusterView, logger, rate: float | None, error: str = "", trigger: str = "timer"
-) -> None:
+) -> str:
     """One re-plan: conditions from the cluster, then a plan for ``rate`` (req/s), or, when
     Prometheus failed (``rate`` None), the MetricsUnavailable condition and the last plan kept.
 
-    Writes only when the plan or a condition changed."""
+    Writes only when the plan or a condition changed. Returns the outcome, as counted in
+    ``hadis_operator_replans_total``: applied, unchanged or metrics_unavailable."""
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
     generation = int(meta.get("generation", 0))
@@ -386,14 +390,14 @@ def replan_once(
     if rate is None:
         msg = error or "no arrival rate; keeping the last plan"
         if pending:
-            return  # the scheduling problem is the one to show
+            return "metrics_unavailable"  # the scheduling problem is the one to show
         degraded = logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)
         conds = logic.merge_conditions(previous, [rollout, degraded])
         if logic.condition_reason(previous, "Degraded") != "MetricsUnavailable":
             kopf.warn(body, reason="MetricsUnavailable", message=msg)
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
-        return
+        return "metrics_unavailable"
     bundle = bundle_of(namespace, spec["profile"]["configMapName"], view.profile)
     decision = decide(spec, bundle, rate, status.get("plan"))
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now, trigger)
@@ -401,7 +405,7 @@ def replan_once(
     conds = logic.merge_conditions(previous, [rollout, *planned])
     unchanged = logic.same_plan(status.get("plan"), plan_doc)
     if unchanged and conds == previous:
-        return  # idle: no API writes
+        return "unchanged"  # idle: no API writes
     if not unchanged:
         for obj in owned_objects(spec, name, namespace, bundle, decision):
             apply(obj, body)
@@ -411,3 +415,4 @@ def replan_once(
         kopf.event(body, type="Normal", reason="Replanned", message=f"{cause}: {decision.plan.summary()}")
         logger.info("re-planned (%s): %s", cause, decision.plan.summary())
     _patch_status(namespace, name, {"plan": plan_doc, "conditions": conds, "observedGeneration": generation})
+    return "applied" if not unchanged else "unchanged"

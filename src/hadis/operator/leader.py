@@ -28,6 +28,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hadis.operator import metrics
+
 logger = logging.getLogger("hadis.leader")
 
 
@@ -206,8 +208,11 @@ async def run_as_leader(
     while True:
         try:
             if await asyncio.to_thread(elector.try_acquire_or_renew):
+                metrics.LEASE_ATTEMPTS.labels("acquired").inc()
                 break
+            metrics.LEASE_ATTEMPTS.labels("held_by_other").inc()
         except Exception as e:  # the API server may be briefly away; keep trying
+            metrics.LEASE_ATTEMPTS.labels("error").inc()
             logger.warning("leader election: %s", e)
         if elector.holder() != waiting_for:
             waiting_for = elector.holder()
@@ -224,7 +229,9 @@ async def run_as_leader(
                 break
             try:
                 renewed = await asyncio.to_thread(elector.try_acquire_or_renew)
+                metrics.LEASE_ATTEMPTS.labels("renewed" if renewed else "held_by_other").inc()
             except Exception as e:
+                metrics.LEASE_ATTEMPTS.labels("error").inc()
                 logger.warning("lease renewal failed: %s", e)
                 renewed = False
             if renewed:

@@ -18,9 +18,8 @@ RECONCILES = Counter(
 )
 REPLANS = Counter(
     "hadis_operator_replans_total",
-    "Re-plans of a cascade by outcome: applied (the plan changed), unchanged (the same plan; no API write "
-    "unless a condition changed), "
-    "metrics_unavailable (the last plan kept), failed",
+    "Re-plans of a cascade by outcome: applied (the plan changed), unchanged (the same plan; "
+    "no API write unless a condition changed), metrics_unavailable (the last plan kept), failed",
     ["namespace", "cascade", "outcome"],
     registry=REGISTRY,
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local control plane's binaries from their Go modules at pinned versions, once:
-# kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes), etcd, kwok,
-# kubectl and helm. Binaries land in $HADIS_BIN_CACHE (default ~/.cache/hadis/bin/<versions>)
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, and for the real node kubelet
+# and kube-proxy (k8s.io/kubernetes), etcd, kwok, helm, CoreDNS and crictl. Binaries land in $HADIS_BIN_CACHE (default ~/.cache/hadis/bin/<versions>)
 # and are reused until a version below changes.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ K8S_VERSION="${K8S_VERSION:-v1.34.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.7.0}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.7}"
+CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 
 STAGING_VERSION="v0${K8S_VERSION#v1}"   # k8s.io/kubernetes v1.34.2 -> staging modules v0.34.2
 BUILD_REV=2   # bump when the build itself changes (r2: Kubernetes binaries report their version)
@@ -19,7 +21,9 @@ mkdir -p "$OUT" "$WORK"
 export GOFLAGS="${GOFLAGS:--mod=mod}" CGO_ENABLED=0
 
 # Usage: build-control-plane.sh [BINARY...]   (default: all of them); prints the folder.
-if [[ $# -gt 0 ]]; then need=("$@"); else need=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm); fi
+if [[ $# -gt 0 ]]; then need=("$@"); else
+  need=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kubectl helm kubelet kube-proxy coredns crictl)
+fi
 wants() { local b; for b in "${need[@]}"; do [[ "$b" == "$1" ]] && return 0; done; return 1; }
 missing=()
 for b in "${need[@]}"; do [[ -x "$OUT/$b" ]] || missing+=("$b"); done
@@ -44,7 +48,8 @@ build_module() {  # dir, module@version, packages...
 }
 
 # k8s.io/kubernetes as a dependency: pin every k8s.io staging module to the matching v0.x.y.
-if wants kube-apiserver || wants kube-controller-manager || wants kube-scheduler || wants kubectl; then
+k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
+if printf '%s\n' "${missing[@]}" | grep -qxF -f <(printf '%s\n' "${k8s_cmds[@]}"); then
   dir="$WORK/kubernetes-$K8S_VERSION"
   mkdir -p "$dir"
   (
@@ -63,10 +68,10 @@ if wants kube-apiserver || wants kube-controller-manager || wants kube-scheduler
       vflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
       vflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
     done
-    for pkg in k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-               k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl; do
-      [[ -x "$OUT/$(basename "$pkg")" ]] && continue
-      wants "$(basename "$pkg")" || continue
+    for cmd in "${k8s_cmds[@]}"; do
+      pkg="k8s.io/kubernetes/cmd/$cmd"
+      [[ -x "$OUT/$cmd" ]] && continue
+      wants "$cmd" || continue
       echo "  go build $pkg" >&2
       go build -trimpath -ldflags="-s -w $vflags" -o "$OUT/$(basename "$pkg")" "$pkg"
     done
@@ -81,5 +86,11 @@ if wants kwok && [[ ! -x "$OUT/kwok" ]]; then
 fi
 if wants helm && [[ ! -x "$OUT/helm" ]]; then
   build_module "$WORK/helm-$HELM_VERSION" "helm.sh/helm/v3@$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+fi
+if wants coredns && [[ ! -x "$OUT/coredns" ]]; then
+  build_module "$WORK/coredns-$COREDNS_VERSION" "github.com/coredns/coredns@$COREDNS_VERSION" github.com/coredns/coredns
+fi
+if wants crictl && [[ ! -x "$OUT/crictl" ]]; then
+  build_module "$WORK/cri-tools-$CRICTL_VERSION" "sigs.k8s.io/cri-tools@$CRICTL_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
 fi
 echo "$OUT"

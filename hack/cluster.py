@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""A real local Kubernetes control plane without a container runtime: ``make cluster-up``.
+"""A real local Kubernetes cluster: ``make cluster-up``.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes that
-advertise ``nvidia.com/gpu``, so pods schedule and "run" within the GPU budget), all on
-loopback, with generated certificates, service-account keys and kubeconfigs. Binaries come from
-``hack/build-control-plane.sh`` (built from their Go modules at pinned versions, cached).
+etcd, kube-apiserver, kube-controller-manager and kube-scheduler with generated certificates,
+service-account keys and kubeconfigs; one real node (``hack/node.py``: containerd, kubelet,
+kube-proxy, a CNI bridge, CoreDNS) whose pods really run from locally built images; and kwok's
+fake nodes for scale tests. Both kinds advertise ``nvidia.com/gpu``. The real node is tainted
+``node.hadis.dev/local=true:NoSchedule``, so only pods that tolerate it land there. Binaries come
+from ``hack/build-control-plane.sh`` (built from their Go modules at pinned versions, cached).
 
-    python hack/cluster.py up [--nodes 4 --gpus-per-node 4]   # ends with: export KUBECONFIG=PATH
-    python hack/cluster.py down
+    python hack/cluster.py up [--nodes 4 --gpus-per-node 4 --real-gpus 4]  # ends with: export KUBECONFIG=PATH
+    python hack/cluster.py up --no-real-node      # control plane and kwok only, all on loopback
+    python hack/cluster.py load IMAGE...          # docker image -> the node's containerd
+    python hack/cluster.py down                   # stops it all and removes what it made
+    python hack/cluster.py leftovers              # what a stopped cluster left behind (exit 1 if any)
     python hack/cluster.py status
 """
 
@@ -24,6 +29,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import node  # noqa: E402  (hack/node.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
 
@@ -38,9 +46,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def binaries() -> Path:
+CONTROL_PLANE = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "etcd", "kwok", "helm"]
+REAL_NODE = ["kubelet", "kube-proxy", "coredns", "crictl"]
+
+
+def binaries(real_node: bool) -> Path:
+    want = CONTROL_PLANE + (REAL_NODE if real_node else [])
     out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-control-plane.sh")], check=True, capture_output=True, text=True
+        ["bash", str(ROOT / "hack" / "build-control-plane.sh"), *want], check=True, capture_output=True, text=True
     )
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -49,28 +62,43 @@ def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
+PKI_REV = "2"  # bump when the set of certificates or their names change (2: the real node's)
+
+
 def make_pki(d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=hadis-local-ca",
             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))  # fmt: skip
+    # the API server is reached on loopback, on the node's bridge address, and as the
+    # kubernetes Service (10.96.0.1) from pods
     (d / "san.cnf").write_text(
-        "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth,clientAuth\n"
+        f"[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:127.0.0.1,IP:{node.NODE_IP},IP:10.96.0.1,"
+        "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+        "DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    (d / "kubelet-san.cnf").write_text(
+        f"[req]\ndistinguished_name=dn\n[dn]\n[ext]\nsubjectAltName=IP:{node.NODE_IP},DNS:{node.NODE_NAME}\n"
+        "extendedKeyUsage=serverAuth\n"
     )
 
-    def cert(name: str, subj: str, ext: bool) -> None:
+    def cert(name: str, subj: str, san: str | None = None) -> None:
         openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subj, "-keyout", str(d / f"{name}.key"),
                 "-out", str(d / f"{name}.csr"))  # fmt: skip
-        extra = ["-extfile", str(d / "san.cnf"), "-extensions", "ext"] if ext else []
+        extra = ["-extfile", str(d / san), "-extensions", "ext"] if san else []
         openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
                 "-CAcreateserial", "-days", "3650", "-out", str(d / f"{name}.crt"), *extra)  # fmt: skip
 
-    cert("apiserver", "/CN=kube-apiserver", True)
-    cert("admin", "/O=system:masters/CN=hadis-admin", False)
-    cert("controller-manager", "/CN=system:kube-controller-manager", False)
-    cert("scheduler", "/CN=system:kube-scheduler", False)
+    cert("apiserver", "/CN=kube-apiserver", "san.cnf")
+    cert("admin", "/O=system:masters/CN=hadis-admin", None)
+    cert("controller-manager", "/CN=system:kube-controller-manager", None)
+    cert("scheduler", "/CN=system:kube-scheduler", None)
+    cert("apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client", None)
+    cert("node", f"/O=system:nodes/CN=system:node:{node.NODE_NAME}", None)
+    cert("kube-proxy", "/CN=system:kube-proxy", None)
+    cert("kubelet", f"/CN={node.NODE_NAME}", "kubelet-san.cnf")
     openssl("genrsa", "-out", str(d / "sa.key"), "2048")
     openssl("rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub"))
+    (d / "rev").write_text(PKI_REV)
 
 
 def kubeconfig(d: Path, user: str, server: str) -> Path:
@@ -138,16 +166,16 @@ def fake_node(name: str, gpus: int) -> dict:
 def up(args: argparse.Namespace) -> int:
     if (STATE / "state.json").exists():
         state = json.loads((STATE / "state.json").read_text())
-        if all(_alive(p) for p in state.get("pids", {}).values()):
+        if all(_alive(p) for p in state.get("pids", {}).values()) and state.get("real_node", False) == args.real_node:
             print(f"export KUBECONFIG={state['kubeconfig']}")
             return 0
         down(args)
     t0 = time.monotonic()
-    log("building or finding the control-plane binaries ...")
-    bin_dir = binaries()
+    log("building or finding the cluster's binaries ...")
+    bin_dir = binaries(args.real_node)
     STATE.mkdir(parents=True, exist_ok=True)
     pki = STATE / "pki"
-    if not (pki / "sa.key").exists():
+    if not (pki / "rev").exists() or (pki / "rev").read_text() != PKI_REV:
         make_pki(pki)
     ports = {
         "etcd": free_port(),
@@ -156,11 +184,23 @@ def up(args: argparse.Namespace) -> int:
         "kcm": free_port(),
         "sched": free_port(),
     }
-    server = f"https://127.0.0.1:{ports['apiserver']}"
+    host = "127.0.0.1"
+    if args.real_node:
+        # the API server must be reachable from pods: it listens on the bridge address too
+        node.network_up()
+        host = node.NODE_IP
+    server = f"https://{host}:{ports['apiserver']}"
     admin = kubeconfig(pki, "admin", server)
     cm_cfg = kubeconfig(pki, "controller-manager", server)
     sched_cfg = kubeconfig(pki, "scheduler", server)
-    state = {"pids": {}, "ports": ports, "kubeconfig": str(admin), "bin_dir": str(bin_dir)}
+    state = {
+        "pids": {},
+        "ports": ports,
+        "kubeconfig": str(admin),
+        "bin_dir": str(bin_dir),
+        "real_node": args.real_node,
+        "started": time.time(),
+    }
     spawn("etcd", [
         str(bin_dir / "etcd"), f"--data-dir={STATE / 'etcd'}", f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
         f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
@@ -171,14 +211,22 @@ def up(args: argparse.Namespace) -> int:
     wait_for(
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{ports['etcd']}/health", timeout=1).status == 200, "etcd"
     )
+    node_flags = [
+        "--authorization-mode=Node,RBAC",
+        f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+        f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        # never a name the machine's resolver must look up (kubectl logs, exec, port-forward)
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
     spawn("kube-apiserver", [
         str(bin_dir / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
+        f"--bind-address={host}", f"--advertise-address={host}", f"--secure-port={ports['apiserver']}",
         f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}", f"--service-account-key-file={pki / 'sa.pub'}",
         f"--service-account-signing-key-file={pki / 'sa.key'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local", "--authorization-mode=RBAC",
-        "--service-cluster-ip-range=10.96.0.0/16", "--allow-privileged=true",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-cluster-ip-range={node.SERVICE_CIDR}", "--allow-privileged=true",
+        *(node_flags if args.real_node else ["--authorization-mode=RBAC"]),
     ], state)  # fmt: skip
     wait_for(lambda: kubectl(bin_dir, admin, "get", "--raw=/readyz").strip() == "ok", "kube-apiserver")
     spawn("kube-controller-manager", [
@@ -205,16 +253,76 @@ def up(args: argparse.Namespace) -> int:
         "items": [fake_node(f"gpu-node-{i}", args.gpus_per_node) for i in range(args.nodes)],
     }
     wait_for(lambda: kubectl(bin_dir, admin, "apply", "-f", "-", stdin=json.dumps(nodes)) is not None, "fake nodes")
+    if args.real_node:
+        real_node_up(bin_dir, pki, admin, server, state, args.real_gpus)
     wait_for(
         lambda: kubectl(bin_dir, admin, "get", "serviceaccount", "default", "-n", "default") != "",
         "the default service account (controller-manager)",
     )
+    real = f" and node {node.NODE_NAME} x {args.real_gpus} nvidia.com/gpu (real pods)" if args.real_node else ""
     log(
         f"cluster up in {time.monotonic() - t0:.1f}s: {args.nodes} fake nodes x {args.gpus_per_node} "
-        f"nvidia.com/gpu; logs in {STATE}"
+        f"nvidia.com/gpu{real}; logs in {STATE}"
     )
     print(f"export KUBECONFIG={admin}")
     return 0
+
+
+def real_node_up(bin_dir: Path, pki: Path, admin: Path, server: str, state: dict, gpus: int) -> None:
+    """containerd, the pause image, kubelet, kube-proxy and CoreDNS; returns when the node is Ready."""
+    t0 = time.monotonic()
+    p = node.paths(STATE)
+    for d in (p["containerd_root"], p["containerd_state"], p["kubelet_root"], p["images"]):
+        d.mkdir(parents=True, exist_ok=True)
+    kubectl(bin_dir, admin, "create", "clusterrolebinding", "hadis-apiserver-kubelet",
+            "--clusterrole=system:kubelet-api-admin", "--user=kube-apiserver-kubelet-client")  # fmt: skip
+    node.cni_config(p["cni_conf"])
+    node.containerd_config(p)
+    spawn("containerd", ["containerd", f"--config={p['containerd_config']}"], state)
+    wait_for(lambda: node.ctr(p, "version").returncode == 0, "containerd")
+    node.pause_image()
+    node.load_image(p, node.SANDBOX_IMAGE)
+    node_cfg = kubeconfig(pki, "node", server)
+    proxy_cfg = kubeconfig(pki, "kube-proxy", server)
+    node.kubelet_config(p, pki)
+    node.kube_proxy_config(p, proxy_cfg)
+    node.corefile(p, admin)
+    spawn("kubelet", [
+        str(bin_dir / "kubelet"), f"--config={p['kubelet_config']}", f"--kubeconfig={node_cfg}",
+        f"--root-dir={p['kubelet_root']}", f"--hostname-override={node.NODE_NAME}", f"--node-ip={node.NODE_IP}",
+        f"--node-labels={node.TAINT_KEY}=true", "--v=1",
+    ], state)  # fmt: skip
+    spawn("kube-proxy", [str(bin_dir / "kube-proxy"), f"--config={p['kube_proxy_config']}"], state)
+    spawn("coredns", [str(bin_dir / "coredns"), "-conf", str(p["corefile"])], state)
+
+    def node_ready() -> bool:
+        doc = json.loads(kubectl(bin_dir, admin, "get", "node", node.NODE_NAME, "-o", "json"))
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in doc["status"]["conditions"])
+
+    wait_for(node_ready, f"node {node.NODE_NAME} Ready", timeout_s=180)
+    node.advertise_gpus(lambda *a: kubectl(bin_dir, admin, *a), gpus)
+    wait_for(lambda: urllib.request.urlopen(f"http://{node.DNS_IP}:8181/ready", timeout=1).status == 200, "CoreDNS")
+    log(f"  node {node.NODE_NAME} Ready in {time.monotonic() - t0:.1f}s")
+
+
+def load(args: argparse.Namespace) -> int:
+    """Import docker images into the real node's containerd (as ``kind load docker-image``)."""
+    state = json.loads((STATE / "state.json").read_text()) if (STATE / "state.json").exists() else {}
+    if not state.get("real_node"):
+        raise SystemExit("error: no cluster with a real node is running (make cluster-up)")
+    p = node.paths(STATE)
+    for ref in args.images:
+        t0 = time.monotonic()
+        if not node.load_image(p, ref):
+            log(f"  {ref}: already on the node ({time.monotonic() - t0:.1f}s)")
+    return 0
+
+
+def leftovers(_args: argparse.Namespace) -> int:
+    found = node.leftovers(STATE)
+    for f in found:
+        print(f)
+    return 1 if found else 0
 
 
 def _alive(pid: int) -> bool:
@@ -231,6 +339,8 @@ def down(_args: argparse.Namespace) -> int:
         log("no local cluster is running")
         return 0
     state = json.loads(path.read_text())
+    if state.get("real_node"):
+        node.teardown(STATE, Path(state["bin_dir"]), state["pids"])
     order = ["kwok", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
     for name in order:
         pid = state["pids"].get(name)
@@ -267,7 +377,14 @@ def main() -> int:
     u = sub.add_parser("up")
     u.add_argument("--nodes", type=int, default=4)
     u.add_argument("--gpus-per-node", type=int, default=4)
+    u.add_argument("--real-node", action=argparse.BooleanOptionalAction, default=True,
+                   help="also start the real node (containerd, kubelet, kube-proxy, CNI, CoreDNS)")  # fmt: skip
+    u.add_argument("--real-gpus", type=int, default=4, help="nvidia.com/gpu the real node advertises")
     u.set_defaults(func=up)
+    ld = sub.add_parser("load", help="import docker images into the real node's containerd")
+    ld.add_argument("images", nargs="+")
+    ld.set_defaults(func=load)
+    sub.add_parser("leftovers").set_defaults(func=leftovers)
     sub.add_parser("down").set_defaults(func=down)
     sub.add_parser("status").set_defaults(func=status)
     args = p.parse_args()

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from hadis.core.errors import DataError
-from hadis.workers.spec import PIPELINES, find_spec, load_spec, parse_spec
+from hadis.workers.spec import PIPELINES, SPECS_DIR, find_spec, load_spec, parse_spec
 
-WORKERS = Path(__file__).resolve().parents[1] / "workers"
+WORKERS = SPECS_DIR
 
 
 def test_shipped_specs_parse():

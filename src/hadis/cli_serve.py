@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-WORKERS_DIR = Path(__file__).resolve().parents[2] / "workers"
-
 
 def cmd_worker_serve(args: argparse.Namespace) -> int:
     try:
@@ -17,14 +15,14 @@ def cmd_worker_serve(args: argparse.Namespace) -> int:
 
     if not args.min_batch_seconds >= 0:  # also refuses nan
         raise SystemExit(f"error: --min-batch-seconds must be >= 0, got {args.min_batch_seconds:g}")
-    spec = find_spec(args.model, WORKERS_DIR)
+    spec = find_spec(args.model)
     serve(
         spec,
         host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
-        device=args.device,
+        device=args.device or spec.device,
         min_batch_s=args.min_batch_seconds,
     )
     return 0
@@ -44,7 +42,7 @@ def cmd_profile_latency(args: argparse.Namespace) -> int:
     from hadis.workers.profiler import profile_latency
     from hadis.workers.spec import find_spec
 
-    spec = find_spec(args.model, WORKERS_DIR)
+    spec = find_spec(args.model)
     try:
         sizes = sorted({int(x) for x in args.batch_sizes.split(",")})
     except ValueError:
@@ -56,7 +54,7 @@ def cmd_profile_latency(args: argparse.Namespace) -> int:
     profile = profile_latency(
         spec,
         sizes,
-        device=args.device,
+        device=args.device or spec.device,
         warmup=args.warmup,
         repeats=args.repeats,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
@@ -84,7 +82,7 @@ def add_profile_latency(psub: argparse._SubParsersAction) -> None:
     )
     pl.add_argument("--model", required=True, help="spec file or variant name")
     pl.add_argument("--batch-sizes", default="1,2,4,8", help="comma-separated (default: %(default)s)")
-    pl.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: %(default)s)")
+    pl.add_argument("--device", help="cpu or cuda[:N] (default: the spec's device: cuda, cpu for the tiny ones)")
     pl.add_argument("--warmup", type=int, default=1)
     pl.add_argument("--repeats", type=int, default=5)
     pl.add_argument("--out", help="profile YAML to write (default: stdout)")
@@ -105,7 +103,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ws.add_argument("--http-port", type=int, default=8000)
     ws.add_argument("--grpc-port", type=int, default=8001)
     ws.add_argument("--metrics-port", type=int, default=8002)
-    ws.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: %(default)s)")
+    ws.add_argument("--device", help="cpu or cuda[:N] (default: the spec's device: cuda, cpu for the tiny ones)")
     ws.add_argument(
         "--min-batch-seconds",
         type=float,

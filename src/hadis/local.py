@@ -28,7 +28,7 @@ from pathlib import Path
 
 from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config, model_ready_path
 
-WORKERS_DIR = Path(__file__).resolve().parents[2] / "workers"
+SPECS_DIR = Path(__file__).with_name("workers") / "specs"  # hadis.workers.spec.SPECS_DIR, without torch
 
 
 def free_port() -> int:
@@ -143,7 +143,7 @@ def up_tiny(
     holds each batch of a worker to at least that long, so a test can fix the service time."""
     wd = Path(workdir or tempfile.mkdtemp(prefix="hadis-up-"))
     wd.mkdir(parents=True, exist_ok=True)
-    models = {"tiny-light": str(WORKERS_DIR / "tiny-light.yaml"), "tiny-heavy": str(WORKERS_DIR / "tiny-heavy.yaml")}
+    models = {"tiny-light": str(SPECS_DIR / "tiny-light.yaml"), "tiny-heavy": str(SPECS_DIR / "tiny-heavy.yaml")}
     plane = LocalPlane(
         workdir=wd,
         router_port=router_port or free_port(),

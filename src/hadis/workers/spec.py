@@ -1,4 +1,5 @@
-"""Worker model specs (``hadis.worker-model/v1``): one YAML file per model variant in ``workers/``.
+"""Worker model specs (``hadis.worker-model/v1``): one YAML file per model variant, shipped as
+package data in ``hadis/workers/specs/`` (so the worker image and any pip install have them).
 
 Pure parsing, no torch. A spec names where the weights come from (a Hugging Face id or a
 local path, e.g. a PVC mount), the diffusers pipeline class and how to run it. ``tiny: true``
@@ -24,6 +25,8 @@ PIPELINES = (
     "StableDiffusion3Pipeline",
 )
 DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("cuda", "cpu")
+SPECS_DIR = Path(__file__).with_name("specs")
 _RES_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 
@@ -58,6 +61,7 @@ class ModelSpec:
     unet: UnetOverride | None = None
     scheduler: str | None = None  # e.g. EulerDiscreteScheduler, with trailing timesteps
     discriminator: Discriminator = Discriminator()
+    device: str = "cuda"  # where the worker runs it unless told otherwise; the tiny variants say cpu
 
     @property
     def size(self) -> str:
@@ -79,6 +83,7 @@ _KEYS = {
     "unet",
     "scheduler",
     "discriminator",
+    "device",
 }
 
 
@@ -147,6 +152,9 @@ def parse_spec(text: str, source: str) -> ModelSpec:
     weights = disc_doc.get("weights")
     if weights is not None and (not isinstance(weights, str) or not weights.endswith(".safetensors")):
         raise DataError(source, "must be a .safetensors file (data only, never pickle)", field="discriminator.weights")
+    device = doc.get("device", "cuda")
+    if device not in DEVICES:
+        raise DataError(source, f"must be one of {', '.join(DEVICES)}", field="device")
     return ModelSpec(
         name=name,
         pipeline=pipeline,
@@ -162,6 +170,7 @@ def parse_spec(text: str, source: str) -> ModelSpec:
         unet=unet,
         scheduler=scheduler,
         discriminator=Discriminator(bool(disc_doc.get("enabled", False)), arch, weights),
+        device=device,
     )
 
 
@@ -174,8 +183,8 @@ def load_spec(path: str | Path) -> ModelSpec:
     return parse_spec(text, str(p))
 
 
-def find_spec(name_or_path: str, specs_dir: Path) -> ModelSpec:
-    """A spec by file path, or by variant name from the shipped ``workers/`` folder."""
+def find_spec(name_or_path: str, specs_dir: Path = SPECS_DIR) -> ModelSpec:
+    """A spec by file path, or by variant name from the shipped specs."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return load_spec(p)

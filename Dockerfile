@@ -1,0 +1,82 @@
+# Images of the project, one Dockerfile with two final targets (see the README, "Images"):
+#
+#   control  the operator and the router: the base install, no torch      ghcr.io/hadis-serving/hadis
+#   worker   a Triton server (PyTriton) around diffusers pipelines:       ghcr.io/hadis-serving/hadis-worker
+#            the CUDA build of torch on GPU nodes, the tiny variants on CPU
+#
+#   docker build --target control -t ghcr.io/hadis-serving/hadis:0.1.0 .
+#   docker build --target worker  -t ghcr.io/hadis-serving/hadis-worker:0.1.0 .
+#
+# `make images` builds both here, where no registry is reachable: it makes BASE_IMAGE itself with
+# debootstrap from Debian's packages and passes the machine's CA bundle to pip as a build secret.
+# Dependencies are installed before the source is copied, and pip's cache is a BuildKit cache
+# mount, so a change to the code never downloads torch again.
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# ---- the interpreter, shared by every stage (the venvs point at /usr/bin/python3) ----
+FROM ${BASE_IMAGE} AS python
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 libpython3.11 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+# ---- build stages: pip and venv tooling, never in a final image ----
+FROM python AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3-venv python3-pip \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml ./
+# requirements-<extra>.txt: the project's dependencies (plus an extra's), read from pyproject.toml
+RUN python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+open('requirements-control.txt', 'w').write('\n'.join(p['dependencies'])); \
+open('requirements-worker.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies']['worker']))"
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1
+
+FROM build AS build-control
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    python3 -m venv /opt/hadis && /opt/hadis/bin/pip install "setuptools>=77" wheel -r requirements-control.txt
+COPY README.md LICENSE ./
+COPY src ./src
+RUN /opt/hadis/bin/pip install --no-deps --no-build-isolation --no-cache-dir . \
+    && /opt/hadis/bin/pip uninstall -y pip setuptools wheel
+
+FROM build AS build-worker
+RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
+    python3 -m venv /opt/hadis && /opt/hadis/bin/pip install "setuptools>=77" wheel -r requirements-worker.txt
+COPY README.md LICENSE ./
+COPY src ./src
+RUN /opt/hadis/bin/pip install --no-deps --no-build-isolation --no-cache-dir . \
+    && /opt/hadis/bin/pip uninstall -y pip setuptools wheel
+
+# ---- final stages: the interpreter, the venv and a fixed non-root user with a passwd entry ----
+FROM python AS runtime
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.source="https://github.com/hadis-serving/hadis" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="hadis-serving"
+# kopf and torch look the user up (getpwuid); a UID without an entry crashes them.
+RUN groupadd --system --gid 65532 hadis \
+    && useradd --system --uid 65532 --gid 65532 --home-dir /home/hadis --create-home --shell /usr/sbin/nologin hadis
+# Everything written at run time goes to /tmp (an emptyDir in the pods), so the root
+# filesystem can be read-only.
+ENV PATH=/opt/hadis/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/home/hadis XDG_CACHE_HOME=/tmp/.cache MPLCONFIGDIR=/tmp/matplotlib
+USER 65532:65532
+WORKDIR /home/hadis
+ENTRYPOINT ["hadis"]
+CMD ["--help"]
+
+FROM runtime AS worker
+LABEL org.opencontainers.image.title="hadis-worker" \
+      org.opencontainers.image.description="HADIS worker: diffusers pipelines behind a Triton server (PyTriton)"
+# PyTriton's Python-backend stub links the system libpython; point it at this interpreter's.
+ENV LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu HF_HOME=/models/hf
+COPY --from=build-worker /opt/hadis /opt/hadis
+
+FROM runtime AS control
+LABEL org.opencontainers.image.title="hadis" \
+      org.opencontainers.image.description="HADIS operator and router (no torch)"
+COPY --from=build-control /opt/hadis /opt/hadis

@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import node  # noqa: E402  (hack/node.py)
+import node  # hack/node.py
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))

@@ -21,6 +21,7 @@ image ID is already there. ``teardown`` removes everything else it made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -307,8 +308,8 @@ def leftovers(state: Path) -> list[str]:
     """What a torn-down node must not leave behind; empty when clean."""
     p = paths(state)
     found: list[str] = []
-    found += [f"mount {m}" for m in _mounts_under([str(p["kubelet_root"]), str(p["containerd_state"]), "/run/hadis-node",
-                                                    str(p["containerd_root"])])]  # fmt: skip
+    prefixes = [str(p["kubelet_root"]), "/run/hadis-node", str(p["containerd_root"])]
+    found += [f"mount {m}" for m in _mounts_under(prefixes)]
     netns = Path("/var/run/netns")
     if netns.exists():
         found += [f"netns {n.name}" for n in netns.iterdir() if n.name.startswith("cni-")]
@@ -371,10 +372,8 @@ def teardown(state: Path, bin_dir: Path | None, pids: dict[str, int]) -> None:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def _kill_group(pid: int, grace_s: float = 10.0) -> None:
@@ -389,7 +388,5 @@ def _kill_group(pid: int, grace_s: float = 10.0) -> None:
         except OSError:
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass

@@ -10,9 +10,12 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format test test-fast e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane clean
+.PHONY: help install lint format test test-fast e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane host-deps images demo demo-down clean
 
 help:
+	@echo "make demo      the product in real pods: cluster with a real node, images, helm install, tiny cascade, prompts, a load step"
+	@echo "make demo-down stop what make demo left running (and the cluster)"
+	@echo "make images    build the control and worker images (debootstrap base, cached)"
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
 	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; under a minute)"
@@ -20,7 +23,7 @@ help:
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
 	@echo "make up        start the tiny local data plane (two Triton workers and the router)"
-	@echo "make cluster-up / cluster-down  a real local Kubernetes control plane (prints export KUBECONFIG=...)"
+	@echo "make cluster-up / cluster-down  the local cluster: control plane, a real node, kwok nodes (prints export KUBECONFIG=...)"
 	@echo "make route-eval  ROC-AUC of router scores and live-feature agreement"
 	@echo "make router-models  retrain the shipped router models (profiles/router/, rule statistics)"
 	@echo "make lexicon   rebuild the router lexicon (installs wordfreq)"
@@ -49,11 +52,19 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks hack
 	$(BIN)/ruff check --fix src tests benchmarks hack
 
-# The control-plane binaries the cluster tests need (built once, cached in ~/.cache/hadis).
+# The cluster's binaries (built once from their Go modules, cached in ~/.cache/hadis): the control
+# plane, kwok and helm, and the real node's kubelet, kube-proxy, CoreDNS and crictl.
 control-plane:
-	bash hack/build-control-plane.sh kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm
+	bash hack/build-control-plane.sh >/dev/null
 
-test: lint $(PROMETHEUS) control-plane
+# Debian packages of the real node and the images: docker.io, containerd, runc, CNI plugins, debootstrap.
+host-deps:
+	bash hack/host-deps.sh
+
+images: host-deps
+	bash hack/images.sh
+
+test: lint $(PROMETHEUS) control-plane images
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest
 
 # The inner loop: everything but the tests marked cluster (the local control plane) or dataplane
@@ -78,11 +89,19 @@ bench: $(STAMP)
 
 # A real local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok with
 # fake GPU nodes), binaries built once from their Go modules into ~/.cache/hadis/bin.
-cluster-up:
+cluster-up: host-deps control-plane
 	@python3 hack/cluster.py up
 
 cluster-down:
 	@python3 hack/cluster.py down
+
+# The main job: everything it needs is built or installed first (cached afterwards).
+demo: $(STAMP) $(PROMETHEUS) control-plane images
+	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python hack/demo.py up
+
+demo-down:
+	-$(BIN)/python hack/demo.py down
+	python3 hack/cluster.py down
 
 up: $(STAMP)
 	$(BIN)/hadis up --tiny
@@ -95,6 +114,10 @@ profiles: $(STAMP)
 		--profile profiles/l40s-hadis-reference.yaml --out profiles/pareto-l40s.csv
 	$(BIN)/hadis table configmap --profile profiles/l40s-hadis-reference.yaml \
 		--grid $(DATA)/tables/config_results_hybrid.csv --with-grid --name hadis-l40s --out profiles/configmap-l40s.yaml
+	# the tiny cascade: the grid rows of the light/heavy pair 0,1 of the HADIS grid (see profiles/tiny.yaml)
+	(head -1 $(DATA)/tables/config_results_hybrid.csv; grep '^0,1,' $(DATA)/tables/config_results_hybrid.csv) > profiles/tiny-grid.csv
+	$(BIN)/hadis table configmap --profile profiles/tiny.yaml --grid profiles/tiny-grid.csv --with-grid \
+		--name hadis-tiny --out profiles/configmap-tiny.yaml
 
 route-eval: $(STAMP)
 	$(BIN)/hadis route eval --data-dir $(DATA) --features

@@ -190,10 +190,26 @@ def load_image(p: dict[str, Path], ref: str) -> bool:
     save.wait()
     if imp.returncode != 0 or save.returncode != 0:
         raise RuntimeError(f"import of {ref} failed: {imp.stderr.decode(errors='replace').strip()}")
+    discard_layers(p, ref)
     p["images"].mkdir(parents=True, exist_ok=True)
     stamp.write_text(docker_id)
     log(f"  loaded {ref} into the node in {time.monotonic() - t0:.1f}s")
     return True
+
+
+def discard_layers(p: dict[str, Path], ref: str) -> None:
+    """Drop the compressed-or-not layer blobs once unpacked: containers run from the snapshots,
+    and keeping both would hold the worker image twice (as CRI's discard_unpacked_layers does
+    for pulled images). The manifest and config stay, so the image is still listed and used."""
+    refs = {ln.split()[0]: ln.split()[2] for ln in ctr(p, "images", "ls").stdout.decode().splitlines()[1:] if ln}
+    digest = refs.get(ref) or refs.get(f"docker.io/{ref}")
+    if not digest:
+        return
+    manifest = json.loads(ctr(p, "content", "get", digest).stdout)
+    if "manifests" in manifest:  # an index: its first manifest is this platform's
+        manifest = json.loads(ctr(p, "content", "get", manifest["manifests"][0]["digest"]).stdout)
+    for layer in manifest.get("layers", []):
+        ctr(p, "content", "rm", layer["digest"], check=False)
 
 
 def pause_image() -> None:

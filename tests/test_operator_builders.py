@@ -11,7 +11,14 @@ from hadis.operator.builders import (
     CASCADE_LABEL,
     MODEL_LABEL,
     ROUTER_CONFIG_KEY,
+    ROUTER_IMAGE,
+    USER_ID,
+    WORKER_IMAGE,
+    Images,
+    cpu_threads,
+    images_of,
     models_of,
+    placement_of,
     router_config,
     router_configmap,
     router_deployment,
@@ -45,10 +52,71 @@ def test_worker_deployment_requests_gpus_probes_and_runs_non_root():
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/models/sd3.5-large/ready"  # the model, not the server
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/models/sd3.5-large/ready"
     assert c["securityContext"]["runAsNonRoot"] and not c["securityContext"]["allowPrivilegeEscalation"]
-    assert {v["name"] for v in pod["volumes"]} == {"model-cache", "dshm"}
+    assert {v["name"] for v in pod["volumes"]} == {"model-cache", "dshm", "tmp"}
+    assert c["securityContext"]["readOnlyRootFilesystem"] and c["securityContext"]["runAsUser"] == USER_ID
+    # the image's entrypoint is not relied on, and the device comes from the worker spec
+    assert c["command"] == ["hadis"] and "--device" not in c["args"]
+    assert c["image"] == WORKER_IMAGE and "OMP_NUM_THREADS" not in {e["name"] for e in c["env"]}
     sel = d["spec"]["selector"]["matchLabels"]
     assert all(d["spec"]["template"]["metadata"]["labels"][k] == v for k, v in sel.items())
     assert worker_deployment("e1", "serving", light, 1)["spec"]["selector"] != sel
+
+
+def test_images_come_from_the_model_then_the_cascade_then_the_operator():
+    spec = {**SPEC, "workerImage": "reg.local/w:1", "router": {"image": "reg.local/r:1"}}
+    spec["models"] = [{**SPEC["models"][0], "image": "reg.local/light:2"}, SPEC["models"][1]]
+    images = images_of(spec, Images())
+    assert images == Images(router="reg.local/r:1", worker="reg.local/w:1")
+    assert images_of(SPEC, Images("op/r:9", "op/w:9")) == Images("op/r:9", "op/w:9")
+    assert Images() == Images(ROUTER_IMAGE, WORKER_IMAGE)
+    light, heavy = models_of(spec)
+    assert (
+        worker_deployment("e1", "s", light, 1, images.worker)["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "reg.local/light:2"
+    )
+    assert (
+        worker_deployment("e1", "s", heavy, 1, images.worker)["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "reg.local/w:1"
+    )
+    assert (
+        router_deployment("e1", "s", 1, images.router)["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "reg.local/r:1"
+    )
+
+
+def test_placement_reaches_router_and_worker_pods():
+    tol = [{"key": "node.hadis.dev/local", "operator": "Exists", "effect": "NoSchedule"}]
+    spec = {**SPEC, "placement": {"nodeSelector": {"pool": "gpu"}, "tolerations": tol}}
+    placement = placement_of(spec)
+    assert placement == {"nodeSelector": {"pool": "gpu"}, "tolerations": tol}
+    assert placement_of(SPEC) == {} and placement_of({**SPEC, "placement": {"tolerations": []}}) == {}
+    light, _ = models_of(spec)
+    for dep in (
+        worker_deployment("e1", "s", light, 1, placement=placement),
+        router_deployment("e1", "s", 1, placement=placement),
+    ):
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"pool": "gpu"} and pod["tolerations"] == tol
+    assert "nodeSelector" not in worker_deployment("e1", "s", light, 1)["spec"]["template"]["spec"]
+
+
+def test_a_cpu_limit_sets_the_worker_threads():
+    assert cpu_threads(None) is None and cpu_threads({"requests": {"cpu": "2"}}) is None
+    assert cpu_threads({"limits": {"cpu": "1"}}) == 1
+    assert cpu_threads({"limits": {"cpu": "1500m"}}) == 2
+    assert cpu_threads({"limits": {"cpu": "100m"}}) == 1
+    model = models_of(
+        {"models": [{"name": "tiny-light", "workerSpec": "tiny-light", "resources": {"limits": {"cpu": "1"}}}]}
+    )[0]
+    env = worker_deployment("t", "s", model, 1)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "OMP_NUM_THREADS", "value": "1"} in env
+
+
+def test_extra_worker_args_follow_the_operators_own():
+    spec = {"models": [{"name": "tiny-light", "workerSpec": "tiny-light", "args": ["--min-batch-seconds", "0.25"]}]}
+    args = worker_deployment("t", "s", models_of(spec)[0], 1)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:4] == ["worker", "serve", "--model", "tiny-light"]
+    assert args[-2:] == ["--min-batch-seconds", "0.25"]
 
 
 def test_services_select_their_pods():

@@ -53,3 +53,14 @@ app.kubernetes.io/part-of: hadis
 {{- fail "leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds" }}
 {{- end }}
 {{- end }}
+
+{{/* The router image the operator gives its cascades: routerImage, else the operator's own. */}}
+{{- define "hadis-operator.routerImage" -}}
+{{- $tag := .Values.routerImage.tag | default .Values.image.tag | default .Chart.AppVersion -}}
+{{- printf "%s:%s" (.Values.routerImage.repository | default .Values.image.repository) $tag -}}
+{{- end }}
+
+{{/* The worker image the operator gives its cascades. */}}
+{{- define "hadis-operator.workerImage" -}}
+{{- printf "%s:%s" .Values.workerImage.repository (.Values.workerImage.tag | default .Chart.AppVersion) -}}
+{{- end }}

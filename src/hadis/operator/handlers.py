@@ -132,8 +132,18 @@ def bundle_of(namespace: str, name: str, profile: tuple[str, dict] | None) -> Bu
     return read_bundle(namespace, name) if profile is None else _bundle(namespace, name, *profile)
 
 
+def default_images() -> builders.Images:
+    """The operator's images (the chart sets both to its own version), else this version's."""
+    return builders.Images(
+        router=os.environ.get("HADIS_ROUTER_IMAGE") or builders.ROUTER_IMAGE,
+        worker=os.environ.get("HADIS_WORKER_IMAGE") or builders.WORKER_IMAGE,
+    )
+
+
 def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decision: logic.Decision) -> list[dict]:
     models = builders.models_of(spec)
+    images = builders.images_of(spec, default_images())
+    placement = builders.placement_of(spec)
     router = spec.get("router") or {}
     plan = decision.plan
     light = bundle.profile.model(plan.config.light)
@@ -151,10 +161,11 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
     )
     objs: list[dict] = []
     for m in models:
-        objs.append(builders.worker_deployment(name, namespace, m, decision.replicas.get(m.name, 0)))
+        replicas = decision.replicas.get(m.name, 0)
+        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement))
         objs.append(builders.worker_service(name, namespace, m))
     objs.append(builders.router_configmap(name, namespace, cfg))
-    objs.append(builders.router_deployment(name, namespace, int(router.get("replicas", 1))))
+    objs.append(builders.router_deployment(name, namespace, int(router.get("replicas", 1)), images.router, placement))
     objs.append(builders.router_service(name, namespace))
     return objs
 

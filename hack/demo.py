@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""``make demo``: the product serving from real pods in the local cluster.
+
+    python hack/demo.py up      # cluster with its real node, images, helm install, tiny cascade, prompts, a load step
+    python hack/demo.py down    # port-forward, Prometheus, the release; then `make cluster-down`
+
+The stack it leaves running: the operator (2 leader-elected pods, installed with helm), the
+tiny cascade's router and worker pods on the real node, Prometheus (Debian's, on the node's
+bridge address, discovering the pods through the API server) and a ``kubectl port-forward`` to
+the router Service. The functions here are also what the real-pod tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+HACK = Path(__file__).resolve().parent
+ROOT = HACK.parent
+sys.path.insert(0, str(HACK))
+import node  # hack/node.py
+
+STATE = Path(os.environ.get("HADIS_DEMO_DIR", ROOT / ".cache" / "demo"))
+CLUSTER_STATE = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
+OPERATOR_NS = "hadis-system"
+DEMO_NS = "hadis-demo"
+RELEASE = "hadis"
+VERSION = "0.1.0"
+CONTROL_IMAGE = f"ghcr.io/hadis-serving/hadis:{VERSION}"
+WORKER_IMAGE = f"ghcr.io/hadis-serving/hadis-worker:{VERSION}"
+# the real node's taint and label (hack/node.py): what a pod that must really run carries
+LOCAL_TOLERATIONS = [{"key": node.TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}]
+LOCAL_SELECTOR = {node.TAINT_KEY: "true"}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], object], what: str, timeout_s: float = 180.0, every_s: float = 0.5):
+    end = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:  # not there yet
+            last = e
+        time.sleep(every_s)
+    raise RuntimeError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    bin_dir: Path
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        out = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def json(self, *args: str) -> dict:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def helm(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args], capture_output=True, text=True
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"helm {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+
+def cluster_up() -> Cluster:
+    out = subprocess.run([sys.executable, str(HACK / "cluster.py"), "up"], capture_output=True, text=True)
+    sys.stderr.write(out.stderr)
+    if out.returncode != 0:
+        raise SystemExit("error: the local cluster did not start")
+    kubeconfig = out.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    state = json.loads((CLUSTER_STATE / "state.json").read_text())
+    if not state.get("real_node"):
+        raise SystemExit("error: the running cluster has no real node; run `make cluster-down` first")
+    return Cluster(kubeconfig, Path(state["bin_dir"]))
+
+
+def load_images(*images: str) -> None:
+    out = subprocess.run([sys.executable, str(HACK / "cluster.py"), "load", *images], text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"error: could not load {' '.join(images)} into the node (make images?)")
+
+
+def install_operator(c: Cluster, release: str = RELEASE, namespace: str = OPERATOR_NS, timeout: str = "5m") -> None:
+    """helm upgrade --install of the chart, its pods on the real node; returns when they are Ready."""
+    values = {"nodeSelector": LOCAL_SELECTOR, "tolerations": LOCAL_TOLERATIONS}
+    vfile = STATE / "operator-values.json"
+    vfile.parent.mkdir(parents=True, exist_ok=True)
+    vfile.write_text(json.dumps(values))
+    c.helm("upgrade", "--install", release, str(ROOT / "charts" / "hadis-operator"), "-n", namespace,
+           "--create-namespace", "-f", str(vfile), "--wait", f"--timeout={timeout}")  # fmt: skip
+
+
+def prometheus_config(kubeconfig: str, namespaces: list[str], scrape_interval: str = "1s") -> dict:
+    """Scrape the routers (their http port) and workers (Triton's metrics port) of ``namespaces``,
+    found through the API server, as the Prometheus operator's PodMonitors would."""
+
+    def job(component: str, port: str) -> dict:
+        return {
+            "job_name": f"hadis-{component}",
+            "kubernetes_sd_configs": [
+                {"role": "pod", "kubeconfig_file": kubeconfig, "namespaces": {"names": namespaces}}
+            ],
+            "relabel_configs": [
+                {
+                    "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+                    "regex": component,
+                    "action": "keep",
+                },
+                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": port, "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            ],
+        }
+
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [job("router", "http"), job("worker", "metrics")],
+    }
+
+
+def start_prometheus(c: Cluster, directory: Path, namespaces: list[str]) -> tuple[subprocess.Popen, str]:
+    """Debian's Prometheus on the node's bridge address (pods reach it there); returns its URL."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from hadis.local import prometheus_binary
+
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port(node.NODE_IP)
+    (directory / "prometheus.yml").write_text(json.dumps(prometheus_config(c.kubeconfig, namespaces)))
+    proc = subprocess.Popen(
+        [prometheus_binary(), f"--config.file={directory / 'prometheus.yml'}",
+         f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address={node.NODE_IP}:{port}"],
+        stdout=(directory / "log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://{node.NODE_IP}:{port}"
+    wait_until(lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200, "Prometheus", 60)
+    return proc, url
+
+
+def tiny_cascade(prometheus_url: str, name: str = "tiny") -> dict:
+    """The shipped tiny example, pointed at this Prometheus."""
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-tiny.yaml").read_text())
+    doc["metadata"]["name"] = name
+    doc["spec"]["prometheus"] = {"url": prometheus_url, "window": "5s"}
+    return doc
+
+
+def apply_tiny(c: Cluster, namespace: str, prometheus_url: str, name: str = "tiny") -> None:
+    c.kubectl("create", "namespace", namespace, check=False)
+    c.kubectl("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "profiles" / "configmap-tiny.yaml"))
+    c.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(tiny_cascade(prometheus_url, name)))
+
+
+def condition(obj: dict, type_: str) -> dict:
+    return next((x for x in (obj.get("status") or {}).get("conditions", []) if x["type"] == type_), {})
+
+
+def cascade_ready(c: Cluster, namespace: str, name: str = "tiny") -> bool:
+    return condition(c.json("get", "dcas", name, "-n", namespace), "Ready").get("status") == "True"
+
+
+def router_ready(c: Cluster, namespace: str, name: str = "tiny") -> bool:
+    dep = c.json("get", "deployment", f"{name}-router", "-n", namespace)
+    return (dep.get("status") or {}).get("readyReplicas", 0) >= 1
+
+
+def port_forward(c: Cluster, namespace: str, target: str, remote: int, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``kubectl port-forward`` on a free loopback port; returns once a connection gets through."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(c.bin_dir / "kubectl"), f"--kubeconfig={c.kubeconfig}", "port-forward", "-n", namespace, target,
+         f"{port}:{remote}", "--address=127.0.0.1"],
+        stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200, "the port-forward", 60)
+    return proc, url
+
+
+def pod_timeline(pod: dict, log_text: str) -> dict[str, float]:
+    """Seconds from creation to scheduled, container started, model loaded (the worker's own
+    line) and Ready, from the pod's status and its timestamped log."""
+
+    def ts(s: str) -> float:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+    created = ts(pod["metadata"]["creationTimestamp"])
+    out: dict[str, float] = {}
+    sched = condition(pod, "PodScheduled")
+    if sched.get("status") == "True":
+        out["scheduled"] = ts(sched["lastTransitionTime"]) - created
+    state = ((pod["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("running")
+    if state:
+        out["container started"] = ts(state["startedAt"]) - created
+    for line in log_text.splitlines():
+        if "loaded and warmed up" in line:
+            out["model loaded"] = ts(line.split(" ", 1)[0][:26] + "+00:00") - created
+            break
+    ready = condition(pod, "Ready")
+    if ready.get("status") == "True":
+        out["Ready"] = ts(ready["lastTransitionTime"]) - created
+    return out
+
+
+def generate(router_url: str, prompt: str, timeout_s: float = 60.0):
+    """One image through the openai client; returns (image item, response headers)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{router_url}/v1", api_key="not-needed", timeout=timeout_s, max_retries=0)
+    raw = client.images.with_raw_response.generate(prompt=prompt, response_format="b64_json")
+    return raw.parse().data[0], raw.headers
+
+
+# ---------------------------------------------------------------- the demo
+
+
+def _pids() -> dict[str, int]:
+    path = STATE / "pids.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_pid(name: str, pid: int) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    pids = _pids()
+    pids[name] = pid
+    (STATE / "pids.json").write_text(json.dumps(pids))
+
+
+def up(args: argparse.Namespace) -> int:
+    t_all = time.monotonic()
+    stop_background()
+    STATE.mkdir(parents=True, exist_ok=True)
+    log("== cluster (control plane, real node, kwok) ==")
+    c = cluster_up()
+    log("== images into the node's containerd ==")
+    load_images(CONTROL_IMAGE, WORKER_IMAGE)
+    log("== helm install of the operator (2 replicas, leader-elected) ==")
+    t = time.monotonic()
+    install_operator(c)
+    log(f"  operator pods Ready in {time.monotonic() - t:.1f}s")
+    log("== Prometheus (pods discovered through the API server) ==")
+    prom, prom_url = start_prometheus(c, STATE / "prometheus", [DEMO_NS])
+    _save_pid("prometheus", prom.pid)
+    log(f"  {prom_url}")
+    log("== the tiny cascade and its planning profile ==")
+    t_apply = time.monotonic()
+    apply_tiny(c, DEMO_NS, prom_url)
+    wait_until(lambda: cascade_ready(c, DEMO_NS) and router_ready(c, DEMO_NS), "the cascade Ready", 300)
+    pf, router_url = port_forward(c, DEMO_NS, "svc/tiny-router", 80, STATE / "port-forward.log")
+    _save_pid("port-forward", pf.pid)
+    print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
+    print(f"router: {router_url}", flush=True)
+    log(c.kubectl("get", "pods", "-A", "-o", "wide", "--field-selector", f"spec.nodeName={node.NODE_NAME}"))
+
+    log("== prompts through the openai client ==")
+    out_dir = ROOT / "out" / "demo"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompts = [
+        "a red apple on a wooden table",
+        "a photo of a cat",
+        "three glass spheres stacked on top of a blue cube, left of a small green pyramid, seen from above",
+        "an intricate isometric city with reflections at night, two bridges, and a person holding an umbrella",
+    ]
+    first = None
+    for i, prompt in enumerate(prompts):
+        t = time.monotonic()
+        img, headers = generate(router_url, prompt)
+        if first is None:
+            first = time.monotonic() - t_apply
+        png = out_dir / f"image-{i}.png"
+        png.write_bytes(base64.b64decode(img.b64_json))
+        extra = img.model_extra or {}
+        log(f"  {png.relative_to(ROOT)}: model={headers.get('x-hadis-model')} escalated="
+            f"{headers.get('x-hadis-escalated')} confidence={extra.get('confidence')} "
+            f"({time.monotonic() - t:.2f}s)  {prompt!r}")  # fmt: skip
+    log(f"  apply to first image: {first:.1f}s")
+
+    if args.load_rps > 0:
+        load_step(c, router_url, args.load_rps, args.load_seconds)
+    log(f"== demo up in {time.monotonic() - t_all:.1f}s; it keeps running: `make demo-down` stops it ==")
+    print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
+    print(f"router: {router_url}", flush=True)
+    return 0
+
+
+def worker_pods(c: Cluster, namespace: str, model: str) -> list[dict]:
+    sel = f"app.kubernetes.io/component=worker,serving.hadis.dev/model={model}"
+    return c.json("get", "pods", "-n", namespace, "-l", sel)["items"]
+
+
+def load_step(c: Cluster, router_url: str, rate: float, seconds: float, namespace: str = DEMO_NS) -> dict:
+    """Open-loop traffic at ``rate`` req/s; waits for the re-plan and the new worker pod serving."""
+    import concurrent.futures
+    import threading
+
+    log(f"== load step: {rate:g} req/s for up to {seconds:g}s ==")
+    before = {p["metadata"]["name"] for p in worker_pods(c, namespace, "tiny-light")}
+    plan0 = (c.json("get", "dcas", "tiny", "-n", namespace).get("status") or {}).get("plan", {})
+    log(f"  plan before: {plan0.get('replicasSummary')} at {plan0.get('demandRps')} req/s")
+    stop = threading.Event()
+    results: list[str] = []
+
+    def post(k: int) -> None:
+        req = urllib.request.Request(
+            f"{router_url}/v1/images/generations",
+            data=json.dumps({"prompt": f"load step prompt {k}"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                results.append(r.headers.get("X-Hadis-Model", "?"))
+        except Exception as e:
+            results.append(f"error {e}")
+
+    def paced(pool) -> None:
+        sent, t0 = 0, time.monotonic()
+        while not stop.is_set() and time.monotonic() - t0 < seconds:
+            pool.submit(post, sent)
+            sent += 1
+            time.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
+
+    t0 = time.monotonic()
+    new_pod = None
+    with concurrent.futures.ThreadPoolExecutor(64) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
+        pacer.submit(paced, pool)
+
+        def replanned():
+            st = c.json("get", "dcas", "tiny", "-n", namespace).get("status") or {}
+            return st.get("plan") if st.get("plan", {}).get("replicasSummary") != plan0.get("replicasSummary") else None
+
+        try:
+            plan1 = wait_until(replanned, "a re-plan", seconds)
+            t_plan = time.monotonic() - t0
+            log(f"  re-plan after {t_plan:.1f}s: {plan1.get('replicasSummary')} at {plan1.get('demandRps'):.1f} req/s")
+
+            def ready_new_pod():
+                for p in worker_pods(c, namespace, "tiny-light"):
+                    if p["metadata"]["name"] not in before and condition(p, "Ready").get("status") == "True":
+                        return p
+                return None
+
+            new_pod = wait_until(ready_new_pod, "a new tiny-light pod Ready", 180)
+            served = wait_until(lambda: worker_served(new_pod), "the new pod serving", 60)
+            log(f"  new pod {new_pod['metadata']['name']} served {served:.0f} requests")
+        finally:
+            stop.set()
+    errors = [r for r in results if r.startswith("error")]
+    log(f"  {len(results)} requests sent, {len(errors)} failed" + (f" (first: {errors[0]})" if errors else ""))
+    timeline: dict[str, float] = {}
+    if new_pod is not None:
+        pod = c.json("get", "pod", new_pod["metadata"]["name"], "-n", namespace)
+        logs = c.kubectl("logs", "--timestamps", "-n", namespace, pod["metadata"]["name"])
+        timeline = pod_timeline(pod, logs)
+        log("  new worker pod, seconds after it was created: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))  # fmt: skip
+    return timeline
+
+
+def worker_served(pod: dict) -> float:
+    """Requests a worker pod has served, read from its Triton metrics at the pod's IP."""
+    ip = pod["status"]["podIP"]
+    text = urllib.request.urlopen(f"http://{ip}:8002/metrics", timeout=2).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("nv_inference_request_success{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def stop_background() -> None:
+    for name, pid in _pids().items():
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGTERM)
+        log(f"stopped {name}")
+    (STATE / "pids.json").unlink(missing_ok=True)
+
+
+def down(_args: argparse.Namespace) -> int:
+    stop_background()
+    state = CLUSTER_STATE / "state.json"
+    if state.exists():
+        st = json.loads(state.read_text())
+        c = Cluster(st["kubeconfig"], Path(st["bin_dir"]))
+        with contextlib.suppress(RuntimeError):
+            c.kubectl("delete", "namespace", DEMO_NS, "--wait=false", check=False)
+            c.helm("uninstall", RELEASE, "-n", OPERATOR_NS, "--wait")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up", help="start the stack and show it serving")
+    u.add_argument("--load-rps", type=float, default=10.0, help="rate of the load step (0: none)")
+    u.add_argument("--load-seconds", type=float, default=90.0, help="longest the load step lasts")
+    u.set_defaults(func=up)
+    sub.add_parser("down", help="stop what `up` left running (then make cluster-down)").set_defaults(func=down)
+    args = p.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,7 +33,7 @@ import yaml
 HACK = Path(__file__).resolve().parent
 ROOT = HACK.parent
 sys.path.insert(0, str(HACK))
-import node  # hack/node.py
+import node  # noqa: E402  (hack/node.py)
 
 STATE = Path(os.environ.get("HADIS_DEMO_DIR", ROOT / ".cache" / "demo"))
 CLUSTER_STATE = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
@@ -120,7 +120,13 @@ def load_images(*images: str) -> None:
 
 def install_operator(c: Cluster, release: str = RELEASE, namespace: str = OPERATOR_NS, timeout: str = "5m") -> None:
     """helm upgrade --install of the chart, its pods on the real node; returns when they are Ready."""
-    values = {"nodeSelector": LOCAL_SELECTOR, "tolerations": LOCAL_TOLERATIONS}
+    # the image ID as an annotation: a rebuilt image under the same tag rolls the operator pods
+    image_id = node.image_id(CONTROL_IMAGE) or ""
+    values = {
+        "nodeSelector": LOCAL_SELECTOR,
+        "tolerations": LOCAL_TOLERATIONS,
+        "podAnnotations": {"hadis.dev/image-id": image_id.removeprefix("sha256:")[:16]},
+    }
     vfile = STATE / "operator-values.json"
     vfile.parent.mkdir(parents=True, exist_ok=True)
     vfile.write_text(json.dumps(values))
@@ -128,43 +134,62 @@ def install_operator(c: Cluster, release: str = RELEASE, namespace: str = OPERAT
            "--create-namespace", "-f", str(vfile), "--wait", f"--timeout={timeout}")  # fmt: skip
 
 
-def prometheus_config(kubeconfig: str, namespaces: list[str], scrape_interval: str = "1s") -> dict:
-    """Scrape the routers (their http port) and workers (Triton's metrics port) of ``namespaces``,
-    found through the API server, as the Prometheus operator's PodMonitors would."""
-
-    def job(component: str, port: str) -> dict:
-        return {
-            "job_name": f"hadis-{component}",
-            "kubernetes_sd_configs": [
-                {"role": "pod", "kubeconfig_file": kubeconfig, "namespaces": {"names": namespaces}}
-            ],
-            "relabel_configs": [
-                {
-                    "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
-                    "regex": component,
-                    "action": "keep",
-                },
-                {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": port, "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            ],
-        }
-
+def prometheus_config(targets_file: Path, scrape_interval: str = "1s") -> dict:
+    """Scrape what ``targets_file`` lists (file service discovery: Debian's Prometheus is built
+    without the Kubernetes one; ``sync_targets`` keeps the file current from the API server)."""
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [job("router", "http"), job("worker", "metrics")],
+        "scrape_configs": [{"job_name": "hadis", "file_sd_configs": [{"files": [str(targets_file)]}]}],
     }
 
 
-def start_prometheus(c: Cluster, directory: Path, namespaces: list[str]) -> tuple[subprocess.Popen, str]:
-    """Debian's Prometheus on the node's bridge address (pods reach it there); returns its URL."""
+SCRAPE_PORTS = {"router": 8080, "worker": 8002}  # the router's http port, Triton's metrics port
+
+
+def pod_targets(c: Cluster, namespaces: list[str]) -> list[dict]:
+    """The Running router and worker pods of ``namespaces`` as file_sd target groups."""
+    groups = []
+    for ns in namespaces:
+        pods = c.json("get", "pods", "-n", ns, "-l", "app.kubernetes.io/part-of=hadis")["items"]
+        for pod in pods:
+            component = pod["metadata"]["labels"].get("app.kubernetes.io/component")
+            ip = pod["status"].get("podIP")
+            if component in SCRAPE_PORTS and ip and pod["status"].get("phase") == "Running":
+                labels = {"namespace": ns, "pod": pod["metadata"]["name"], "component": component}
+                groups.append({"targets": [f"{ip}:{SCRAPE_PORTS[component]}"], "labels": labels})
+    return groups
+
+
+def sync_targets(c: Cluster, namespaces: list[str], path: Path, every_s: float = 1.0) -> None:
+    """Rewrite the targets file whenever the pods change (until killed)."""
+    last = None
+    while True:
+        with contextlib.suppress(RuntimeError, json.JSONDecodeError):
+            groups = pod_targets(c, namespaces)
+            if groups != last:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(groups))
+                tmp.replace(path)  # atomic: Prometheus never reads half a file
+                last = groups
+        time.sleep(every_s)
+
+
+def start_prometheus(c: Cluster, directory: Path, namespaces: list[str]) -> tuple[list[subprocess.Popen], str]:
+    """Debian's Prometheus on the node's bridge address (pods reach it there) and the process
+    that keeps its targets current; returns both and its URL."""
     sys.path.insert(0, str(ROOT / "src"))
     from hadis.local import prometheus_binary
 
     directory.mkdir(parents=True, exist_ok=True)
+    targets = directory / "targets.json"
+    targets.write_text("[]")
+    sync = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "sync-targets", "--kubeconfig", c.kubeconfig,
+         "--bin-dir", str(c.bin_dir), "--out", str(targets), *[f"--namespace={n}" for n in namespaces]],
+        stdout=(directory / "sync.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
     port = free_port(node.NODE_IP)
-    (directory / "prometheus.yml").write_text(json.dumps(prometheus_config(c.kubeconfig, namespaces)))
+    (directory / "prometheus.yml").write_text(json.dumps(prometheus_config(targets)))
     proc = subprocess.Popen(
         [prometheus_binary(), f"--config.file={directory / 'prometheus.yml'}",
          f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address={node.NODE_IP}:{port}"],
@@ -172,7 +197,7 @@ def start_prometheus(c: Cluster, directory: Path, namespaces: list[str]) -> tupl
     )  # fmt: skip
     url = f"http://{node.NODE_IP}:{port}"
     wait_until(lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=1).status == 200, "Prometheus", 60)
-    return proc, url
+    return [proc, sync], url
 
 
 def tiny_cascade(prometheus_url: str, name: str = "tiny") -> dict:
@@ -277,10 +302,13 @@ def up(args: argparse.Namespace) -> int:
     install_operator(c)
     log(f"  operator pods Ready in {time.monotonic() - t:.1f}s")
     log("== Prometheus (pods discovered through the API server) ==")
-    prom, prom_url = start_prometheus(c, STATE / "prometheus", [DEMO_NS])
+    (prom, sync), prom_url = start_prometheus(c, STATE / "prometheus", [DEMO_NS])
     _save_pid("prometheus", prom.pid)
+    _save_pid("prometheus targets", sync.pid)
     log(f"  {prom_url}")
     log("== the tiny cascade and its planning profile ==")
+    if c.kubectl("get", "namespace", DEMO_NS, check=False):  # a fresh cascade, from the images just built
+        c.kubectl("delete", "namespace", DEMO_NS, "--wait=true", "--timeout=120s")
     t_apply = time.monotonic()
     apply_tiny(c, DEMO_NS, prom_url)
     wait_until(lambda: cascade_ready(c, DEMO_NS) and router_ready(c, DEMO_NS), "the cascade Ready", 300)
@@ -326,8 +354,11 @@ def worker_pods(c: Cluster, namespace: str, model: str) -> list[dict]:
     return c.json("get", "pods", "-n", namespace, "-l", sel)["items"]
 
 
-def load_step(c: Cluster, router_url: str, rate: float, seconds: float, namespace: str = DEMO_NS) -> dict:
-    """Open-loop traffic at ``rate`` req/s; waits for the re-plan and the new worker pod serving."""
+def load_step(
+    c: Cluster, router_url: str, rate: float, seconds: float, namespace: str = DEMO_NS, after_s: float = 15.0
+) -> dict:
+    """Open-loop traffic at ``rate`` req/s; waits for the re-plan and the new worker pod serving,
+    then keeps the load on for ``after_s`` more seconds."""
     import concurrent.futures
     import threading
 
@@ -336,7 +367,7 @@ def load_step(c: Cluster, router_url: str, rate: float, seconds: float, namespac
     plan0 = (c.json("get", "dcas", "tiny", "-n", namespace).get("status") or {}).get("plan", {})
     log(f"  plan before: {plan0.get('replicasSummary')} at {plan0.get('demandRps')} req/s")
     stop = threading.Event()
-    results: list[str] = []
+    results: list[tuple[float, str]] = []  # (sent at, model or "error ...")
 
     def post(k: int) -> None:
         req = urllib.request.Request(
@@ -344,11 +375,12 @@ def load_step(c: Cluster, router_url: str, rate: float, seconds: float, namespac
             data=json.dumps({"prompt": f"load step prompt {k}"}).encode(),
             headers={"Content-Type": "application/json"},
         )
+        sent = time.monotonic()
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                results.append(r.headers.get("X-Hadis-Model", "?"))
+                results.append((sent, r.headers.get("X-Hadis-Model", "?")))
         except Exception as e:
-            results.append(f"error {e}")
+            results.append((sent, f"error {e}"))
 
     def paced(pool) -> None:
         sent, t0 = 0, time.monotonic()
@@ -358,7 +390,9 @@ def load_step(c: Cluster, router_url: str, rate: float, seconds: float, namespac
             time.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
 
     t0 = time.monotonic()
+    t_ready = float("inf")
     new_pod = None
+    served = 0.0
     with concurrent.futures.ThreadPoolExecutor(64) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
         pacer.submit(paced, pool)
 
@@ -378,12 +412,20 @@ def load_step(c: Cluster, router_url: str, rate: float, seconds: float, namespac
                 return None
 
             new_pod = wait_until(ready_new_pod, "a new tiny-light pod Ready", 180)
+            t_ready = time.monotonic()
             served = wait_until(lambda: worker_served(new_pod), "the new pod serving", 60)
-            log(f"  new pod {new_pod['metadata']['name']} served {served:.0f} requests")
+            log(f"  new pod {new_pod['metadata']['name']} Ready {t_ready - t0:.1f}s into the step; it served "
+                f"{served:.0f} request(s) so far")  # fmt: skip
+            time.sleep(max(0.0, min(after_s, seconds - (time.monotonic() - t0))))  # the load goes on: recovery
+            served = worker_served(new_pod)
         finally:
             stop.set()
-    errors = [r for r in results if r.startswith("error")]
-    log(f"  {len(results)} requests sent, {len(errors)} failed" + (f" (first: {errors[0]})" if errors else ""))
+    for label, part in (("before it was Ready", [r for r in results if r[0] < t_ready]),
+                        ("after", [r for r in results if r[0] >= t_ready])):  # fmt: skip
+        errors = [m for _, m in part if m.startswith("error")]
+        log(f"  requests sent {label}: {len(part)}, served {len(part) - len(errors)}"
+            + (f" (first error: {errors[0]})" if errors else ""))  # fmt: skip
+    log(f"  the new pod served {served:.0f} request(s)")
     timeline: dict[str, float] = {}
     if new_pod is not None:
         pod = c.json("get", "pod", new_pod["metadata"]["name"], "-n", namespace)
@@ -429,10 +471,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="start the stack and show it serving")
-    u.add_argument("--load-rps", type=float, default=10.0, help="rate of the load step (0: none)")
+    u.add_argument("--load-rps", type=float, default=9.0, help="rate of the load step (0: none)")
     u.add_argument("--load-seconds", type=float, default=90.0, help="longest the load step lasts")
     u.set_defaults(func=up)
     sub.add_parser("down", help="stop what `up` left running (then make cluster-down)").set_defaults(func=down)
+    st = sub.add_parser("sync-targets", help="keep a Prometheus file_sd targets file current (background)")
+    st.add_argument("--kubeconfig", required=True)
+    st.add_argument("--bin-dir", type=Path, required=True)
+    st.add_argument("--namespace", action="append", required=True)
+    st.add_argument("--out", type=Path, required=True)
+    st.set_defaults(func=lambda a: sync_targets(Cluster(a.kubeconfig, a.bin_dir), a.namespace, a.out))
     args = p.parse_args()
     return args.func(args)
 

@@ -57,6 +57,8 @@ def test_worker_deployment_requests_gpus_probes_and_runs_non_root():
     # the image's entrypoint is not relied on, and the device comes from the worker spec
     assert c["command"] == ["hadis"] and "--device" not in c["args"]
     assert c["image"] == WORKER_IMAGE and "OMP_NUM_THREADS" not in {e["name"] for e in c["env"]}
+    # a rollout frees a GPU before it takes one: the plan has handed out the whole budget
+    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     sel = d["spec"]["selector"]["matchLabels"]
     assert all(d["spec"]["template"]["metadata"]["labels"][k] == v for k, v in sel.items())
     assert worker_deployment("e1", "serving", light, 1)["spec"]["selector"] != sel

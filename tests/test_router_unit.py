@@ -145,3 +145,40 @@ def test_admission_learns_base_latency_and_capacity():
 def test_retry_after_header_is_whole_seconds():
     assert ApiError(503, "busy", retry_after_s=2.2).headers() == {"Retry-After": "3"}
     assert ApiError(400, "bad").headers() == {}
+
+
+def test_each_worker_call_opens_its_own_connection_so_a_service_spreads_them():
+    """Behind a Service, kube-proxy balances connections: a kept-alive one would pin every call
+    to one pod. Three calls must arrive on three connections."""
+    import asyncio
+
+    from aiohttp import web
+
+    from hadis.router.config import Tier
+    from hadis.router.triton import TierClient
+
+    async def run() -> set:
+        peers: set = set()
+
+        async def live(request: web.Request) -> web.Response:
+            peers.add(request.transport.get_extra_info("peername"))
+            return web.Response()
+
+        app = web.Application()
+        app.router.add_get("/v2/health/live", live)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        tier = TierClient(Tier("m", (f"127.0.0.1:{port}",)))
+        try:
+            client = next(iter(tier._clients.values()))
+            for _ in range(3):
+                assert await client.is_server_live()
+        finally:
+            await tier.close()
+            await runner.cleanup()
+        return peers
+
+    assert len(asyncio.run(run())) == 3

@@ -153,6 +153,9 @@ def worker_deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": sel},
+            # The plan hands out every GPU of the budget: a surge pod would wait for a GPU that
+            # only the pod it replaces can free, and the rollout would never finish.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "template": {
                 "metadata": {"labels": labels(cascade, "worker", _dns(model.name))},
                 "spec": {
@@ -187,14 +190,17 @@ def worker_deployment(
                             "resources": resources,
                             # The model-level endpoint: Triton's server-level /v2/health/ready
                             # answers while the model is still loading and requests still fail.
+                            # every 2 s: a new replica takes traffic within 2 s of its model
+                            # loading (a scale-up under load waits on it); up to 30 min to load
                             "startupProbe": {
                                 "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
-                                "periodSeconds": 10,
-                                "failureThreshold": 180,
+                                "periodSeconds": 2,
+                                "failureThreshold": 900,
                             },
                             "readinessProbe": {
                                 "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
-                                "periodSeconds": 5,
+                                "periodSeconds": 2,
+                                "failureThreshold": 2,
                             },
                             "livenessProbe": {
                                 "httpGet": {"path": "/v2/health/live", "port": probe_port},
@@ -311,7 +317,7 @@ def router_deployment(
                                 str(ROUTER_PORT),
                             ],
                             "ports": [{"name": "http", "containerPort": ROUTER_PORT}],
-                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
                             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
                             "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
                             "securityContext": _SECURITY,

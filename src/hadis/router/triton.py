@@ -28,12 +28,23 @@ class WorkerUnavailable(Exception):
     """No replica of the tier answered (every endpoint failed or the deadline passed)."""
 
 
+def _client(endpoint: str) -> triton_http.InferenceServerClient:
+    """A Triton client that opens a connection per request. An endpoint is usually a Kubernetes
+    Service, and kube-proxy balances connections, not requests: kept-alive connections pin the
+    traffic to the pods that existed when they opened, so a replica added under load got almost
+    none (seen on the local cluster's real node). A connect on the cluster network costs well
+    under a millisecond against an image's hundreds."""
+    client = triton_http.InferenceServerClient(endpoint, conn_timeout=2.0)
+    client._conn._force_close = True  # tritonclient has no option for it; aiohttp reads it per release
+    return client
+
+
 class TierClient:
     """Round-robin over a tier's endpoints; a failed connection is retried on the next replica."""
 
     def __init__(self, tier: Tier):
         self.tier = tier
-        self._clients = {ep: triton_http.InferenceServerClient(ep, conn_timeout=2.0) for ep in tier.endpoints}
+        self._clients = {ep: _client(ep) for ep in tier.endpoints}
         self._next = itertools.cycle(tier.endpoints)
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 import sys
 import sysconfig
 import time
@@ -142,6 +143,10 @@ def serve(
         allow_gpu_metrics=device.startswith("cuda"),
         exit_on_error=True,
     )
+    # SIGTERM (a pod being deleted or scaled down) stops as Ctrl-C does: PyTriton then stops
+    # Triton, which finishes the requests in flight, and the GPU is free in seconds rather than
+    # after the kubelet's grace period.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with Triton(config=config) as triton:
         triton.bind(
             model_name=spec.name,

@@ -222,6 +222,11 @@ def cascade_ready(c: Cluster, namespace: str, name: str = "tiny") -> bool:
     return condition(c.json("get", "dcas", name, "-n", namespace), "Ready").get("status") == "True"
 
 
+def rolled_out(c: Cluster, namespace: str, name: str = "tiny") -> bool:
+    """Every worker Deployment has its planned replicas ready (Progressing: RolloutComplete)."""
+    return condition(c.json("get", "dcas", name, "-n", namespace), "Progressing").get("reason") == "RolloutComplete"
+
+
 def router_ready(c: Cluster, namespace: str, name: str = "tiny") -> bool:
     dep = c.json("get", "deployment", f"{name}-router", "-n", namespace)
     return (dep.get("status") or {}).get("readyReplicas", 0) >= 1
@@ -312,6 +317,9 @@ def up(args: argparse.Namespace) -> int:
     t_apply = time.monotonic()
     apply_tiny(c, DEMO_NS, prom_url)
     wait_until(lambda: cascade_ready(c, DEMO_NS) and router_ready(c, DEMO_NS), "the cascade Ready", 300)
+    log(f"  Ready {time.monotonic() - t_apply:.1f}s after apply")
+    wait_until(lambda: rolled_out(c, DEMO_NS), "every worker pod Ready", 300)
+    log(f"  every worker pod Ready {time.monotonic() - t_apply:.1f}s after apply")
     pf, router_url = port_forward(c, DEMO_NS, "svc/tiny-router", 80, STATE / "port-forward.log")
     _save_pid("port-forward", pf.pid)
     print(f"export KUBECONFIG={c.kubeconfig}", flush=True)

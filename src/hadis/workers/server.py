@@ -143,10 +143,6 @@ def serve(
         allow_gpu_metrics=device.startswith("cuda"),
         exit_on_error=True,
     )
-    # SIGTERM (a pod being deleted or scaled down) stops as Ctrl-C does: PyTriton then stops
-    # Triton, which finishes the requests in flight, and the GPU is free in seconds rather than
-    # after the kubelet's grace period.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with Triton(config=config) as triton:
         triton.bind(
             model_name=spec.name,
@@ -164,4 +160,9 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
+        # SIGTERM (a pod deleted or scaled down) stops as Ctrl-C does: PyTriton then stops Triton,
+        # which finishes the requests in flight, and the GPU is free in seconds, not after the
+        # kubelet's grace period. Set here: starting Triton resets the handler, and as PID 1 in a
+        # container a SIGTERM without a handler is ignored.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         triton.serve()

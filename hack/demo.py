@@ -118,14 +118,22 @@ def load_images(*images: str) -> None:
         raise SystemExit(f"error: could not load {' '.join(images)} into the node (make images?)")
 
 
-def install_operator(c: Cluster, release: str = RELEASE, namespace: str = OPERATOR_NS, timeout: str = "5m") -> None:
-    """helm upgrade --install of the chart, its pods on the real node; returns when they are Ready."""
+def install_operator(
+    c: Cluster,
+    release: str = RELEASE,
+    namespace: str = OPERATOR_NS,
+    watch: list[str] | None = None,
+    timeout: str = "5m",
+) -> None:
+    """helm upgrade --install of the chart, its pods on the real node; returns when they are Ready.
+    ``watch``: the namespaces it reconciles (default: all)."""
     # the image ID as an annotation: a rebuilt image under the same tag rolls the operator pods
     image_id = node.image_id(CONTROL_IMAGE) or ""
     values = {
         "nodeSelector": LOCAL_SELECTOR,
         "tolerations": LOCAL_TOLERATIONS,
         "podAnnotations": {"hadis.dev/image-id": image_id.removeprefix("sha256:")[:16]},
+        "watchNamespaces": watch or [],
     }
     vfile = STATE / "operator-values.json"
     vfile.parent.mkdir(parents=True, exist_ok=True)

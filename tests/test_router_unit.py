@@ -149,7 +149,8 @@ def test_retry_after_header_is_whole_seconds():
 
 def test_each_worker_call_opens_its_own_connection_so_a_service_spreads_them():
     """Behind a Service, kube-proxy balances connections: a kept-alive one would pin every call
-    to one pod. Three calls must arrive on three connections."""
+    to one pod. Three calls must arrive on three connections, and a call slower than 2 s must
+    not be cut off by the client (only the request's deadline may)."""
     import asyncio
 
     from aiohttp import web
@@ -162,6 +163,7 @@ def test_each_worker_call_opens_its_own_connection_so_a_service_spreads_them():
 
         async def live(request: web.Request) -> web.Response:
             peers.add(request.transport.get_extra_info("peername"))
+            await asyncio.sleep(2.5)  # slower than any connect timeout: only the deadline may cut a call
             return web.Response()
 
         app = web.Application()

@@ -34,8 +34,12 @@ def _client(endpoint: str) -> triton_http.InferenceServerClient:
     traffic to the pods that existed when they opened, so a replica added under load got almost
     none (seen on the local cluster's real node). A connect on the cluster network costs well
     under a millisecond against an image's hundreds."""
-    client = triton_http.InferenceServerClient(endpoint, conn_timeout=2.0)
-    client._conn._force_close = True  # tritonclient has no option for it; aiohttp reads it per release
+    client = triton_http.InferenceServerClient(endpoint)
+    # tritonclient has no option for either; aiohttp reads both per request. Its conn_timeout is
+    # the *total* time of a call, which cut off every image slower than 2 s (the deadline is
+    # enforced by generate()); only connecting is bounded here.
+    client._conn._force_close = True
+    client._stub._timeout = aiohttp.ClientTimeout(total=None, sock_connect=2.0)
     return client
 
 

@@ -1,0 +1,70 @@
+"""The local cluster's real node: a pod really runs on it, and ``cluster.py down`` leaves nothing
+behind (mounts, network namespaces, iptables chains, the bridge, its route, shims).
+
+Runs before the other cluster tests (file order) and leaves the cluster as it found it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = [sys.executable, str(ROOT / "hack" / "cluster.py")]
+sys.path.insert(0, str(ROOT / "hack"))
+import demo  # noqa: E402
+
+pytestmark = pytest.mark.cluster
+
+
+def _cluster(*args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([*CLUSTER, *args], capture_output=True, text=True)
+    return out
+
+
+def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind():
+    was_running = (demo.CLUSTER_STATE / "state.json").exists()
+    up = _cluster("up")
+    assert up.returncode == 0, up.stderr[-3000:]
+    state = json.loads((demo.CLUSTER_STATE / "state.json").read_text())
+    c = demo.Cluster(up.stdout.strip().splitlines()[-1].split("=", 1)[1], Path(state["bin_dir"]))
+    try:
+        node = c.json("get", "node", demo.node.NODE_NAME)
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
+        assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sandbox-only", "namespace": "default"},
+            "spec": {
+                "nodeSelector": demo.LOCAL_SELECTOR,
+                "tolerations": demo.LOCAL_TOLERATIONS,
+                "containers": [{"name": "p", "image": demo.node.SANDBOX_IMAGE, "imagePullPolicy": "Never"}],
+            },
+        }
+        c.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+        running = demo.wait_until(
+            lambda: (p := c.json("get", "pod", "sandbox-only")).get("status", {}).get("phase") == "Running" and p,
+            "the pod Running", 120,
+        )  # fmt: skip
+        assert running["spec"]["nodeName"] == demo.node.NODE_NAME
+        assert running["status"]["podIP"].startswith("10.85.0.")
+        # the fake nodes are kept apart: a pod without the toleration never lands on the real node
+        plain = {**pod, "metadata": {"name": "fake-only", "namespace": "default"}}
+        plain["spec"] = {"containers": pod["spec"]["containers"]}
+        c.kubectl("apply", "-f", "-", stdin=json.dumps(plain))
+        placed = demo.wait_until(lambda: c.json("get", "pod", "fake-only")["spec"].get("nodeName"), "scheduled", 60)
+        assert placed.startswith("gpu-node-")
+    finally:
+        t0 = time.monotonic()
+        down = _cluster("down")
+        print(f"cluster down with a running pod: {time.monotonic() - t0:.1f}s")
+    assert down.returncode == 0, down.stderr[-3000:]
+    left = _cluster("leftovers")
+    assert left.returncode == 0 and left.stdout == "", left.stdout
+    if was_running:
+        assert _cluster("up").returncode == 0

@@ -72,11 +72,11 @@ CMD ["--help"]
 FROM runtime AS worker
 LABEL org.opencontainers.image.title="hadis-worker" \
       org.opencontainers.image.description="HADIS worker: diffusers pipelines behind a Triton server (PyTriton)"
-RUN --mount=type=bind,from=reqs,source=/src,target=/build --mount=type=bind,from=reqs,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=reqs,source=/src/requirements-worker.txt,target=/build/requirements.txt --mount=type=bind,from=reqs,source=/wheels,target=/wheels \
     --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca \
     export PIP_CACHE_DIR=/root/.cache/pip; if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
     python3 -m venv --without-pip /opt/hadis \
-    && set -- /wheels/pip-*.whl && python3 "$1/pip" --python /opt/hadis/bin/python install -r /build/requirements-worker.txt
+    && set -- /wheels/pip-*.whl && python3 "$1/pip" --python /opt/hadis/bin/python install -r /build/requirements.txt
 # PyTriton's Python-backend stub links the system libpython; point it at this interpreter's.
 ENV LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu HF_HOME=/models/hf
 COPY --from=app /opt/hadis-app /opt/hadis-app
@@ -85,10 +85,10 @@ USER 65532:65532
 FROM runtime AS control
 LABEL org.opencontainers.image.title="hadis" \
       org.opencontainers.image.description="HADIS operator and router (no torch)"
-RUN --mount=type=bind,from=reqs,source=/src,target=/build --mount=type=bind,from=reqs,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=reqs,source=/src/requirements-control.txt,target=/build/requirements.txt --mount=type=bind,from=reqs,source=/wheels,target=/wheels \
     --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca \
     export PIP_CACHE_DIR=/root/.cache/pip; if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
     python3 -m venv --without-pip /opt/hadis \
-    && set -- /wheels/pip-*.whl && python3 "$1/pip" --python /opt/hadis/bin/python install -r /build/requirements-control.txt
+    && set -- /wheels/pip-*.whl && python3 "$1/pip" --python /opt/hadis/bin/python install -r /build/requirements.txt
 COPY --from=app /opt/hadis-app /opt/hadis-app
 USER 65532:65532

@@ -43,8 +43,11 @@ FROM build AS app
 RUN --mount=type=cache,target=/root/.cache/pip --mount=type=secret,id=ca \
     export PIP_CACHE_DIR=/root/.cache/pip; if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
     python3 -m venv /opt/hadis && /opt/hadis/bin/pip install "setuptools>=77" wheel
-COPY pyproject.toml README.md LICENSE ./
+# README.md is only the package's long description: an empty one keeps doc edits from changing
+# the image (and from a multi-GB re-import into a node).
+COPY pyproject.toml LICENSE ./
 COPY src ./src
+RUN touch README.md
 RUN /opt/hadis/bin/pip install --no-deps --no-build-isolation --no-compile --prefix=/opt/hadis-app . \
     && /opt/hadis/bin/python -m compileall -q /opt/hadis-app
 

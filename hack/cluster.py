@@ -186,6 +186,7 @@ def up(args: argparse.Namespace) -> int:
     }
     host = "127.0.0.1"
     if args.real_node:
+        node.refuse_second_node(node.paths(STATE))
         # the API server must be reachable from pods: it listens on the bridge address too
         node.network_up()
         host = node.NODE_IP

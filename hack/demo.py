@@ -356,6 +356,10 @@ def up(args: argparse.Namespace) -> int:
             f"{headers.get('x-hadis-escalated')} confidence={extra.get('confidence')} "
             f"({time.monotonic() - t:.2f}s)  {prompt!r}")  # fmt: skip
     log(f"  apply to first image: {first:.1f}s")
+    o = router_overhead(c, DEMO_NS)
+    log(f"  router overhead (median of {o['n']}, light images held to 1 s): through the router pod "
+        f"{o['router_s'] * 1000:.0f} ms, straight to the light worker pod {o['direct_s'] * 1000:.0f} ms: "
+        f"{o['overhead_s'] * 1000:+.0f} ms")  # fmt: skip
 
     if args.load_rps > 0:
         load_step(c, router_url, args.load_rps, args.load_seconds)
@@ -450,6 +454,50 @@ def load_step(
         log("  new worker pod, seconds after it was created: "
             + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))  # fmt: skip
     return timeline
+
+
+def router_overhead(c: Cluster, namespace: str, n: int = 12, name: str = "tiny") -> dict[str, float]:
+    """Median seconds of one image through the router pod against one straight to a light worker
+    pod (Triton's HTTP API), both from this host to pod IPs, sequential, same prompt and seed.
+    The light worker holds each batch to its fixed time, so the difference is the router's cost
+    (scoring, admission, the worker call, the JSON answer); only images the light model served
+    without escalation count on the router's side."""
+    import statistics
+
+    import numpy as np
+    import tritonclient.http as triton_http
+
+    router = next(p for p in c.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=router")["items"]
+              if condition(p, "Ready").get("status") == "True")  # fmt: skip
+    light = next(p for p in worker_pods(c, namespace, "tiny-light") if condition(p, "Ready").get("status") == "True")
+    prompt = "a cat"
+    via_router: list[float] = []
+    for _ in range(n * 3):
+        req = urllib.request.Request(
+            f"http://{router['status']['podIP']}:8080/v1/images/generations",
+            data=json.dumps({"prompt": prompt, "seed": 7}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        t = time.monotonic()
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+            if r.headers["X-Hadis-Model"] == "tiny-light" and r.headers["X-Hadis-Escalated"] == "false":
+                via_router.append(time.monotonic() - t)
+        if len(via_router) >= n:
+            break
+    client = triton_http.InferenceServerClient(f"{light['status']['podIP']}:8000")
+    direct: list[float] = []
+    for _ in range(n):
+        inp = triton_http.InferInput("PROMPT", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
+        seed = triton_http.InferInput("SEED", [1, 1], "INT64")
+        seed.set_data_from_numpy(np.array([[7]], dtype=np.int64))
+        t = time.monotonic()
+        client.infer("tiny-light", [inp, seed])
+        direct.append(time.monotonic() - t)
+    out = {"router_s": statistics.median(via_router), "direct_s": statistics.median(direct), "n": len(via_router)}
+    out["overhead_s"] = out["router_s"] - out["direct_s"]
+    return out
 
 
 def worker_served(pod: dict) -> float:

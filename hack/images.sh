@@ -36,4 +36,9 @@ for spec in control:hadis worker:hadis-worker; do
     || { tail -40 "$HOME/.cache/hadis/build-$target.log" >&2; exit 1; }
   echo "  $name in $((SECONDS - t0))s" >&2
 done
+# Layers of earlier builds stay in BuildKit's cache, several GB per worker rebuild (20 GB seen
+# here after a day's work): keep the most recently used 10 GB (the current layers; pip's cache
+# mount is not a "regular" record and stays).
+"$DOCKER" image prune -f --filter "label=org.opencontainers.image.vendor=hadis-serving" >/dev/null
+"$DOCKER" builder prune -f --filter type=regular --keep-storage 10GB >/dev/null
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^($REPO/|$BASE)" | sed 's/^/  /'

@@ -135,6 +135,15 @@ def cni_config(dir_: Path) -> None:
 # ---------------------------------------------------------------- containerd
 
 
+def refuse_second_node(p: dict[str, Path]) -> None:
+    """One real node per machine: its bridge, addresses and /run paths are fixed."""
+    if _pids_of(str(p["containerd_sock"])):
+        raise SystemExit(
+            "error: another local cluster's real node is running on this machine; stop it first "
+            "(python hack/cluster.py down, from the checkout that started it)"
+        )
+
+
 def containerd_config(p: dict[str, Path]) -> None:
     p["containerd_config"].write_text(f"""version = 2
 root = "{p["containerd_root"]}"

@@ -189,14 +189,23 @@ def load_image(p: dict[str, Path], ref: str) -> bool:
     if stamp.exists() and stamp.read_text() == docker_id and ref in present:
         return False
     t0 = time.monotonic()
-    save = subprocess.Popen([DOCKER, "save", ref], stdout=subprocess.PIPE)
-    imp = subprocess.run(
-        ["ctr", f"--address={p['containerd_sock']}", "-n", "k8s.io", "images", "import", "--no-unpack=false", "-"],
-        stdin=save.stdout,
-        capture_output=True,
-        check=False,
-    )
-    save.wait()
+    # Keep the image this tag pointed at referenced until the new one is unpacked: otherwise
+    # containerd's GC removes its snapshots while the import is reusing them as parents
+    # ("parent snapshot ... does not exist", seen on a re-import of a rebuilt image).
+    keep = f"{ref}-hadis-previous"
+    if ref in present:
+        ctr(p, "images", "tag", "--force", ref, keep, check=False)
+    try:
+        save = subprocess.Popen([DOCKER, "save", ref], stdout=subprocess.PIPE)
+        imp = subprocess.run(
+            ["ctr", f"--address={p['containerd_sock']}", "-n", "k8s.io", "images", "import", "-"],
+            stdin=save.stdout,
+            capture_output=True,
+            check=False,
+        )
+        save.wait()
+    finally:
+        ctr(p, "images", "rm", keep, check=False)
     if imp.returncode != 0 or save.returncode != 0:
         raise RuntimeError(f"import of {ref} failed: {imp.stderr.decode(errors='replace').strip()}")
     discard_layers(p, ref)

@@ -68,7 +68,11 @@ def test_defaults_render_a_leader_elected_cluster_wide_operator(helm_bin):
     assert c["command"] == ["hadis", "operator", "run"]
     assert "--all-namespaces" in c["args"] and "--lease-duration=15" in c["args"]
     assert c["image"] == "ghcr.io/hadis-serving/hadis:0.1.0"  # appVersion by default
-    assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE"}
+    assert {e["name"] for e in c["env"]} == {"POD_NAME", "POD_NAMESPACE", "HADIS_ROUTER_IMAGE", "HADIS_WORKER_IMAGE"}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    # the pods the operator creates: the operator's own image for routers, the worker image, both at appVersion
+    assert env["HADIS_ROUTER_IMAGE"] == "ghcr.io/hadis-serving/hadis:0.1.0"
+    assert env["HADIS_WORKER_IMAGE"] == "ghcr.io/hadis-serving/hadis-worker:0.1.0"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["securityContext"]["runAsNonRoot"] is True and c["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["serviceAccountName"] == "hop-hadis-operator"

@@ -137,16 +137,19 @@ def test_hard_prompts_reach_heavy_and_poor_light_images_escalate(stack):
     status, headers, _ = _post(stack.router_url, HARD[0])
     assert status == 200 and headers["X-Hadis-Model"] == "tiny-heavy", headers
     # escalation: the bottom discRatio of light confidences, so about one light image in 1/discRatio
-    escalated = None
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        for k in range(0, 120, 4):
-            for status, headers, _ in pool.map(lambda p: _post(stack.router_url, p), SIMPLE[k % 8 : k % 8 + 4]):
-                assert status == 200, (status, headers)
-                if headers["X-Hadis-Escalated"] == "true":
+    # (two at a time: the light tier does 4 images/s; a request it cannot finish in time is shed
+    # with a 503 at once, which is admission working, not a failure of this test)
+    escalated, statuses = None, []
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for k in range(0, 120, 2):
+            for status, headers, _ in pool.map(lambda p: _post(stack.router_url, p), SIMPLE[k % 8 : k % 8 + 2]):
+                statuses.append(status)
+                if status == 200 and headers["X-Hadis-Escalated"] == "true":
                     escalated = headers
             if escalated:
                 break
-    assert escalated is not None, "no light image escalated in 120 requests"
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= len(statuses) // 2, statuses
+    assert escalated is not None, f"no light image escalated in {len(statuses)} requests"
     assert escalated["X-Hadis-Model"] == "tiny-heavy"
 
 

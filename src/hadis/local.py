@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config, model_ready_path
-
-SPECS_DIR = Path(__file__).with_name("workers") / "specs"  # hadis.workers.spec.SPECS_DIR, without torch
+from hadis.workers.spec import SPECS_DIR  # parsing only: no torch
 
 
 def free_port() -> int:

@@ -16,13 +16,16 @@ from hadis.operator.builders import (
     WORKER_IMAGE,
     Images,
     cpu_threads,
+    drain_seconds,
     images_of,
     models_of,
     placement_of,
     router_config,
     router_configmap,
     router_deployment,
+    router_rbac,
     router_service,
+    tier_capacity,
     worker_deployment,
     worker_service,
 )
@@ -141,6 +144,49 @@ def test_router_configmap_holds_a_config_the_router_reads():
     assert back.light.endpoints == ("e1-sdxl-lightning-2step.serving.svc:8000",)
     rdep = router_deployment("e1", "serving", 1)
     assert rdep["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+
+
+def test_router_watches_its_tiers_and_peers_with_a_role_for_just_that():
+    from hadis.core.profile import load_profile
+
+    profile = load_profile(ROOT / "profiles" / "tiny.yaml")
+    caps = {m: tier_capacity(profile, m, 6.0, 2) for m in ("tiny-light", "tiny-heavy")}
+    assert caps["tiny-light"].per_replica == 4.0 and caps["tiny-light"].base_s == 1.0  # 4 per 1 s batch
+    assert caps["tiny-heavy"].per_replica == 4 / 3.0
+    assert tier_capacity(profile, "tiny-heavy", 2.0, 1) is None  # no batch fits a 2 s SLO
+    cfg = router_config("e1", "serving", "tiny-light", "tiny-heavy", 0.2, 0.3, 6.0, "64x64", capacities=caps,
+                        router_replicas=3)  # fmt: skip
+    assert parse_config(router_configmap("e1", "serving", cfg)["data"][ROUTER_CONFIG_KEY], "cm") == cfg
+    assert (cfg.light.discovery.namespace, cfg.light.discovery.service) == ("serving", "e1-tiny-light")
+    assert cfg.routers.replicas == 3 and cfg.routers.discovery.service == "e1-router"
+    sa, role, binding = router_rbac("e1", "serving")
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "serving"}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    pod = router_deployment("e1", "serving", 1)["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_a_learned_router_mounts_its_model_configmap():
+    pod = router_deployment("e1", "serving", 1, model_configmap="e1-router-model")["spec"]["template"]["spec"]
+    assert {"name": "router-model", "configMap": {"name": "e1-router-model"}} in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "router-model", "mountPath": "/etc/hadis-model", "readOnly": True} in mounts
+    plain = router_deployment("e1", "serving", 1)["spec"]["template"]["spec"]
+    assert all(v["name"] != "router-model" for v in plain["volumes"])
+
+
+def test_a_terminating_worker_serves_on_then_drains_within_its_grace_period():
+    light, _ = models_of(SPEC)
+    drain = drain_seconds(6.0, 9.5)
+    assert drain == 15 and drain_seconds(6.0, None) == 11
+    pod = worker_deployment("e1", "serving", light, 1, drain_s=drain)["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert c["args"][c["args"].index("--drain-seconds") + 1] == "15"
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain  # SIGKILL only after both
 
 
 def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):

@@ -175,7 +175,7 @@ def test_each_worker_call_opens_its_own_connection_so_a_service_spreads_them():
         port = site._server.sockets[0].getsockname()[1]
         tier = TierClient(Tier("m", (f"127.0.0.1:{port}",)))
         try:
-            client = next(iter(tier._clients.values()))
+            client = tier._client_for(f"127.0.0.1:{port}")
             for _ in range(3):
                 assert await client.is_server_live()
         finally:

@@ -15,6 +15,8 @@ def cmd_worker_serve(args: argparse.Namespace) -> int:
 
     if not args.min_batch_seconds >= 0:  # also refuses nan
         raise SystemExit(f"error: --min-batch-seconds must be >= 0, got {args.min_batch_seconds:g}")
+    if args.drain_seconds < 1:
+        raise SystemExit(f"error: --drain-seconds must be at least 1, got {args.drain_seconds}")
     spec = find_spec(args.model)
     serve(
         spec,
@@ -24,6 +26,7 @@ def cmd_worker_serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         device=args.device or spec.device,
         min_batch_s=args.min_batch_seconds,
+        drain_s=args.drain_seconds,
     )
     return 0
 
@@ -111,6 +114,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="hold each batch to at least S seconds, so a tiny pipeline stands in for a model of a known "
         "service time on any machine (tests, demos; default: 0, off)",
+    )
+    ws.add_argument(
+        "--drain-seconds",
+        type=int,
+        default=30,
+        metavar="S",
+        help="on SIGTERM, wait up to S seconds for the requests in flight to finish before exiting "
+        "(default: %(default)s; the operator sets it from the profile's latency)",
     )
     ws.set_defaults(func=cmd_worker_serve)
 

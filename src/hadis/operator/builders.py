@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from hadis import __version__
-from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config, model_ready_path
+from hadis.core.profile import Profile
+from hadis.router.config import (
+    Capacity,
+    Discovery,
+    Limits,
+    RouterConfig,
+    Routers,
+    Scoring,
+    Tier,
+    dump_config,
+    model_ready_path,
+)
 
 GROUP = "serving.hadis.dev"
 VERSION = "v1alpha1"
@@ -27,6 +38,11 @@ WORKER_IMAGE = f"ghcr.io/hadis-serving/hadis-worker:{__version__}"
 USER_ID = 65532  # the images' non-root user, with a passwd entry
 WORKER_HTTP, WORKER_GRPC, WORKER_METRICS, ROUTER_PORT = 8000, 8001, 8002, 8080
 ROUTER_CONFIG_KEY = "router.yaml"
+ROUTER_MODEL_KEY = "router-model.json"
+ROUTER_MODEL_DIR = "/etc/hadis-model"
+# A terminating worker keeps serving this long before SIGTERM, so the routers' EndpointSlice
+# watches and kube-proxy have stopped sending to it before it stops accepting.
+PRESTOP_S = 5
 
 
 @dataclass(frozen=True)
@@ -122,6 +138,12 @@ _SECURITY = {
 }
 
 
+def drain_seconds(slo_s: float, slowest_batch_s: float | None) -> int:
+    """How long a terminating worker may take to finish what it holds: every image it accepted
+    was due within the SLO, and a batch already running ends within the slowest batch latency."""
+    return math.ceil(max(slo_s, slowest_batch_s or 0.0)) + 5
+
+
 def worker_deployment(
     cascade: str,
     namespace: str,
@@ -129,9 +151,14 @@ def worker_deployment(
     replicas: int,
     image: str = WORKER_IMAGE,
     placement: Mapping[str, Any] | None = None,
+    drain_s: int = 30,
 ) -> dict[str, Any]:
     """One model variant's Triton workers; ``replicas`` comes from the plan. The device comes
-    from the worker spec (cuda, or cpu for the tiny variants); ``model.image`` wins over ``image``."""
+    from the worker spec (cuda, or cpu for the tiny variants); ``model.image`` wins over ``image``.
+
+    Drain on scale-down and rollout: the pod leaves its EndpointSlice (not ready, terminating) the
+    moment its deletion starts, serves on for ``PRESTOP_S`` while routers and kube-proxy stop
+    sending, then on SIGTERM Triton finishes the requests in flight for up to ``drain_s``."""
     sel = {CASCADE_LABEL: cascade, MODEL_LABEL: _dns(model.name)}
     gpu = {"nvidia.com/gpu": str(model.gpus_per_replica)}
     resources = dict(model.resources or {})
@@ -161,6 +188,7 @@ def worker_deployment(
                 "spec": {
                     "securityContext": {"runAsNonRoot": True, "fsGroup": USER_ID},
                     **dict(placement or {}),
+                    "terminationGracePeriodSeconds": PRESTOP_S + drain_s + 5,
                     "containers": [
                         {
                             "name": "worker",
@@ -179,6 +207,8 @@ def worker_deployment(
                                 str(WORKER_GRPC),
                                 "--metrics-port",
                                 str(WORKER_METRICS),
+                                "--drain-seconds",
+                                str(drain_s),
                                 *model.args,
                             ],
                             "env": env,
@@ -206,6 +236,7 @@ def worker_deployment(
                                 "httpGet": {"path": "/v2/health/live", "port": probe_port},
                                 "periodSeconds": 10,
                             },
+                            "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_S}}},
                             "securityContext": _SECURITY,
                             "volumeMounts": [
                                 {"name": "model-cache", "mountPath": "/models"},
@@ -244,6 +275,16 @@ def worker_service(cascade: str, namespace: str, model: ModelEntry) -> dict[str,
     }
 
 
+def tier_capacity(profile: Profile, model: str, slo_s: float, replicas: int) -> Capacity | None:
+    """The profile's view of one tier for the router's admission, until it measures its own:
+    one image alone, and the best throughput of a batch that fits the SLO."""
+    batches = [(b, s) for b, s in profile.feasible_batches(model) if s <= slo_s]
+    if not batches:
+        return None
+    base = min(s for b, s in batches if b == min(b for b, _ in batches))
+    return Capacity(base_s=base, per_replica=max(b / s for b, s in batches), replicas=replicas)
+
+
 def router_config(
     cascade: str,
     namespace: str,
@@ -255,9 +296,20 @@ def router_config(
     size: str,
     scoring: str = "rule",
     model_file: str | None = None,
+    capacities: Mapping[str, Capacity | None] | None = None,
+    router_replicas: int = 1,
 ) -> RouterConfig:
+    """The router's config: each tier's Service (the fallback), its EndpointSlices to watch, and
+    the profile's capacity; the routers' own Service, to count the replicas sharing the tiers."""
+
     def tier(model: str) -> Tier:
-        return Tier(model, (f"{worker_name(cascade, model)}.{namespace}.svc:{WORKER_HTTP}",))
+        svc = worker_name(cascade, model)
+        return Tier(
+            model,
+            (f"{svc}.{namespace}.svc:{WORKER_HTTP}",),
+            discovery=Discovery(namespace, svc, "http"),
+            capacity=(capacities or {}).get(model),
+        )
 
     return RouterConfig(
         cascade=cascade,
@@ -269,6 +321,7 @@ def router_config(
         disc_ratio=disc_ratio,
         scoring=Scoring(scoring, model_file),
         limits=Limits(),
+        routers=Routers(router_replicas, Discovery(namespace, router_name(cascade))),
     )
 
 
@@ -281,14 +334,52 @@ def router_configmap(cascade: str, namespace: str, cfg: RouterConfig) -> dict[st
     }
 
 
+def router_rbac(cascade: str, namespace: str) -> list[dict[str, Any]]:
+    """The router's service account, allowed to watch the EndpointSlices of its namespace (the
+    tiers' pods and its peers) and nothing else."""
+    name, meta = router_name(cascade), {"namespace": namespace, "labels": labels(cascade, "router")}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, **meta}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, **meta},
+            "rules": [
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, **meta},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
+
+
 def router_deployment(
     cascade: str,
     namespace: str,
     replicas: int,
     image: str = ROUTER_IMAGE,
     placement: Mapping[str, Any] | None = None,
+    model_configmap: str | None = None,
 ) -> dict[str, Any]:
+    """The router pods; ``model_configmap`` (a learned router model) is mounted at
+    ``ROUTER_MODEL_DIR``, and the router reloads it when the ConfigMap changes."""
     sel = {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"}
+    mounts = [
+        {"name": "config", "mountPath": "/etc/hadis", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": router_name(cascade)}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if model_configmap:
+        mounts.append({"name": "router-model", "mountPath": ROUTER_MODEL_DIR, "readOnly": True})
+        volumes.append({"name": "router-model", "configMap": {"name": model_configmap}})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -299,6 +390,7 @@ def router_deployment(
             "template": {
                 "metadata": {"labels": labels(cascade, "router")},
                 "spec": {
+                    "serviceAccountName": router_name(cascade),
                     "securityContext": {"runAsNonRoot": True},
                     **dict(placement or {}),
                     "containers": [
@@ -321,16 +413,10 @@ def router_deployment(
                             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
                             "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
                             "securityContext": _SECURITY,
-                            "volumeMounts": [
-                                {"name": "config", "mountPath": "/etc/hadis", "readOnly": True},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                            ],
+                            "volumeMounts": mounts,
                         }
                     ],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": router_name(cascade)}},
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },

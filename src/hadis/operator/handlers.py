@@ -99,6 +99,12 @@ def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
         api("CoreV1Api").patch_namespaced_service(name, ns, obj, **kwargs)
     elif kind == "ConfigMap":
         api("CoreV1Api").patch_namespaced_config_map(name, ns, obj, **kwargs)
+    elif kind == "ServiceAccount":
+        api("CoreV1Api").patch_namespaced_service_account(name, ns, obj, **kwargs)
+    elif kind == "Role":
+        api("RbacAuthorizationV1Api").patch_namespaced_role(name, ns, obj, **kwargs)
+    elif kind == "RoleBinding":
+        api("RbacAuthorizationV1Api").patch_namespaced_role_binding(name, ns, obj, **kwargs)
     else:  # pragma: no cover
         raise ValueError(f"cannot apply {kind}")
 
@@ -140,13 +146,28 @@ def default_images() -> builders.Images:
     )
 
 
+def _slowest_batch(profile, model: str) -> float | None:
+    try:
+        return max((s for _, s in profile.feasible_batches(model)), default=None)
+    except KeyError:  # a model the profile does not know: the SLO bounds its drain
+        return None
+
+
 def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decision: logic.Decision) -> list[dict]:
     models = builders.models_of(spec)
     images = builders.images_of(spec, default_images())
     placement = builders.placement_of(spec)
     router = spec.get("router") or {}
     plan = decision.plan
-    light = bundle.profile.model(plan.config.light)
+    slo_s = float(spec["sloSeconds"])
+    profile = bundle.profile
+    light = profile.model(plan.config.light)
+    capacities = {
+        m: builders.tier_capacity(profile, m, slo_s, decision.replicas.get(m, 0))
+        for m in (plan.config.light, plan.config.heavy)
+    }
+    learned = router.get("scoring") == "learned"
+    router_replicas = int(router.get("replicas", 1))
     cfg = builders.router_config(
         name,
         namespace,
@@ -154,18 +175,23 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
         plan.config.heavy,
         plan.config.router_ratio,
         plan.config.disc_ratio,
-        float(spec["sloSeconds"]),
+        slo_s,
         f"{light.resolution}x{light.resolution}",
         router.get("scoring", "rule"),
-        "/etc/hadis-model/router-model.json" if router.get("scoring") == "learned" else None,
+        f"{builders.ROUTER_MODEL_DIR}/{builders.ROUTER_MODEL_KEY}" if learned else None,
+        capacities,
+        router_replicas,
     )
     objs: list[dict] = []
     for m in models:
         replicas = decision.replicas.get(m.name, 0)
-        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement))
+        drain = builders.drain_seconds(slo_s, _slowest_batch(profile, m.name))
+        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement, drain))
         objs.append(builders.worker_service(name, namespace, m))
     objs.append(builders.router_configmap(name, namespace, cfg))
-    objs.append(builders.router_deployment(name, namespace, int(router.get("replicas", 1)), images.router, placement))
+    objs += builders.router_rbac(name, namespace)
+    model_cm = router.get("modelConfigMapName") if learned else None
+    objs.append(builders.router_deployment(name, namespace, router_replicas, images.router, placement, model_cm))
     objs.append(builders.router_service(name, namespace))
     return objs
 

@@ -12,10 +12,20 @@ A new request of ``n`` images is predicted to finish after the work ahead of it 
 own service: ``in_flight / capacity + base_s``. When that is past the SLO, or the tier already
 holds ``max_in_flight`` images, it is refused at once with a ``Retry-After`` that says when the
 backlog should have drained, instead of waiting in a queue that grows without bound.
+
+Until completions have taught it, the tier's figures come from the planning profile
+(``prior_base_s``, ``prior_capacity``: the ready replicas times one replica's throughput), so a
+burst that meets a cold router is admitted against what the tier can do, not waved through.
+
+With several router replicas each one sees only its own images. Each admits against its
+``share`` (1/N of the tier's capacity and of ``max_in_flight``); what it learns needs no
+correction, because under load its own completions are its share of the tier's: own in-flight
+over own throughput is the tier's backlog over the tier's throughput.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -30,17 +40,29 @@ class TierLoad:
     alpha: float = 0.2
     window_s: float = 2.0
     idle_below: int = 2  # an image that starts with fewer ahead of it measures base_s
+    prior_base_s: float | None = None
+    prior_capacity: float | None = None  # the whole tier's, images per second
+    share: float = 1.0  # this router's part of the tier (1 / router replicas)
     _done: deque = field(default_factory=deque)
     _window_start: float | None = None
     _busy_window: bool = False
 
+    def effective(self) -> tuple[float | None, float | None]:
+        """(base seconds, images per second) for this router: learned, else the profile's."""
+        base = self.base_s if self.base_s is not None else self.prior_base_s
+        capacity = self.capacity
+        if capacity is None and self.prior_capacity:
+            capacity = self.prior_capacity * self.share
+        return base, capacity
+
     def predicted_latency(self, n: int = 1) -> float:
         """Seconds until ``n`` more images would be done (0 when nothing is known yet)."""
-        if self.base_s is None:
+        base, capacity = self.effective()
+        if base is None:
             return 0.0
-        if not self.capacity:
-            return self.base_s
-        return self.in_flight / self.capacity + self.base_s * (1 if n <= 1 else 1 + (n - 1) / self.capacity)
+        if not capacity:
+            return base
+        return self.in_flight / capacity + base * (1 if n <= 1 else 1 + (n - 1) / capacity)
 
     def start(self, n: int = 1) -> int:
         """Count ``n`` images in; returns how many were ahead of them."""
@@ -81,10 +103,13 @@ class Admission:
 
 
 def admit(load: TierLoad, n: int, slo_s: float, max_in_flight: int) -> Admission:
-    """Admit ``n`` images to a tier, or say why not and when to retry."""
+    """Admit ``n`` images to a tier, or say why not and when to retry. ``max_in_flight`` is the
+    tier's; this router holds its share of it (at least one image)."""
     predicted = load.predicted_latency(n)
-    if load.in_flight + n > max_in_flight:
-        drain = load.in_flight / load.capacity if load.capacity else slo_s
+    limit = max(1, math.ceil(max_in_flight * load.share))
+    if load.in_flight + n > limit:
+        capacity = load.effective()[1]
+        drain = load.in_flight / capacity if capacity else slo_s
         return Admission(False, "in-flight limit reached", max(1.0, drain), predicted)
     if predicted > slo_s:
         return Admission(False, "predicted latency exceeds the SLO", max(1.0, predicted - slo_s), predicted)

@@ -11,10 +11,16 @@ writes one for a local data plane. Example::
     discRatio: 0.3                # share of light results escalated
     light:
       name: tiny-light            # Triton model name
-      endpoints: [127.0.0.1:8000] # Triton HTTP endpoints, one per replica
+      endpoints: [127.0.0.1:8000] # Triton HTTP endpoints, one per replica (or the tier's Service)
+      # optional: the Service whose EndpointSlices list the tier's pods; the router then sends
+      # each image to the ready pod with the least work in flight (endpoints are the fallback)
+      discovery: {namespace: default, service: demo-tiny-light, port: http}
+      # optional: the planning profile's figures, used until the router has measured its own
+      capacity: {baseSeconds: 1.0, imagesPerSecondPerReplica: 4.0, replicas: 2}
     heavy:
       name: tiny-heavy
       endpoints: [127.0.0.1:8010]
+    routers: {replicas: 1}        # router replicas sharing the tiers (and their discovery)
     scoring: {mode: rule}         # or {mode: learned, modelFile: /etc/hadis/router-model.json}
     limits: {maxN: 4, maxPromptChars: 4000, maxBodyBytes: 65536, maxInFlight: 64}
 
@@ -38,10 +44,38 @@ _ENDPOINT_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """A Service whose EndpointSlices the router watches (``port``: the port's name)."""
+
+    namespace: str
+    service: str
+    port: str = "http"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the planning profile says one tier can do, before the router has measured it."""
+
+    base_s: float  # one image alone
+    per_replica: float  # images per second one busy replica completes
+    replicas: int  # planned; the discovered ready replicas replace it when known
+
+
+@dataclass(frozen=True)
 class Tier:
     name: str  # the Triton model name the tier's workers serve
     endpoints: tuple[str, ...]
     timeout_s: float | None = None  # per call; default: the remaining deadline
+    discovery: Discovery | None = None
+    capacity: Capacity | None = None
+
+
+@dataclass(frozen=True)
+class Routers:
+    """The router replicas that share the tiers: each admits against 1/replicas of them."""
+
+    replicas: int = 1
+    discovery: Discovery | None = None  # the routers' own Service: its ready pods are counted
 
 
 def model_ready_path(model: str) -> str:
@@ -78,6 +112,7 @@ class RouterConfig:
     disc_ratio: float = 0.0
     scoring: Scoring = field(default_factory=Scoring)
     limits: Limits = field(default_factory=Limits)
+    routers: Routers = field(default_factory=Routers)
 
     @property
     def width_height(self) -> tuple[int, int]:
@@ -106,10 +141,41 @@ def _int(doc: dict, key: str, source: str, path: str, lo: int, hi: int, default:
     return v
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _discovery(doc: Any, source: str, key: str, need_port: bool = True) -> Discovery | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise DataError(source, "must be a mapping with namespace and service", field=key)
+    _take(doc, source, key, {"namespace", "service", "port"} if need_port else {"namespace", "service"})
+    for k in ("namespace", "service"):
+        if not isinstance(doc.get(k), str) or not _DNS_LABEL.match(doc[k]):
+            raise DataError(source, "must be a DNS label", field=f"{key}.{k}")
+    port = doc.get("port", "http")
+    if not isinstance(port, str) or not port:
+        raise DataError(source, "must be a port name", field=f"{key}.port")
+    return Discovery(doc["namespace"], doc["service"], port)
+
+
+def _capacity(doc: Any, source: str, key: str) -> Capacity | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise DataError(source, "must be a mapping", field=key)
+    _take(doc, source, key, {"baseSeconds", "imagesPerSecondPerReplica", "replicas"})
+    return Capacity(
+        base_s=_number(doc, "baseSeconds", source, f"{key}.", 0.0001, 86400),
+        per_replica=_number(doc, "imagesPerSecondPerReplica", source, f"{key}.", 0.0001, 1e6),
+        replicas=_int(doc, "replicas", source, f"{key}.", 0, 100_000, 1),
+    )
+
+
 def _tier(doc: Any, source: str, key: str) -> Tier:
     if not isinstance(doc, dict):
         raise DataError(source, "must be a mapping with name and endpoints", field=key)
-    _take(doc, source, key, {"name", "endpoints", "timeoutSeconds"})
+    _take(doc, source, key, {"name", "endpoints", "timeoutSeconds", "discovery", "capacity"})
     name = doc.get("name")
     if not isinstance(name, str) or not name:
         raise DataError(source, "must be a non-empty string (the Triton model name)", field=f"{key}.name")
@@ -119,7 +185,25 @@ def _tier(doc: Any, source: str, key: str) -> Tier:
     timeout = None
     if "timeoutSeconds" in doc:
         timeout = _number(doc, "timeoutSeconds", source, f"{key}.", 0.001, 3600)
-    return Tier(name, tuple(eps), timeout)
+    return Tier(
+        name,
+        tuple(eps),
+        timeout,
+        _discovery(doc.get("discovery"), source, f"{key}.discovery"),
+        _capacity(doc.get("capacity"), source, f"{key}.capacity"),
+    )
+
+
+def _routers(doc: Any, source: str) -> Routers:
+    if doc is None:
+        return Routers()
+    if not isinstance(doc, dict):
+        raise DataError(source, "must be a mapping", field="routers")
+    _take(doc, source, "routers", {"replicas", "discovery"})
+    return Routers(
+        _int(doc, "replicas", source, "routers.", 1, 10_000, 1),
+        _discovery(doc.get("discovery"), source, "routers.discovery", need_port=False),
+    )
 
 
 def parse_config(text: str, source: str) -> RouterConfig:
@@ -146,12 +230,13 @@ def parse_config(text: str, source: str) -> RouterConfig:
             "heavy",
             "scoring",
             "limits",
+            "routers",
         },
     )
     if doc.get("apiVersion") != API_VERSION:
         raise DataError(source, f"must be {API_VERSION}, got {doc.get('apiVersion')!r}", field="apiVersion")
     cascade = doc.get("cascade")
-    if not isinstance(cascade, str) or not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", cascade):
+    if not isinstance(cascade, str) or not _DNS_LABEL.match(cascade):
         raise DataError(source, "must be a DNS label (lower-case letters, digits, '-')", field="cascade")
     size = doc.get("size")
     if not isinstance(size, str) or not _SIZE_RE.match(size):
@@ -191,7 +276,15 @@ def parse_config(text: str, source: str) -> RouterConfig:
         disc_ratio=_number(doc, "discRatio", source, "", 0.0, 1.0, 0.0),
         scoring=scoring,
         limits=limits,
+        routers=_routers(doc.get("routers"), source),
     )
+
+
+def _discovery_doc(d: Discovery, with_port: bool = True) -> dict[str, str]:
+    out = {"namespace": d.namespace, "service": d.service}
+    if with_port:
+        out["port"] = d.port
+    return out
 
 
 def dump_config(cfg: RouterConfig) -> str:
@@ -215,6 +308,18 @@ def dump_config(cfg: RouterConfig) -> str:
     for key, tier in (("light", cfg.light), ("heavy", cfg.heavy)):
         if tier.timeout_s is not None:
             doc[key]["timeoutSeconds"] = tier.timeout_s
+        if tier.discovery is not None:
+            doc[key]["discovery"] = _discovery_doc(tier.discovery)
+        if tier.capacity is not None:
+            c = tier.capacity
+            doc[key]["capacity"] = {
+                "baseSeconds": c.base_s,
+                "imagesPerSecondPerReplica": c.per_replica,
+                "replicas": c.replicas,
+            }
+    doc["routers"] = {"replicas": cfg.routers.replicas}
+    if cfg.routers.discovery is not None:
+        doc["routers"]["discovery"] = _discovery_doc(cfg.routers.discovery, with_port=False)
     if cfg.scoring.model_file:
         doc["scoring"]["modelFile"] = cfg.scoring.model_file
     return yaml.safe_dump(doc, sort_keys=False)

@@ -64,3 +64,16 @@ class RouterMetrics:
             ["cascade", "kind"],
             registry=r,
         )
+        self.routers = Gauge(
+            "hadis_router_replicas",
+            "Router replicas sharing the tiers, as this router counts them (each admits 1/N).",
+            ["cascade"],
+            registry=r,
+        )
+        self.dispatch_endpoints = Gauge(
+            "hadis_router_dispatch_endpoints",
+            "Endpoints a tier's images are sent to, by source: endpointslices (its ready pods, "
+            "least loaded first) or service (the tier's Service).",
+            ["cascade", "model", "source"],
+            registry=r,
+        )

@@ -24,8 +24,10 @@ import sys
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,8 +36,10 @@ from hadis.core.errors import DataError
 from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
 from hadis.router.admission import TierLoad, admit
-from hadis.router.api import ApiError, parse_generation_request
-from hadis.router.config import RouterConfig, Tier, model_ready_path, parse_config
+from hadis.router.api import ApiError, GenerationRequest, parse_generation_request
+from hadis.router.config import Discovery, RouterConfig, Tier, model_ready_path, parse_config
+from hadis.router.discovery import SliceWatch
+from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
 from hadis.router.metrics import RouterMetrics
 from hadis.router.triton import TierClient, WorkerResult, WorkerUnavailable
 
@@ -66,9 +70,24 @@ class ImageOutcome:
     degraded: str | None = None
 
 
+@dataclass(frozen=True)
+class Routed:
+    entry: str  # hadis.core.routing.entry_tier's answer: light, heavy or degrade
+    score: float
+    percentile: float
+
+
 def _unit(text: str, salt: int = 0) -> float:
     """A stable number in [0, 1) per prompt: splits ties at a percentile cut reproducibly."""
     return zlib.crc32(text.encode("utf-8", errors="replace"), salt) / 2**32
+
+
+def _stamp(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()  # follows the symlinks a mounted ConfigMap swaps
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size)
 
 
 def _make_scorer(cfg: RouterConfig):
@@ -77,20 +96,79 @@ def _make_scorer(cfg: RouterConfig):
     return load_scorer(cfg.scoring.mode, cfg.scoring.model_file)
 
 
+TIERS = ("light", "heavy")
+
+
+@dataclass(frozen=True)
+class Plane:
+    """Everything one configuration decides, built once per config and swapped whole.
+
+    A request takes the plane that is current when it arrives and uses it to the end: its
+    escalation calls the heavy model of that config and labels the image with it. State tied to a
+    model (its load, its confidence percentiles) carries into the next plane only while the model
+    stays; a new model pair starts afresh."""
+
+    cfg: RouterConfig
+    scorer: Any
+    score_pct: StreamingPercentile
+    conf_pct: StreamingPercentile
+    clients: Mapping[str, TierClient]
+    loads: Mapping[str, TierLoad]
+
+    def tier(self, name: str) -> Tier:
+        return getattr(self.cfg, name)
+
+
+def _pool_key(tier: Tier) -> tuple:
+    return (tier.discovery,) if tier.discovery else ("endpoints", tier.endpoints)
+
+
+def build_plane(
+    cfg: RouterConfig, old: Plane | None, pools: Mapping[tuple, EndpointPool], rescore: bool = False
+) -> Plane:
+    """The plane of ``cfg``, keeping from ``old`` what still describes the same models
+    (``rescore``: the router model file changed, so the scorer and its percentiles are new)."""
+    if old is not None and old.cfg.scoring == cfg.scoring and not rescore:
+        scorer, score_pct = old.scorer, old.score_pct
+    else:
+        scorer = _make_scorer(cfg)
+        score_pct = StreamingPercentile(cfg.scoring.window, scorer.score_quantiles)
+    clients: dict[str, TierClient] = {}
+    loads: dict[str, TierLoad] = {}
+    for name in TIERS:
+        tier: Tier = getattr(cfg, name)
+        was: Tier | None = None if old is None else old.tier(name)
+        same_model = was is not None and was.name == tier.name
+        if same_model and replace(was, capacity=None) == replace(tier, capacity=None):
+            clients[name] = old.clients[name]  # capacity is the planner's figure, not the client's
+        else:
+            clients[name] = TierClient(tier, pools[_pool_key(tier)])
+        loads[name] = old.loads[name] if same_model else TierLoad()
+    same_light = old is not None and old.cfg.light.name == cfg.light.name
+    conf_pct = old.conf_pct if same_light else StreamingPercentile(cfg.scoring.window)
+    return Plane(cfg, scorer, score_pct, conf_pct, clients, loads)
+
+
 class Router:
     def __init__(self, config_path: str | Path, metrics: RouterMetrics | None = None):
         self.config_path = Path(config_path)
         self.metrics = metrics or RouterMetrics()
-        self.cfg = self._read_config()
+        cfg = self._read_config()
         self._stamp = self._file_stamp()
-        self.scorer = _make_scorer(self.cfg)
-        self.score_pct = StreamingPercentile(self.cfg.scoring.window, self.scorer.score_quantiles)
-        self.conf_pct = StreamingPercentile(self.cfg.scoring.window)
-        self.tiers: dict[str, TierClient] = {}
-        self.loads = {"light": TierLoad(), "heavy": TierLoad()}
+        self.pools: dict[tuple, EndpointPool] = {}
+        self.watches: dict[tuple, SliceWatch] = {}
+        self.peers: int | None = None  # ready router replicas, when their Service is watched
+        self._ensure_pools(cfg)
+        self.plane = build_plane(cfg, None, self.pools)
+        self._model = self._model_stamp(cfg)
         self.ready_endpoints: dict[str, set[str]] = {"light": set(), "heavy": set()}
         self._tasks: list[asyncio.Task] = []
-        self._publish_ratios()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._published()
+
+    @property
+    def cfg(self) -> RouterConfig:
+        return self.plane.cfg
 
     # ------------------------------------------------------------------ configuration
     def _read_config(self) -> RouterConfig:
@@ -101,59 +179,111 @@ class Router:
         return parse_config(text, str(self.config_path))
 
     def _file_stamp(self) -> tuple[float, int] | None:
-        try:
-            st = self.config_path.stat()  # follows the symlinks a mounted ConfigMap swaps
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size)
+        return _stamp(self.config_path)
 
-    def _publish_ratios(self) -> None:
-        c = self.cfg.cascade
-        self.metrics.ratio.labels(c, "router").set(self.cfg.router_ratio)
-        self.metrics.ratio.labels(c, "disc").set(self.cfg.disc_ratio)
+    def _model_stamp(self, cfg: RouterConfig) -> tuple[float, int] | None:
+        return _stamp(Path(cfg.scoring.model_file)) if cfg.scoring.model_file else None
+
+    def _ensure_pools(self, cfg: RouterConfig) -> None:
+        """An endpoint pool per tier Service, and once the loop runs, the watches ``cfg`` names."""
+        for name in TIERS:
+            tier: Tier = getattr(cfg, name)
+            key = _pool_key(tier)
+            if key not in self.pools:
+                self.pools[key] = EndpointPool(tier.endpoints)
+            if tier.discovery and key not in self.watches and self._loop is not None:
+                self._watch(key, tier.discovery)
+        peers = cfg.routers.discovery
+        if peers and ("peers", peers) not in self.watches and self._loop is not None:
+            self._watch(("peers", peers), peers)
+
+    def _watch(self, key: tuple, d: Discovery) -> None:
+        def changed(slices: list | None) -> None:
+            if key[0] == "peers":
+                self.peers = None if slices is None else ready_count(slices)
+            else:
+                self.pools[key].update(None if slices is None else ready_addresses(slices, d.port))
+            self._published()
+
+        watch = self.watches[key] = SliceWatch(d.namespace, d.service, changed)
+        assert self._loop is not None
+        watch.start(self._loop)
+
+    def _published(self) -> None:
+        """Derived figures after a change: admission's priors and shares, and the gauges."""
+        plane = self.plane
+        c = plane.cfg.cascade
+        routers = self.peers or plane.cfg.routers.replicas
+        self.metrics.ratio.labels(c, "router").set(plane.cfg.router_ratio)
+        self.metrics.ratio.labels(c, "disc").set(plane.cfg.disc_ratio)
+        self.metrics.routers.labels(c).set(routers)
+        for name in TIERS:
+            tier, load, pool = plane.tier(name), plane.loads[name], plane.clients[name].pool
+            load.share = 1.0 / max(1, routers)
+            if tier.capacity is not None:
+                replicas = len(pool.discovered) if pool.discovered else tier.capacity.replicas
+                load.prior_base_s = tier.capacity.base_s
+                load.prior_capacity = tier.capacity.per_replica * replicas
+            self.metrics.dispatch_endpoints.labels(c, tier.name, pool.source).set(len(pool.candidates()))
+            other = "service" if pool.source == "endpointslices" else "endpointslices"
+            self.metrics.dispatch_endpoints.labels(c, tier.name, other).set(0)
 
     async def reload_if_changed(self) -> bool:
-        """Swap in a changed config file; a bad one is logged and the old config kept.
-
-        Requests in flight keep the config (and worker clients) they started with."""
+        """Swap in a changed config file or router model file; a bad one is logged and the old
+        plane kept. Requests in flight keep the plane (config, worker clients, loads) they
+        started with."""
         stamp = self._file_stamp()
-        if stamp is None or stamp == self._stamp:
+        model = self._model_stamp(self.cfg)
+        if stamp is None or (stamp == self._stamp and model == self._model):
             return False
         self._stamp = stamp
-        old = self.cfg
+        old = self.plane
         try:
-            new = self._read_config()
-            scorer = _make_scorer(new) if new.scoring != old.scoring else self.scorer
+            new_cfg = self._read_config()
+            self._ensure_pools(new_cfg)
+            model = self._model_stamp(new_cfg)
+            rescore = new_cfg.scoring.model_file is not None and model != self._model
+            self._model = model
+            new = build_plane(new_cfg, old, self.pools, rescore)
         except DataError as e:
-            self.metrics.config_reloads.labels(old.cascade, "error").inc()
+            self.metrics.config_reloads.labels(old.cfg.cascade, "error").inc()
             _log(logging.ERROR, "config reload failed; keeping the previous config", error=str(e))
             return False
-        if scorer is not self.scorer:
-            self.scorer = scorer
-            self.score_pct = StreamingPercentile(new.scoring.window, scorer.score_quantiles)
-        for name in ("light", "heavy"):
-            old_tier: Tier = getattr(old, name)
-            if getattr(new, name) != old_tier and name in self.tiers:
-                stale = self.tiers.pop(name)
-                asyncio.get_running_loop().call_later(new.slo_s * 2, lambda c=stale: asyncio.ensure_future(c.close()))
-        self.cfg = new
-        self._publish_ratios()
-        self.metrics.config_reloads.labels(new.cascade, "ok").inc()
+        self.plane = new
+        self._retire(old, new)
+        self._published()
+        self.metrics.config_reloads.labels(new_cfg.cascade, "ok").inc()
         _log(
             logging.INFO,
             "config reloaded",
-            router_ratio=new.router_ratio,
-            disc_ratio=new.disc_ratio,
-            light=new.light.name,
-            heavy=new.heavy.name,
+            scorer=new_cfg.scoring.mode + (" (new model file)" if rescore else ""),
+            router_ratio=new_cfg.router_ratio,
+            disc_ratio=new_cfg.disc_ratio,
+            light=new_cfg.light.name,
+            heavy=new_cfg.heavy.name,
         )
         return True
 
-    def tier(self, name: str) -> TierClient:
-        client = self.tiers.get(name)
-        if client is None:
-            client = self.tiers[name] = TierClient(getattr(self.cfg, name))
-        return client
+    def _retire(self, old: Plane, new: Plane) -> None:
+        """Close what only the old plane used once its requests are done (within 2 SLOs)."""
+        live = {id(c) for c in new.clients.values()}
+        stale = [c for c in old.clients.values() if id(c) not in live]
+        keys = {_pool_key(new.tier(n)) for n in TIERS}
+        dead = [k for k in self.watches if k[0] != "peers" and k not in keys]
+        if new.cfg.routers.discovery != old.cfg.routers.discovery and old.cfg.routers.discovery:
+            dead.append(("peers", old.cfg.routers.discovery))
+            self.peers = None
+
+        async def close() -> None:
+            for c in stale:
+                await c.close()
+            for k in dead:
+                if k in self.watches and k not in {_pool_key(self.plane.tier(n)) for n in TIERS}:
+                    self.watches.pop(k).stop()
+                    self.pools.pop(k, None)
+
+        if stale or dead:
+            asyncio.get_running_loop().call_later(old.cfg.slo_s * 2, lambda: asyncio.ensure_future(close()))
 
     # ------------------------------------------------------------------ background tasks
     async def _watch_config(self) -> None:
@@ -169,9 +299,9 @@ class Router:
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session:
             while True:
-                for name in ("light", "heavy"):
+                for name in TIERS:
                     ready = set()
-                    tier: Tier = getattr(self.cfg, name)
+                    tier: Tier = self.plane.tier(name)
                     for ep in tier.endpoints:
                         try:
                             async with session.get(f"http://{ep}{model_ready_path(tier.name)}") as r:
@@ -183,23 +313,27 @@ class Router:
                 await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def start(self, _app: web.Application | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._ensure_pools(self.plane.cfg)
         self._tasks = [asyncio.create_task(self._watch_config()), asyncio.create_task(self._probe_workers())]
 
     async def stop(self, _app: web.Application | None = None) -> None:
         for t in self._tasks:
             t.cancel()
-        for client in self.tiers.values():
+        for w in self.watches.values():
+            w.stop()
+        for client in {id(c): c for c in self.plane.clients.values()}.values():
             await client.close()
 
-    # ------------------------------------------------------------------ request path
-    async def _call(self, cfg: RouterConfig, tier: str, prompt: str, seed: int, deadline: float) -> WorkerResult:
-        load = self.loads[tier]
+    # ------------------------------------------------------------------ one image
+    async def _call(self, plane: Plane, tier: str, prompt: str, seed: int, deadline: float) -> WorkerResult:
+        load = plane.loads[tier]
         ahead = load.start()
         try:
-            result = await self.tier(tier).generate(prompt, seed, deadline)
+            result = await plane.clients[tier].generate(prompt, seed, deadline)
         except WorkerUnavailable:
             load.abandon()
-            self.metrics.worker_errors.labels(cfg.cascade, getattr(cfg, tier).name).inc()
+            self.metrics.worker_errors.labels(plane.cfg.cascade, plane.tier(tier).name).inc()
             raise
         except BaseException:
             load.abandon()
@@ -207,140 +341,141 @@ class Router:
         load.finish(result.latency_s, time.monotonic(), ahead)
         return result
 
-    def _light(self, cfg: RouterConfig, res: WorkerResult, degraded: str | None = None) -> ImageOutcome:
+    def _light(self, plane: Plane, res: WorkerResult, degraded: str | None = None) -> ImageOutcome:
         """The light image is the answer; ``degraded`` says why heavy was not used, if it was due."""
-        self.metrics.decisions.labels(cfg.cascade, "light").inc()
+        self.metrics.decisions.labels(plane.cfg.cascade, "light").inc()
         if degraded:
-            self.metrics.degraded.labels(cfg.cascade, degraded).inc()
-        return ImageOutcome(res, cfg.light.name, degraded=degraded)
+            self.metrics.degraded.labels(plane.cfg.cascade, degraded).inc()
+        return ImageOutcome(res, plane.cfg.light.name, degraded=degraded)
 
-    async def _image(self, cfg: RouterConfig, entry: str, prompt: str, seed: int, deadline: float) -> ImageOutcome:
+    async def _image(self, plane: Plane, entry: str, prompt: str, seed: int, deadline: float) -> ImageOutcome:
         """One image from the tier ``entry`` names (``hadis.core.routing.entry_tier``)."""
-        c = cfg.cascade
+        cfg = plane.cfg
         if entry == "degrade":  # heavy was saturated at admission: light, never escalated
-            return self._light(cfg, await self._call(cfg, "light", prompt, seed, deadline), "heavy_saturated")
+            return self._light(plane, await self._call(plane, "light", prompt, seed, deadline), "heavy_saturated")
         if entry == "heavy":
             try:
-                res = await self._call(cfg, "heavy", prompt, seed, deadline)
-                self.metrics.decisions.labels(c, "direct_heavy").inc()
+                res = await self._call(plane, "heavy", prompt, seed, deadline)
+                self.metrics.decisions.labels(cfg.cascade, "direct_heavy").inc()
                 return ImageOutcome(res, cfg.heavy.name)
             except WorkerUnavailable:
                 if deadline - time.monotonic() <= 0:
                     raise
-                return self._light(cfg, await self._call(cfg, "light", prompt, seed, deadline), "heavy_unavailable")
-        res = await self._call(cfg, "light", prompt, seed, deadline)
+                light = await self._call(plane, "light", prompt, seed, deadline)
+                return self._light(plane, light, "heavy_unavailable")
+        res = await self._call(plane, "light", prompt, seed, deadline)
         if res.confidence is None or cfg.disc_ratio <= 0:
-            return self._light(cfg, res)
-        pct = self.conf_pct.percentile_and_observe(res.confidence, _unit(prompt, seed & 0xFFFFFFFF))
+            return self._light(plane, res)
+        pct = plane.conf_pct.percentile_and_observe(res.confidence, _unit(prompt, seed & 0xFFFFFFFF))
         remaining = deadline - time.monotonic()
-        heavy_adm = admit(self.loads["heavy"], 1, remaining, cfg.limits.max_in_flight)
+        heavy_adm = admit(plane.loads["heavy"], 1, remaining, cfg.limits.max_in_flight)
         outcome = after_light(pct, cfg.disc_ratio, heavy_adm.admitted)
         if outcome != "escalate":
-            return self._light(cfg, res, "heavy_saturated" if outcome == "degrade" else None)
+            return self._light(plane, res, "heavy_saturated" if outcome == "degrade" else None)
         try:
-            heavy = await self._call(cfg, "heavy", prompt, seed, deadline)
+            heavy = await self._call(plane, "heavy", prompt, seed, deadline)
         except WorkerUnavailable:
-            return self._light(cfg, res, "heavy_unavailable")
-        self.metrics.decisions.labels(c, "escalated").inc()
+            return self._light(plane, res, "heavy_unavailable")
+        self.metrics.decisions.labels(cfg.cascade, "escalated").inc()
         return ImageOutcome(heavy, cfg.heavy.name, escalated=True)
 
-    async def handle_generate(self, request: web.Request) -> web.Response:
-        cfg = self.cfg
-        c = cfg.cascade
-        rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        t0 = time.monotonic()
-        deadline = t0 + cfg.slo_s
-        self.metrics.arrivals.labels(c).inc()
-        self.metrics.in_flight.labels(c).inc()
+    # ------------------------------------------------------------------ one request, in steps
+    async def _read_request(self, request: web.Request, cfg: RouterConfig) -> GenerationRequest:
+        length = request.content_length
+        if length is not None and length > cfg.limits.max_body_bytes:
+            raise ApiError(413, f"request body is {length} bytes; the limit is {cfg.limits.max_body_bytes}")
         try:
-            length = request.content_length
-            if length is not None and length > cfg.limits.max_body_bytes:
-                raise ApiError(413, f"request body is {length} bytes; the limit is {cfg.limits.max_body_bytes}")
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise ApiError(413, f"request body exceeds {cfg.limits.max_body_bytes} bytes") from None
-            req = parse_generation_request(body, cfg)
-            score = self.scorer.score(req.prompt)
-            pct = self.score_pct.percentile_and_observe(score, _unit(req.prompt))
-            heavy_adm = light_adm = None
-            if routes_to_heavy(pct, cfg.router_ratio):
-                heavy_adm = admit(self.loads["heavy"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
-            if heavy_adm is None or not heavy_adm.admitted:
-                light_adm = admit(self.loads["light"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
-            entry = entry_tier(
-                pct,
-                cfg.router_ratio,
-                heavy_in_time=heavy_adm is not None and heavy_adm.admitted,
-                light_in_time=light_adm is not None and light_adm.admitted,
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, f"request body exceeds {cfg.limits.max_body_bytes} bytes") from None
+        return parse_generation_request(body, cfg)
+
+    def _route(self, plane: Plane, req: GenerationRequest) -> Routed:
+        """Score the prompt, pick its entry tier, and admit it there, or shed it with a 503."""
+        cfg = plane.cfg
+        score = plane.scorer.score(req.prompt)
+        pct = plane.score_pct.percentile_and_observe(score, _unit(req.prompt))
+        heavy_adm = light_adm = None
+        if routes_to_heavy(pct, cfg.router_ratio):
+            heavy_adm = admit(plane.loads["heavy"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
+        if heavy_adm is None or not heavy_adm.admitted:
+            light_adm = admit(plane.loads["light"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
+        entry = entry_tier(
+            pct,
+            cfg.router_ratio,
+            heavy_in_time=heavy_adm is not None and heavy_adm.admitted,
+            light_in_time=light_adm is not None and light_adm.admitted,
+        )
+        if entry == "shed":
+            adm = light_adm or heavy_adm
+            assert adm is not None
+            self.metrics.rejected.labels(cfg.cascade, "overload").inc()
+            raise ApiError(
+                503,
+                f"overloaded: {adm.reason} (predicted {adm.predicted_s:.1f}s against an SLO of {cfg.slo_s:g}s); "
+                "retry later",
+                type_="server_error",
+                code="overloaded",
+                retry_after_s=adm.retry_after_s,
             )
-            if entry == "shed":
-                adm = light_adm or heavy_adm
-                assert adm is not None
-                self.metrics.rejected.labels(c, "overload").inc()
-                raise ApiError(
-                    503,
-                    f"overloaded: {adm.reason} (predicted {adm.predicted_s:.1f}s against an SLO of {cfg.slo_s:g}s); "
-                    "retry later",
-                    type_="server_error",
-                    code="overloaded",
-                    retry_after_s=adm.retry_after_s,
-                )
-            seeds = [(req.seed + k) % 2**63 if req.seed is not None else random.getrandbits(63) for k in range(req.n)]
-            try:
-                images = await asyncio.gather(*(self._image(cfg, entry, req.prompt, s, deadline) for s in seeds))
-            except WorkerUnavailable as e:
-                self.metrics.rejected.labels(c, "unavailable").inc()
-                _log(logging.WARNING, "no worker answered", request_id=rid, error=str(e))
-                raise ApiError(
-                    503, "no worker could serve this request in time", type_="server_error", code="unavailable",
-                    retry_after_s=1.0,
-                ) from None  # fmt: skip
-        except ApiError as e:
-            if e.status < 500:
-                self.metrics.rejected.labels(c, "invalid").inc()
-            _log(logging.INFO, "request refused", request_id=rid, status=e.status, error=e.message)
-            return web.json_response(e.body(), status=e.status, headers={"X-Request-Id": rid, **e.headers()})
-        finally:
-            self.metrics.in_flight.labels(c).dec()
-        elapsed = time.monotonic() - t0
+        return Routed(entry, score, pct)
+
+    async def _images(
+        self, plane: Plane, routed: Routed, req: GenerationRequest, deadline: float, rid: str
+    ) -> list[ImageOutcome]:
+        seeds = [(req.seed + k) % 2**63 if req.seed is not None else random.getrandbits(63) for k in range(req.n)]
+        try:
+            calls = (self._image(plane, routed.entry, req.prompt, s, deadline) for s in seeds)
+            return list(await asyncio.gather(*calls))
+        except WorkerUnavailable as e:
+            self.metrics.rejected.labels(plane.cfg.cascade, "unavailable").inc()
+            _log(logging.WARNING, "no worker answered", request_id=rid, error=str(e))
+            raise ApiError(
+                503, "no worker could serve this request in time", type_="server_error", code="unavailable",
+                retry_after_s=1.0,
+            ) from None  # fmt: skip
+
+    def _record(self, cfg: RouterConfig, elapsed: float, images: list[ImageOutcome]) -> None:
+        c = cfg.cascade
         self.metrics.latency.labels(c).observe(elapsed)
         if elapsed > cfg.slo_s:
             self.metrics.slo_violations.labels(c).inc()
         for im in images:
             self.metrics.images.labels(c, im.model).inc()
-        data = [
-            {
-                "b64_json": base64.b64encode(im.result.png).decode(),
-                "revised_prompt": None,
-                "model": im.model,
-                "escalated": im.escalated,
-                "degraded": im.degraded is not None,
-                "degraded_reason": im.degraded,
-                "confidence": im.result.confidence,
-                "discriminator": im.result.discriminator,
-            }
-            for im in images
-        ]
+
+    async def handle_generate(self, request: web.Request) -> web.Response:
+        plane = self.plane  # this request's config, clients and loads, whatever reloads meanwhile
+        cfg = plane.cfg
+        rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        t0 = time.monotonic()
+        self.metrics.arrivals.labels(cfg.cascade).inc()
+        self.metrics.in_flight.labels(cfg.cascade).inc()
+        try:
+            req = await self._read_request(request, cfg)
+            routed = self._route(plane, req)
+            images = await self._images(plane, routed, req, t0 + cfg.slo_s, rid)
+        except ApiError as e:
+            if e.status < 500:
+                self.metrics.rejected.labels(cfg.cascade, "invalid").inc()
+            _log(logging.INFO, "request refused", request_id=rid, status=e.status, error=e.message)
+            return web.json_response(e.body(), status=e.status, headers={"X-Request-Id": rid, **e.headers()})
+        finally:
+            self.metrics.in_flight.labels(cfg.cascade).dec()
+        elapsed = time.monotonic() - t0
+        self._record(cfg, elapsed, images)
         _log(
             logging.INFO,
             "request served",
             request_id=rid,
-            route=entry,
-            score=round(score, 4),
-            score_percentile=round(pct, 4),
+            route=routed.entry,
+            score=round(routed.score, 4),
+            score_percentile=round(routed.percentile, 4),
             models=[im.model for im in images],
             escalated=sum(im.escalated for im in images),
             degraded=sum(im.degraded is not None for im in images),
             seconds=round(elapsed, 4),
         )
-        headers = {
-            "X-Request-Id": rid,
-            "X-Hadis-Model": ",".join(im.model for im in images),
-            "X-Hadis-Escalated": ",".join(str(im.escalated).lower() for im in images),
-            "X-Hadis-Degraded": ",".join(str(im.degraded is not None).lower() for im in images),
-        }
-        return web.json_response({"created": int(time.time()), "data": data}, headers=headers)
+        return generation_response(images, rid)
 
     async def handle_metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -352,7 +487,34 @@ class Router:
         ready = {k: sorted(v) for k, v in self.ready_endpoints.items()}
         ok = bool(self.ready_endpoints["light"])
         status = 200 if ok else 503
-        return web.json_response({"ready": ok, "ready_endpoints": ready, "cascade": self.cfg.cascade}, status=status)
+        body = {"ready": ok, "ready_endpoints": ready, "cascade": self.cfg.cascade}
+        body["dispatch"] = {n: self.plane.clients[n].pool.source for n in TIERS}
+        return web.json_response(body, status=status)
+
+
+def generation_response(images: list[ImageOutcome], rid: str) -> web.Response:
+    """OpenAI's images response, with which model served each image and whether it was escalated
+    or degraded (in the body and as headers)."""
+    data = [
+        {
+            "b64_json": base64.b64encode(im.result.png).decode(),
+            "revised_prompt": None,
+            "model": im.model,
+            "escalated": im.escalated,
+            "degraded": im.degraded is not None,
+            "degraded_reason": im.degraded,
+            "confidence": im.result.confidence,
+            "discriminator": im.result.discriminator,
+        }
+        for im in images
+    ]
+    headers = {
+        "X-Request-Id": rid,
+        "X-Hadis-Model": ",".join(im.model for im in images),
+        "X-Hadis-Escalated": ",".join(str(im.escalated).lower() for im in images),
+        "X-Hadis-Degraded": ",".join(str(im.degraded is not None).lower() for im in images),
+    }
+    return web.json_response({"created": int(time.time()), "data": data}, headers=headers)
 
 
 @web.middleware

@@ -1,9 +1,11 @@
-"""Calls to one tier's Triton workers (tritonclient, asyncio), with fail-over between replicas."""
+"""Calls to one tier's Triton workers (tritonclient, asyncio), with fail-over between replicas.
+
+The endpoints come from an ``EndpointPool``: the tier's ready pods when their EndpointSlices are
+watched (the least loaded first), else the tier's Service."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from dataclasses import dataclass
 
@@ -13,6 +15,7 @@ import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
 from hadis.router.config import Tier
+from hadis.router.dispatch import EndpointPool
 
 
 @dataclass(frozen=True)
@@ -44,22 +47,38 @@ def _client(endpoint: str) -> triton_http.InferenceServerClient:
 
 
 class TierClient:
-    """Round-robin over a tier's endpoints; a failed connection is retried on the next replica."""
+    """The least loaded of a tier's endpoints first; a failed connection is retried on the next."""
 
-    def __init__(self, tier: Tier):
+    def __init__(self, tier: Tier, pool: EndpointPool | None = None):
         self.tier = tier
-        self._clients = {ep: _client(ep) for ep in tier.endpoints}
-        self._next = itertools.cycle(tier.endpoints)
+        self.pool = pool or EndpointPool(tier.endpoints)
+        self._clients: dict[str, triton_http.InferenceServerClient] = {}
 
     async def close(self) -> None:
-        for c in self._clients.values():
+        clients, self._clients = self._clients, {}
+        for c in clients.values():
             await c.close()
+
+    def _client_for(self, endpoint: str) -> triton_http.InferenceServerClient:
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = self._clients[endpoint] = _client(endpoint)
+        return client
+
+    async def _prune(self) -> None:
+        """Close the clients of pods that are gone (a client holds no connection between calls)."""
+        live = set(self.pool.candidates())
+        for ep in [e for e in self._clients if e not in live and not self.pool.in_flight.get(e)]:
+            await self._clients.pop(ep).close()
 
     async def generate(self, prompt: str, seed: int, deadline: float) -> WorkerResult:
         """One image before ``deadline`` (a ``time.monotonic()`` value), or WorkerUnavailable."""
         errors: list[str] = []
-        start = next(self._next)
-        order = [start] + [e for e in self.tier.endpoints if e != start]
+        order = self.pool.order()
+        if len(self._clients) > len(order):
+            await self._prune()
+        if not order:
+            errors.append("no endpoints")
         for endpoint in order:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -67,6 +86,7 @@ class TierClient:
                 break
             timeout = min(remaining, self.tier.timeout_s) if self.tier.timeout_s else remaining
             t0 = time.monotonic()
+            self.pool.start(endpoint)
             try:
                 result = await asyncio.wait_for(self._infer(endpoint, prompt, seed), timeout)
             except TimeoutError:
@@ -75,6 +95,8 @@ class TierClient:
             except (aiohttp.ClientError, OSError, InferenceServerException) as e:
                 errors.append(f"{endpoint}: {type(e).__name__}: {str(e)[:200]}")
                 continue
+            finally:
+                self.pool.finish(endpoint)
             png, conf, disc = result
             return WorkerResult(png, conf, disc, endpoint, time.monotonic() - t0)
         raise WorkerUnavailable(f"{self.tier.name}: " + "; ".join(errors))
@@ -84,7 +106,7 @@ class TierClient:
         p.set_data_from_numpy(np.array([[prompt.encode("utf-8", errors="replace")]], dtype=object))
         s = triton_http.InferInput("SEED", [1, 1], "INT64")
         s.set_data_from_numpy(np.array([[seed]], dtype=np.int64))
-        r = await self._clients[endpoint].infer(self.tier.name, [p, s])
+        r = await self._client_for(endpoint).infer(self.tier.name, [p, s])
         png = r.as_numpy("IMAGE")[0][0]
         conf = r.as_numpy("CONFIDENCE")
         disc = r.as_numpy("DISCRIMINATOR")

@@ -103,8 +103,10 @@ def serve(
     metrics_port: int = 8002,
     device: str = "cpu",
     min_batch_s: float = 0.0,
+    drain_s: int = 30,
 ) -> None:
-    """Load, warm up, then serve until SIGINT or SIGTERM (``min_batch_s``: see ``make_generate``)."""
+    """Load, warm up, then serve until SIGINT or SIGTERM, then finish the requests in flight for up
+    to ``drain_s`` seconds (``min_batch_s``: see ``make_generate``)."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
@@ -142,6 +144,7 @@ def serve(
         allow_metrics=True,
         allow_gpu_metrics=device.startswith("cuda"),
         exit_on_error=True,
+        exit_timeout_secs=drain_s,
     )
     with Triton(config=config) as triton:
         triton.bind(

@@ -1,0 +1,241 @@
+"""The router's data-plane logic without a cluster: which pod gets an image, admission shared by
+several routers, and the per-config plane that a reload swaps whole."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from hadis.local import tiny_config
+from hadis.router.admission import TierLoad, admit
+from hadis.router.config import Capacity, Discovery, Routers, dump_config, parse_config
+from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
+from hadis.router.triton import WorkerResult
+
+
+def _slice(name: str, port: int, *endpoints: tuple[str, dict]) -> dict:
+    return {
+        "metadata": {"name": name},
+        "ports": [{"name": "http", "port": port}, {"name": "metrics", "port": 8002}],
+        "endpoints": [{"addresses": [ip], "conditions": cond} for ip, cond in endpoints],
+    }
+
+
+def test_ready_addresses_skip_pods_that_are_not_ready_or_terminating():
+    slices = [
+        _slice("a", 8000, ("10.0.0.1", {"ready": True}), ("10.0.0.2", {"ready": False})),
+        _slice(
+            "b",
+            8000,
+            ("10.0.0.3", {}),  # no condition: ready, as the API defines it
+            ("10.0.0.4", {"ready": False, "serving": True, "terminating": True}),  # draining
+            ("fd00::5", {"ready": True}),
+        ),
+    ]
+    assert ready_addresses(slices) == ("10.0.0.1:8000", "10.0.0.3:8000", "[fd00::5]:8000")
+    assert ready_addresses(slices, "grpc") == ()
+    assert ready_count(slices) == 3
+
+
+def test_the_pod_with_the_least_in_flight_goes_first_and_ties_take_turns():
+    pool = EndpointPool(("svc:8000",))
+    assert pool.order() == ["svc:8000"] and pool.source == "service"
+    pool.update(("a:1", "b:1", "c:1"))
+    assert pool.source == "endpointslices"
+    firsts = []
+    for _ in range(3):  # nothing in flight: each pod in turn
+        first = pool.order()[0]
+        firsts.append(first)
+        pool.start(first)
+    assert sorted(firsts) == ["a:1", "b:1", "c:1"]
+    pool.start("a:1")
+    pool.start("b:1")
+    assert pool.order()[0] == "c:1"  # a and b hold 2 each, c holds 1
+    pool.finish("a:1")
+    pool.finish("a:1")
+    assert pool.order()[0] == "a:1"
+    assert set(pool.order()) == {"a:1", "b:1", "c:1"}  # the rest stay, for fail-over
+
+
+def test_a_removed_pod_gets_nothing_new_and_its_count_ends_with_its_last_image():
+    pool = EndpointPool(("svc:8000",))
+    pool.update(("a:1", "b:1"))
+    pool.start("a:1")
+    pool.update(("b:1",))  # a is terminating
+    assert pool.order() == ["b:1"]
+    assert pool.in_flight["a:1"] == 1
+    pool.finish("a:1")
+    assert "a:1" not in pool.in_flight
+    pool.update(())  # the watch sees no ready pod: the Service, as without a watch
+    assert pool.order() == ["svc:8000"] and pool.source == "service"
+    pool.update(None)
+    assert pool.order() == ["svc:8000"]
+
+
+def test_a_cold_router_admits_against_the_profile_not_without_limit():
+    load = TierLoad(prior_base_s=1.0, prior_capacity=4.0)  # 1 s alone, 4 images/s busy
+    admitted = 0
+    while admit(load, 1, slo_s=6.0, max_in_flight=1000).admitted:
+        load.start()
+        admitted += 1
+    assert admitted == 21  # 20 ahead drain in 5 s, plus 1 s of its own: 6 s
+    assert load.predicted_latency() == pytest.approx(21 / 4 + 1)
+
+
+@pytest.mark.parametrize("routers", [1, 3])
+def test_routers_together_admit_what_one_router_would(routers):
+    """N routers, each told it holds 1/N of the tier: their admissions add up to one router's."""
+    loads = [TierLoad(prior_base_s=1.0, prior_capacity=12.0, share=1 / routers) for _ in range(routers)]
+    total = 0
+    for _ in range(200):  # a burst, spread over the routers in turn
+        for load in loads:
+            if admit(load, 1, 6.0, 1000).admitted:
+                load.start()
+                total += 1
+    assert total == pytest.approx(61, abs=routers)  # 60 ahead drain in 5 s at 12/s, plus one
+    limited = [TierLoad(share=1 / routers) for _ in range(routers)]
+    for load in limited:
+        while admit(load, 1, 6.0, 64).admitted:
+            load.start()
+    assert sum(x.in_flight for x in limited) == pytest.approx(64, abs=routers)
+
+
+def test_learned_figures_replace_the_profile():
+    load = TierLoad(prior_base_s=5.0, prior_capacity=1.0)
+    t = 0.0
+    for _ in range(3):
+        ahead = load.start()
+        t += 0.5
+        load.finish(0.5, t, ahead)
+    assert load.effective() == (pytest.approx(0.5), 1.0)
+
+
+def test_config_with_discovery_capacity_and_routers_round_trips():
+    base = tiny_config(8000, 8010)
+    cfg = dataclasses.replace(
+        base,
+        light=dataclasses.replace(
+            base.light, discovery=Discovery("ns", "c-tiny-light"), capacity=Capacity(1.0, 4.0, 2)
+        ),
+        routers=Routers(3, Discovery("ns", "c-router")),
+    )
+    assert parse_config(dump_config(cfg), "c.yaml") == cfg
+
+
+# ---------------------------------------------------------------------------------- planes
+
+
+class HeldTier:
+    """A stand-in for a tier's Triton client (its pool and generate), that answers when told."""
+
+    def __init__(self, real, name: str, confidence: float):
+        self.pool = real.pool
+        self.name = name
+        self.confidence = confidence
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def generate(self, prompt, seed, deadline) -> WorkerResult:
+        self.calls += 1
+        await self.release.wait()
+        return WorkerResult(b"png", self.confidence, "tiny", self.name, 0.01)
+
+    async def close(self) -> None:
+        pass
+
+
+def _write(path, cfg) -> None:
+    path.write_text(dump_config(cfg))
+
+
+def test_a_reload_swaps_the_plane_whole_and_keeps_only_what_still_applies(tmp_path):
+    from hadis.router.service import Router
+
+    base = dataclasses.replace(tiny_config(8000, 8010), disc_ratio=1.0)
+    path = tmp_path / "router.yaml"
+    _write(path, base)
+    router = Router(path)
+    old = router.plane
+
+    async def run():
+        _write(path, dataclasses.replace(base, router_ratio=0.5))  # same models: new shares only
+        path.touch()
+        assert await router.reload_if_changed()
+        same = router.plane
+        assert same is not old and same.cfg.router_ratio == 0.5
+        assert same.loads["light"] is old.loads["light"] and same.loads["heavy"] is old.loads["heavy"]
+        assert same.conf_pct is old.conf_pct and same.clients["heavy"] is old.clients["heavy"]
+        other = dataclasses.replace(base, heavy=dataclasses.replace(base.heavy, name="other-heavy"))
+        _write(path, other)
+        assert await router.reload_if_changed()
+        new = router.plane
+        assert new.loads["heavy"] is not same.loads["heavy"]  # a new model: its own load
+        assert new.clients["heavy"] is not same.clients["heavy"]
+        assert new.loads["light"] is same.loads["light"] and new.conf_pct is same.conf_pct
+        _write(path, dataclasses.replace(other, light=dataclasses.replace(base.light, name="other-light")))
+        assert await router.reload_if_changed()
+        assert router.plane.conf_pct is not new.conf_pct  # a new light model's confidences
+
+    asyncio.run(run())
+
+
+def test_an_escalation_after_a_reload_uses_and_names_the_old_heavy_model(tmp_path):
+    """A request escalates with the config it started with: the old heavy client, the old label."""
+    from hadis.router.service import Router, build_plane
+
+    base = dataclasses.replace(tiny_config(8000, 8010), disc_ratio=1.0)
+    path = tmp_path / "router.yaml"
+    _write(path, base)
+    router = Router(path)
+    light = HeldTier(router.plane.clients["light"], "tiny-light", confidence=0.1)
+    heavy = HeldTier(router.plane.clients["heavy"], "tiny-heavy", confidence=None)
+    router.plane = dataclasses.replace(router.plane, clients={"light": light, "heavy": heavy})
+
+    async def run():
+        task = asyncio.create_task(router._image(router.plane, "light", "a cat", 1, 1e18))
+        await asyncio.sleep(0)
+        other = dataclasses.replace(base, heavy=dataclasses.replace(base.heavy, name="other-heavy"))
+        router.plane = build_plane(other, router.plane, router.pools)
+        new_heavy = HeldTier(router.plane.clients["heavy"], "other-heavy", confidence=None)
+        new_heavy.release.set()
+        router.plane = dataclasses.replace(router.plane, clients={**router.plane.clients, "heavy": new_heavy})
+        light.release.set()
+        heavy.release.set()
+        return await task
+
+    outcome = asyncio.run(run())
+    assert outcome.escalated and outcome.model == "tiny-heavy"
+    assert heavy.calls == 1 and router.plane.clients["heavy"].calls == 0
+
+
+def test_a_changed_router_model_file_is_reloaded_and_a_bad_one_keeps_the_old(tmp_path):
+    """As a mounted ConfigMap updates: the same path, new content."""
+    from pathlib import Path
+
+    from hadis.router.config import Scoring
+    from hadis.router.service import Router
+
+    models = Path(__file__).resolve().parents[1] / "profiles" / "router"
+    model = tmp_path / "router-model.json"
+    model.write_bytes((models / "learned-sdxl-lightning-2step.json").read_bytes())
+    cfg = dataclasses.replace(tiny_config(8000, 8010), scoring=Scoring("learned", str(model)))
+    path = tmp_path / "router.yaml"
+    _write(path, cfg)
+    router = Router(path)
+    first = router.plane
+    prompt = "three glass spheres stacked on a blue cube, left of a green pyramid"
+
+    async def run():
+        assert not await router.reload_if_changed()  # nothing changed
+        model.write_bytes((models / "learned-sd3.5-medium.json").read_bytes())
+        assert await router.reload_if_changed()
+        assert router.plane.scorer is not first.scorer and router.plane.score_pct is not first.score_pct
+        assert router.plane.scorer.score(prompt) != first.scorer.score(prompt)
+        second = router.plane
+        model.write_text("{not json")
+        assert not await router.reload_if_changed()
+        assert router.plane is second  # the bad file is refused; the router keeps scoring
+
+    asyncio.run(run())

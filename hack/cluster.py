@@ -275,6 +275,7 @@ def real_node_up(bin_dir: Path, pki: Path, admin: Path, server: str, state: dict
     p = node.paths(STATE)
     for d in (p["containerd_root"], p["containerd_state"], p["kubelet_root"], p["images"]):
         d.mkdir(parents=True, exist_ok=True)
+    node.model_cache()
     kubectl(bin_dir, admin, "create", "clusterrolebinding", "hadis-apiserver-kubelet",
             "--clusterrole=system:kubelet-api-admin", "--user=kube-apiserver-kubelet-client")  # fmt: skip
     node.cni_config(p["cni_conf"])

@@ -41,6 +41,10 @@ TAINT_KEY = "node.hadis.dev/local"
 SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 CACHE = Path(os.environ.get("HADIS_NODE_CACHE", Path.home() / ".cache" / "hadis" / "node"))
 ROOT = Path(__file__).resolve().parents[1]
+# The node's model weight cache (a cascade's spec.modelCache.hostPath, as in the tiny example):
+# a fixed path, since cascades name it, owned by the images' user; kept like the image cache.
+MODEL_CACHE = Path("/var/cache/hadis-node/models")
+IMAGE_USER = 65532
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 
 
@@ -177,6 +181,16 @@ def ctr(p: dict[str, Path], *args: str, stdin: bytes | None = None, check: bool 
 def image_id(ref: str) -> str | None:
     out = sh(DOCKER, "image", "inspect", "-f", "{{.Id}}", ref, check=False)
     return out.stdout.decode().strip() or None if out.returncode == 0 else None
+
+
+def model_cache() -> None:
+    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
+    os.chown(MODEL_CACHE, IMAGE_USER, IMAGE_USER)
+
+
+def tag_image(p: dict[str, Path], ref: str, new_ref: str) -> None:
+    """A second name for an image already in the node (a "new" image to roll out, for free)."""
+    ctr(p, "images", "tag", "--force", ref, new_ref)
 
 
 def load_image(p: dict[str, Path], ref: str) -> bool:

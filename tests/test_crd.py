@@ -59,6 +59,11 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
         ({"planner": {"surge": {"riseRatio": 1.0}}}, "spec.planner.surge.riseRatio: Invalid value"),
         ({"planner": {"surge": {"fallRatio": 1.5}}}, "spec.planner.surge.fallRatio: Invalid value"),
         ({"planner": {"surge": {"window": "soon"}}}, "spec.planner.surge.window"),
+        (
+            {"modelCache": {"hostPath": {"path": "/a"}, "persistentVolumeClaim": {"claimName": "w"}}},
+            "modelCache needs exactly one of hostPath and persistentVolumeClaim",
+        ),
+        ({"modelCache": {"hostPath": {"path": "relative"}}}, "spec.modelCache.hostPath.path"),
     ],
 )
 def test_invalid_cascades_are_refused_by_the_api_server(crd, namespace, patch, message):

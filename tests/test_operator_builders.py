@@ -189,6 +189,30 @@ def test_a_terminating_worker_serves_on_then_drains_within_its_grace_period():
     assert pod["terminationGracePeriodSeconds"] > pre_stop + drain  # SIGKILL only after both
 
 
+def test_a_model_cache_adds_a_fetch_step_and_the_worker_loads_from_it():
+    from hadis.operator.builders import model_cache_volume
+
+    assert model_cache_volume({}) is None
+    spec = {**SPEC, "modelCache": {"hostPath": {"path": "/var/cache/models"}}}
+    spec["models"] = [{**SPEC["models"][0], "revision": "abc123"}]
+    (light,) = models_of(spec)
+    volume = model_cache_volume(spec)
+    pod = worker_deployment("e1", "serving", light, 1, cache=volume)["spec"]["template"]["spec"]
+    assert {"name": "model-cache", "hostPath": {"path": "/var/cache/models", "type": "DirectoryOrCreate"}} in pod[
+        "volumes"
+    ]
+    (init,) = pod["initContainers"]
+    assert init["args"] == ["worker", "fetch", "--model", "sdxl-lightning-2step", "--cache", "/models/weights",
+                            "--revision", "abc123"]  # fmt: skip
+    assert "nvidia.com/gpu" not in str(init["resources"])  # fetching needs no GPU
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--weights-cache") + 1] == "/models/weights" and "abc123" in args
+    pvc = model_cache_volume({"modelCache": {"persistentVolumeClaim": {"claimName": "weights"}}})
+    assert pvc == {"name": "model-cache", "persistentVolumeClaim": {"claimName": "weights"}}
+    plain = worker_deployment("e1", "serving", light, 1)["spec"]["template"]["spec"]
+    assert "initContainers" not in plain and "--weights-cache" not in plain["containers"][0]["args"]
+
+
 def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):
     import datetime as dt
 

@@ -359,6 +359,8 @@ def test_two_operator_replicas_one_leader_and_failover(crd, namespace, tmp_path)
 
         crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
         _wait(lambda: _ready(crd, namespace, "e1"), "Ready (leader)")
+        lead_health = f"http://127.0.0.1:{ports[lead]}/healthz"
+        _wait(lambda: json.loads(urllib.request.urlopen(lead_health, timeout=5).read())["kopfReady"], "kopf ready")
         _wait(lambda: "Creation is processed" in logs[lead].read_text(), "the leader's create handler")
         # The follower did not act: checked once it has looked at the Lease twice more since
         # the cascade was there, and found it held by the leader each time.

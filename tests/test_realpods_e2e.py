@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import io
 import json
 import subprocess
@@ -191,6 +192,58 @@ def test_a_heavy_pod_deleted_under_traffic_keeps_every_request_within_its_deadli
     print(f"heavy pod killed under 2 req/s: {len(ok)}/{len(results)} served, slowest {max(r[2] for r in results):.2f}s")
 
 
+def _ready(p: dict) -> bool:
+    return demo.condition(p, "Ready").get("status") == "True" and not p["metadata"].get("deletionTimestamp")
+
+
+def _metric(url: str, name: str, **labels: str) -> float | None:
+    """One sample from a Prometheus text page (``None`` when absent)."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _router_pods(c: demo.Cluster, ns: str) -> list[dict]:
+    return [p for p in _pods(c, ns, "app.kubernetes.io/component=router") if _ready(p)]
+
+
+def test_the_router_sends_images_to_the_worker_pods_it_watches_least_loaded_first(stack):
+    """Each tier's pods come from its EndpointSlices, not the Service's random pick: sequential
+    light images go round the ready light pods, every one of them serving."""
+    c, ns = stack.cluster, stack.namespace
+    light = [p for p in _pods(c, ns, "serving.hadis.dev/model=tiny-light") if _ready(p)]
+    router = _router_pods(c, ns)[0]
+    url = f"http://{router['status']['podIP']}:8080"
+    demo.wait_until(
+        lambda: _metric(url, "hadis_router_dispatch_endpoints", model="tiny-light", source="endpointslices")
+        == len(light),
+        "the router dispatching to every ready light pod", 30,
+    )  # fmt: skip
+    before = {p["metadata"]["name"]: demo.worker_served(p) for p in light}
+    for k in range(3 * len(light)):
+        status, _, _ = _post(url, SIMPLE[k % len(SIMPLE)])
+        assert status == 200
+    gained = {p["metadata"]["name"]: demo.worker_served(p) - before[p["metadata"]["name"]] for p in light}
+    assert all(n >= 1 for n in gained.values()), gained
+    ready = json.loads(urllib.request.urlopen(f"{url}/readyz", timeout=5).read())
+    assert ready["dispatch"] == {"light": "endpointslices", "heavy": "endpointslices"}, ready
+    print(f"sequential images per light pod: {gained}")
+
+
+def _rolled(c: demo.Cluster, ns: str, deployment: str) -> bool:
+    d = c.json("get", "deployment", deployment, "-n", ns)
+    st, want = d.get("status") or {}, d["spec"]["replicas"]
+    sel = ",".join(f"{k}={v}" for k, v in d["spec"]["selector"]["matchLabels"].items())
+    pods = _pods(c, ns, sel)
+    return (
+        st.get("observedGeneration") == d["metadata"]["generation"]
+        and st.get("updatedReplicas", 0) == want == st.get("readyReplicas", 0)
+        and len(pods) == want  # the old pods are gone, not just unready
+    )
+
+
 def _owned(c: demo.Cluster, ns: str) -> dict[str, list[str]]:
     out = {}
     for kind in ("deployments", "services", "configmaps"):
@@ -230,9 +283,185 @@ def test_the_operator_pod_holding_the_lease_killed_the_other_takes_over_without_
     print(f"operator leader {leader} killed: {successor} took the Lease after {took_over:.1f}s")
 
 
+def _worker_replicas(c: demo.Cluster, ns: str) -> dict[str, int]:
+    deps = c.json("get", "deployments", "-n", ns, "-l", "app.kubernetes.io/component=worker")["items"]
+    return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps}
+
+
+class Traffic:
+    """Open-loop requests at ``rate`` per second from a background thread, until stopped."""
+
+    def __init__(self, url: str, rate: float, prompts: list[str]):
+        self.url, self.rate, self.prompts = url, rate, prompts
+        self.stop = threading.Event()
+        self.pool = concurrent.futures.ThreadPoolExecutor(32)
+        self.sent: list[concurrent.futures.Future] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        t0, k = time.monotonic(), 0
+        while not self.stop.is_set():
+            self.sent.append(self.pool.submit(_post, self.url, self.prompts[k % len(self.prompts)], 30.0))
+            k += 1
+            time.sleep(max(0.0, t0 + k / self.rate - time.monotonic()))
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.pool.shutdown(wait=True)
+
+    def results(self) -> list[tuple[int, dict, float]]:
+        return [f.result() for f in self.sent]
+
+
+def test_a_worker_rollout_and_a_scale_down_under_traffic_fail_no_request(stack):
+    """Every worker pod replaced by a new image, then one removed by a smaller budget, with
+    requests flowing: each terminating pod leaves its EndpointSlice at once, serves on through
+    its preStop, and finishes what it holds on SIGTERM. Zero requests fail."""
+    c, ns = stack.cluster, stack.namespace
+    new_image = demo.WORKER_IMAGE + "-rollout"
+    node.tag_image(node.paths(demo.CLUSTER_STATE), demo.WORKER_IMAGE, new_image)
+    before = _worker_replicas(c, ns)  # a tier of one pod is away while it rolls: the other tier serves
+    router = _router_pods(c, ns)[0]
+    url = f"http://{router['status']['podIP']}:8080"
+    t0 = time.monotonic()
+    with Traffic(url, 1.5, SIMPLE) as traffic:
+        image = json.dumps({"spec": {"workerImage": new_image}})
+        c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", image)
+
+        def rolled_to_new_image() -> bool:
+            for name in before:
+                dep = c.json("get", "deployment", name, "-n", ns)
+                if dep["spec"]["template"]["spec"]["containers"][0]["image"] != new_image or not _rolled(c, ns, name):
+                    return False
+            return True
+
+        demo.wait_until(rolled_to_new_image, "every worker Deployment rolled out to the new image", 300)
+        t_rollout = time.monotonic() - t0
+        c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"gpuBudget":{"max":3}}}')
+        demo.wait_until(
+            lambda: sum(_worker_replicas(c, ns).values()) == 3 and all(_rolled(c, ns, n) for n in before),
+            "a worker scaled down to the 3-GPU budget, its pod gone", 180,
+        )  # fmt: skip
+        time.sleep(2)  # requests sent just before the last pod left are still answered
+    results = traffic.results()
+    failed = [r for r in results if r[0] != 200]
+    degraded = sum(1 for r in results if r[0] == 200 and r[1].get("reason"))
+    print(f"rollout of {sum(before.values())} worker pods in {t_rollout:.0f}s, then {before} -> "
+          f"{_worker_replicas(c, ns)}: {len(results) - len(failed)}/{len(results)} requests served "
+          f"({degraded} by light while heavy was away)")  # fmt: skip
+    assert len(results) >= 20
+    assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:3]}"
+    c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"gpuBudget":{"max":4}}}')
+    demo.wait_until(lambda: sum(_worker_replicas(c, ns).values()) == 4 and demo.rolled_out(c, ns),
+                    "the 4-GPU budget back", 180)  # fmt: skip
+
+
 def test_a_load_step_replans_and_the_new_worker_pod_serves(stack):
     timeline = demo.load_step(stack.cluster, stack.router_url, 9.0, 120.0, namespace=stack.namespace, after_s=5.0)
     assert {"scheduled", "container started", "model loaded", "Ready"} <= set(timeline), timeline
     assert timeline["scheduled"] <= timeline["container started"] <= timeline["model loaded"] <= timeline["Ready"]
     light = stack.cluster.json("get", "deployment", "tiny-tiny-light", "-n", stack.namespace)
     assert light["spec"]["replicas"] >= 2
+
+
+def test_a_learned_cascade_routes_with_its_model(stack):
+    """router.scoring: learned with a model ConfigMap: the operator mounts it, and the router
+    scores each prompt with it (the score it logs is the model's, computed here independently)."""
+    from hadis.scoring.model import load_scorer
+
+    c, ns = stack.cluster, stack.namespace
+    model = ROOT / "profiles" / "router" / "learned-sdxl-lightning-2step.json"
+    c.kubectl("create", "configmap", "tiny-router-model", "-n", ns, f"--from-file=router-model.json={model}")
+    patch = {"spec": {"router": {"scoring": "learned", "modelConfigMapName": "tiny-router-model"}}}
+    c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", json.dumps(patch))
+
+    def mounted() -> bool:
+        volumes = c.json("get", "deployment", "tiny-router", "-n", ns)["spec"]["template"]["spec"]["volumes"]
+        return any(v.get("configMap", {}).get("name") == "tiny-router-model" for v in volumes)
+
+    demo.wait_until(lambda: mounted() and _rolled(c, ns, "tiny-router"), "the router rolled out with its model", 180)
+    scorer = load_scorer("learned", str(model))
+    router = _router_pods(c, ns)[0]
+    url = f"http://{router['status']['podIP']}:8080"
+    sent = {}
+    for prompt in HARD + SIMPLE[:4]:
+        rid = uuid.uuid4().hex
+        req = urllib.request.Request(
+            f"{url}/v1/images/generations",
+            data=json.dumps({"prompt": prompt}).encode(),
+            headers={"Content-Type": "application/json", "X-Request-Id": rid},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 200
+        sent[rid] = prompt
+    logged = {}
+    for line in c.kubectl("logs", "-n", ns, router["metadata"]["name"]).splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if doc.get("msg") == "request served" and doc.get("request_id") in sent:
+                logged[doc["request_id"]] = doc["score"]
+    assert set(logged) == set(sent)
+    for rid, prompt in sent.items():
+        assert logged[rid] == pytest.approx(round(scorer.score(prompt), 4), abs=1e-4), prompt
+    rule = load_scorer("rule", None)
+    assert any(abs(rule.score(p) - logged[r]) > 1e-3 for r, p in sent.items())  # not the rule score
+
+
+def test_three_routers_at_ten_times_capacity_keep_the_admitted_p99_within_the_slo(stack):
+    """Each router counts its peers (their Service's ready endpoints) and admits against its share
+    of the tiers, so together they admit what one router would: what they take, they finish in time."""
+    import asyncio
+
+    import aiohttp
+
+    c, ns = stack.cluster, stack.namespace
+    c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"router":{"replicas":3}}}')
+    demo.wait_until(lambda: len(_router_pods(c, ns)) == 3 and _rolled(c, ns, "tiny-router"), "3 router pods", 180)
+    urls = [f"http://{p['status']['podIP']}:8080" for p in _router_pods(c, ns)]
+    for u in urls:
+        demo.wait_until(lambda u=u: _metric(u, "hadis_router_replicas") == 3, f"{u} counting 3 routers", 30)
+    dcas = c.json("get", "dcas", "tiny", "-n", ns)
+    slo = float(dcas["spec"]["sloSeconds"])
+    light = dcas["status"]["plan"]["replicas"]["tiny-light"]
+    rate = 10 * light * 4.0  # ten times the light tier: 4 images per 1 s batch per pod (profiles/tiny.yaml)
+    seconds = 20.0
+
+    async def load() -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        conn = aiohttp.TCPConnector(force_close=True, limit=0)  # a connection each, as clients do
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+            async def one(k: int) -> None:
+                t = time.monotonic()
+                try:
+                    async with session.post(f"{urls[k % 3]}/v1/images/generations",
+                                            json={"prompt": SIMPLE[k % len(SIMPLE)]}) as r:  # fmt: skip
+                        await r.read()
+                        out.append((r.status, time.monotonic() - t))
+                except aiohttp.ClientError:
+                    out.append((0, time.monotonic() - t))
+
+            tasks, t0, k = [], time.monotonic(), 0
+            while time.monotonic() - t0 < seconds:
+                tasks.append(asyncio.create_task(one(k)))
+                k += 1
+                await asyncio.sleep(max(0.0, t0 + k / rate - time.monotonic()))
+            await asyncio.gather(*tasks)
+        return out
+
+    results = asyncio.run(load())
+    admitted = sorted(lat for status, lat in results if status == 200)
+    shed = sum(1 for status, _ in results if status == 503)
+    p99 = admitted[min(len(admitted) - 1, int(0.99 * len(admitted)))] if admitted else float("nan")
+    print(f"3 routers, {len(results)} requests at {len(results) / seconds:.0f} req/s ({rate:g} asked, 10x the "
+          f"light tier): {len(admitted)} admitted, p50 {admitted[len(admitted) // 2]:.2f}s p99 {p99:.2f}s "
+          f"(SLO {slo:g}s), {shed} shed with 503")  # fmt: skip
+    assert {s for s, _ in results} <= {200, 503}, sorted({s for s, _ in results})
+    assert shed > len(results) / 2  # the overload is real
+    assert len(admitted) >= light * 4 * seconds / 4  # and the routers still admit work
+    assert p99 <= slo

@@ -239,3 +239,33 @@ def test_a_changed_router_model_file_is_reloaded_and_a_bad_one_keeps_the_old(tmp
         assert router.plane is second  # the bad file is refused; the router keeps scoring
 
     asyncio.run(run())
+
+
+def test_light_down_heavy_serves_in_time_and_both_down_is_unavailable(tmp_path):
+    from hadis.router.service import Router
+    from hadis.router.triton import WorkerUnavailable
+
+    class Down(HeldTier):
+        async def generate(self, prompt, seed, deadline):
+            self.calls += 1
+            raise WorkerUnavailable("tiny-light: connection refused")
+
+    path = tmp_path / "router.yaml"
+    _write(path, tiny_config(8000, 8010))
+    router = Router(path)
+    light = Down(router.plane.clients["light"], "tiny-light", 0.5)
+    heavy = HeldTier(router.plane.clients["heavy"], "tiny-heavy", None)
+    heavy.release.set()
+    plane = dataclasses.replace(router.plane, clients={"light": light, "heavy": heavy})
+    outcome = asyncio.run(router._image(plane, "light", "a cat", 1, 1e18))
+    assert outcome.model == "tiny-heavy" and not outcome.escalated and outcome.degraded is None
+    c = router.cfg.cascade
+    assert (
+        router.metrics.registry.get_sample_value(
+            "hadis_router_routing_decisions_total", {"cascade": c, "decision": "heavy_fallback"}
+        )
+        == 1
+    )
+    plane = dataclasses.replace(plane, clients={"light": light, "heavy": Down(heavy, "tiny-heavy", None)})
+    with pytest.raises(WorkerUnavailable):
+        asyncio.run(router._image(plane, "light", "a cat", 1, 1e18))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,37 @@ def test_tiny_pipeline_is_deterministic_and_batches():
     from PIL import Image
 
     assert Image.open(io.BytesIO(a["IMAGE"][0])).size == (64, 64)
+
+
+def test_weights_are_fetched_into_the_cache_once_and_load_from_it(tmp_path):
+    """The tiny variant's fetch saves the pipeline (the stand-in for a hub download); a second
+    fetch finds it; the pipeline loaded from the cache draws what the in-process one draws."""
+    from hadis.workers.cache import MARKER, complete, entry_dir, fetch
+    from hadis.workers.pipelines import load_pipeline
+    from hadis.workers.server import make_generate
+
+    spec = find_spec("tiny-light", WORKERS)
+    first = fetch(spec, tmp_path)
+    assert first.downloaded and first.bytes > 0 and first.path == entry_dir(tmp_path, spec)
+    assert (first.path / "model_index.json").exists() and complete(first.path)["revision"] == "random-weights"
+    again = fetch(spec, tmp_path)
+    assert not again.downloaded and again.path == first.path and again.bytes == first.bytes
+    cached = make_generate(spec, load_pipeline(spec, weights=first.path))(["a red ball"], [3])
+    built = make_generate(spec, load_pipeline(spec))(["a red ball"], [3])
+    assert cached["IMAGE"] == built["IMAGE"]
+    # a copy cut off before its marker is not taken for complete: the next fetch replaces it
+    (first.path / MARKER).unlink()
+    assert complete(first.path) is None
+    assert fetch(spec, tmp_path).downloaded
+    assert not [p for p in first.path.parent.iterdir() if ".partial-" in p.name]
+
+
+def test_the_revision_names_the_cache_entry():
+    from hadis.workers.cache import entry_dir, revision_of
+
+    hub = find_spec("sd3.5-large", WORKERS)
+    assert revision_of(hub) == "main"  # unpinned
+    assert entry_dir(Path("/c"), hub, "abc123") == Path("/c/sd3.5-large/abc123")
 
 
 def test_discriminator_weights_load_from_safetensors(tmp_path):

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 
 
@@ -15,16 +16,21 @@ def _identity() -> str:
     return pod or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
-async def _health_server(host: str, port: int, is_leader) -> object:
-    """``/healthz`` for liveness probes: answers on followers too (they are healthy, just waiting);
-    ``/metrics``: the operator's own metrics (``hadis.operator.metrics``)."""
+async def _health_server(host: str, port: int, health, retry_period_s: float) -> object:
+    """``/healthz`` for liveness probes (``hadis.operator.health``: followers are healthy while
+    their election loop runs; the leader also needs kopf running and ready); ``/metrics``: the
+    operator's own metrics (``hadis.operator.metrics``)."""
+    import time
+
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    from hadis.operator.health import assess
     from hadis.operator.metrics import REGISTRY
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "leader": is_leader()})
+        ok, body = assess(health, time.monotonic(), retry_period_s)
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -42,6 +48,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     import kopf
 
     from hadis.operator import handlers  # importing registers the kopf handlers
+    from hadis.operator.health import HealthState
     from hadis.operator.leader import ElectionConfig, LeaseElector, LostLeadership, run_as_leader
     from hadis.operator.metrics import LEADER
 
@@ -49,24 +56,42 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     logging.getLogger("hadis").setLevel(logging.INFO)
     if not args.namespace and not args.all_namespaces:
         raise SystemExit("error: give --namespace NS (repeatable) or --all-namespaces")
-    leading = {"now": not args.leader_elect}
+    health = HealthState(time.monotonic())
 
     async def operate(stop_flag: asyncio.Event) -> None:
-        leading["now"] = True
         LEADER.set(1)
+        ready = asyncio.Event()
+        health.kopf_ready, health.kopf_stopped = False, None
+        if health.leading_since is None:  # without leader election: leading from the start
+            health.leading_since = time.monotonic()
+
+        async def note_ready() -> None:
+            await ready.wait()
+            health.kopf_ready = True
+
+        watcher = asyncio.create_task(note_ready())
         try:
             await kopf.operator(
                 standalone=True,  # the Lease, not kopf's peering, decides who acts
                 clusterwide=args.all_namespaces,
                 namespaces=args.namespace or (),
                 stop_flag=stop_flag,
+                ready_flag=ready,
             )
+            if not stop_flag.is_set():
+                health.kopf_stopped = "kopf's operator returned"
+        except Exception as e:
+            health.kopf_stopped = repr(e)
+            raise
         finally:
-            leading["now"] = False
+            watcher.cancel()
+            health.kopf_ready = False
             LEADER.set(0)
 
     async def main() -> None:
-        health = await _health_server(args.health_host, args.health_port, lambda: leading["now"])
+        if not args.leader_elect:
+            health.last_attempt = float("inf")  # no election loop to stall
+        server = await _health_server(args.health_host, args.health_port, health, args.retry_period)
         try:
             handlers.load_client_config()
             if not args.leader_elect:
@@ -82,9 +107,9 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
                 renew_deadline_s=args.renew_deadline,
                 retry_period_s=args.retry_period,
             )
-            await run_as_leader(LeaseElector(cfg), operate)
+            await run_as_leader(LeaseElector(cfg), operate, health)
         finally:
-            await health.cleanup()
+            await server.cleanup()
 
     try:
         asyncio.run(main())

@@ -27,7 +27,28 @@ def cmd_worker_serve(args: argparse.Namespace) -> int:
         device=args.device or spec.device,
         min_batch_s=args.min_batch_seconds,
         drain_s=args.drain_seconds,
+        weights_cache=args.weights_cache,
+        revision=args.revision,
     )
+    return 0
+
+
+def cmd_worker_fetch(args: argparse.Namespace) -> int:
+    """Fetch a model's weights into the cache (the worker pod's init container), or find them there."""
+    import sys
+
+    from hadis.workers.cache import fetch
+    from hadis.workers.spec import find_spec
+
+    spec = find_spec(args.model)
+    print(f"fetch {spec.name} ({spec.source}) into {args.cache} ...", file=sys.stderr, flush=True)
+    got = fetch(spec, args.cache, args.revision)
+    if got.downloaded:
+        print(f"fetched {spec.name} revision {got.revision}: {got.bytes / 2**20:.1f} MiB in {got.seconds:.1f}s "
+              f"to {got.path}", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"{spec.name} revision {got.revision} is in the cache at {got.path} ({got.bytes / 2**20:.1f} MiB): "
+              "no download", file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -94,7 +115,7 @@ def add_profile_latency(psub: argparse._SubParsersAction) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("worker", help="the Triton worker around a diffusers pipeline")
-    wsub = w.add_subparsers(dest="worker_command", required=True, metavar="{serve}")
+    wsub = w.add_subparsers(dest="worker_command", required=True, metavar="{serve,fetch}")
     ws = wsub.add_parser(
         "serve",
         help="serve one model variant over the Triton protocol (PyTriton)",
@@ -123,7 +144,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="on SIGTERM, wait up to S seconds for the requests in flight to finish before exiting "
         "(default: %(default)s; the operator sets it from the profile's latency)",
     )
+    ws.add_argument(
+        "--weights-cache",
+        type=Path,
+        metavar="DIR",
+        help="load the weights from this cache (hadis worker fetch fills it; fetched now if missing)",
+    )
+    ws.add_argument("--revision", help="the hub revision to load (default: the spec's)")
     ws.set_defaults(func=cmd_worker_serve)
+    wf = wsub.add_parser(
+        "fetch",
+        help="fetch a model's weights into a cache folder (a worker pod's init container)",
+        description="Downloads the spec's weights at its pinned revision into DIR/<model>/<revision>/, "
+        "unless a complete copy is there already; the worker then loads them with --weights-cache DIR.",
+    )
+    wf.add_argument("--model", required=True, help="spec file or variant name")
+    wf.add_argument("--cache", type=Path, required=True, metavar="DIR", help="the weight cache (a volume)")
+    wf.add_argument("--revision", help="the hub revision to fetch (default: the spec's, else main)")
+    wf.set_defaults(func=cmd_worker_fetch)
 
     r = sub.add_parser("router", help="the OpenAI-compatible router in front of the workers")
     rsub = r.add_subparsers(dest="router_command", required=True, metavar="{serve}")

@@ -53,6 +53,7 @@ class ModelEntry:
     gpus_per_replica: int = 1
     resources: Mapping[str, Any] | None = None
     args: tuple[str, ...] = ()
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,20 @@ def images_of(spec: Mapping[str, Any], defaults: Images) -> Images:
         router=(spec.get("router") or {}).get("image") or defaults.router,
         worker=spec.get("workerImage") or defaults.worker,
     )
+
+
+WEIGHTS_DIR = "/models/weights"
+
+
+def model_cache_volume(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The pod volume of ``spec.modelCache`` (None: an emptyDir per pod, no fetch step)."""
+    cache = spec.get("modelCache") or {}
+    if cache.get("hostPath"):
+        return {"name": "model-cache", "hostPath": {"path": cache["hostPath"]["path"], "type": "DirectoryOrCreate"}}
+    if cache.get("persistentVolumeClaim"):
+        claim = cache["persistentVolumeClaim"]["claimName"]
+        return {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim}}
+    return None
 
 
 def placement_of(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,6 +110,7 @@ def models_of(spec: Mapping[str, Any]) -> list[ModelEntry]:
             gpus_per_replica=int(m.get("gpusPerReplica", 1)),
             resources=m.get("resources"),
             args=tuple(m.get("args") or ()),
+            revision=m.get("revision"),
         )
         for m in spec["models"]
     ]
@@ -152,9 +168,13 @@ def worker_deployment(
     image: str = WORKER_IMAGE,
     placement: Mapping[str, Any] | None = None,
     drain_s: int = 30,
+    cache: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One model variant's Triton workers; ``replicas`` comes from the plan. The device comes
     from the worker spec (cuda, or cpu for the tiny variants); ``model.image`` wins over ``image``.
+
+    With ``cache`` (a volume, ``model_cache_volume``), an init container fetches the weights into
+    it unless they are there, and the worker loads them from it: a restarted pod downloads nothing.
 
     Drain on scale-down and rollout: the pod leaves its EndpointSlice (not ready, terminating) the
     moment its deletion starts, serves on for ``PRESTOP_S`` while routers and kube-proxy stop
@@ -169,6 +189,22 @@ def worker_deployment(
     threads = cpu_threads(resources)
     if threads is not None:
         env.append({"name": "OMP_NUM_THREADS", "value": str(threads)})
+    revision = ["--revision", model.revision] if model.revision else []
+    cache_args = ["--weights-cache", WEIGHTS_DIR, *revision] if cache else []
+    init = []
+    if cache:
+        init.append(
+            {
+                "name": "fetch-weights",
+                "image": model.image or image,
+                "command": ["hadis"],
+                "args": ["worker", "fetch", "--model", model.worker_spec, "--cache", WEIGHTS_DIR, *revision],
+                "env": env,
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                "securityContext": _SECURITY,
+                "volumeMounts": [{"name": "model-cache", "mountPath": "/models"}, {"name": "tmp", "mountPath": "/tmp"}],
+            }
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -189,6 +225,7 @@ def worker_deployment(
                     "securityContext": {"runAsNonRoot": True, "fsGroup": USER_ID},
                     **dict(placement or {}),
                     "terminationGracePeriodSeconds": PRESTOP_S + drain_s + 5,
+                    **({"initContainers": init} if init else {}),
                     "containers": [
                         {
                             "name": "worker",
@@ -209,6 +246,7 @@ def worker_deployment(
                                 str(WORKER_METRICS),
                                 "--drain-seconds",
                                 str(drain_s),
+                                *cache_args,
                                 *model.args,
                             ],
                             "env": env,
@@ -246,7 +284,7 @@ def worker_deployment(
                         }
                     ],
                     "volumes": [
-                        {"name": "model-cache", "emptyDir": {}},
+                        dict(cache) if cache else {"name": "model-cache", "emptyDir": {}},
                         {"name": "dshm", "emptyDir": {"medium": "Memory"}},
                         {"name": "tmp", "emptyDir": {}},  # PyTriton's workspace; the root is read-only
                     ],

@@ -77,6 +77,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="serving.hadis.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="serving.hadis.dev")
     settings.execution.max_workers = 8
+    # kopf's defaults wait forever: a watch the API server silently dropped (a restart behind a
+    # load balancer) would never deliver another event. The server ends each watch after
+    # server_timeout and kopf opens the next; the client gives up a little later if it does not.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
 
 
 @kopf.on.login()
@@ -157,6 +165,7 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
     models = builders.models_of(spec)
     images = builders.images_of(spec, default_images())
     placement = builders.placement_of(spec)
+    cache = builders.model_cache_volume(spec)
     router = spec.get("router") or {}
     plan = decision.plan
     slo_s = float(spec["sloSeconds"])
@@ -186,7 +195,7 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
     for m in models:
         replicas = decision.replicas.get(m.name, 0)
         drain = builders.drain_seconds(slo_s, _slowest_batch(profile, m.name))
-        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement, drain))
+        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement, drain, cache))
         objs.append(builders.worker_service(name, namespace, m))
     objs.append(builders.router_configmap(name, namespace, cfg))
     objs += builders.router_rbac(name, namespace)

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hadis.operator import metrics
+from hadis.operator.health import HealthState
 
 logger = logging.getLogger("hadis.leader")
 
@@ -196,18 +197,30 @@ class LostLeadership(RuntimeError):
 async def run_as_leader(
     elector: LeaseElector,
     work: Callable[[asyncio.Event], Awaitable[None]],
+    health: HealthState | None = None,
 ) -> None:
     """Wait for the Lease, then run ``work(stop_flag)`` while renewing it.
 
     Returns when ``work`` returns (the Lease is then released). Raises ``LostLeadership`` after
     stopping ``work`` when the Lease could not be renewed within the renew deadline; the process
     should then exit, as client-go's controllers do, and start again as a follower.
+    ``health`` is kept current: each attempt, each API contact, and when leading began.
     """
     cfg = elector.cfg
+    health = health or HealthState(time.monotonic())
+
+    async def attempt() -> bool:
+        try:
+            held = await asyncio.to_thread(elector.try_acquire_or_renew)
+        finally:
+            health.last_attempt = time.monotonic()
+        health.last_contact = health.last_attempt
+        return held
+
     waiting_for = None
     while True:
         try:
-            if await asyncio.to_thread(elector.try_acquire_or_renew):
+            if await attempt():
                 metrics.LEASE_ATTEMPTS.labels("acquired").inc()
                 break
             metrics.LEASE_ATTEMPTS.labels("held_by_other").inc()
@@ -219,6 +232,7 @@ async def run_as_leader(
             logger.info("waiting for the lease %s/%s, held by %s", cfg.namespace, cfg.name, waiting_for)
         await asyncio.sleep(cfg.retry_period_s)
     logger.info("became the leader: lease %s/%s held by %s", cfg.namespace, cfg.name, cfg.identity)
+    health.leading_since = time.monotonic()
     stop_flag = asyncio.Event()
     task = asyncio.create_task(work(stop_flag))
     last_renewal = time.monotonic()
@@ -228,7 +242,7 @@ async def run_as_leader(
             if task.done():
                 break
             try:
-                renewed = await asyncio.to_thread(elector.try_acquire_or_renew)
+                renewed = await attempt()
                 metrics.LEASE_ATTEMPTS.labels("renewed" if renewed else "held_by_other").inc()
             except Exception as e:
                 metrics.LEASE_ATTEMPTS.labels("error").inc()
@@ -243,6 +257,7 @@ async def run_as_leader(
                 raise LostLeadership(f"lease {cfg.namespace}/{cfg.name} lost to {elector.holder() or 'nobody'}")
         await task
     finally:
+        health.leading_since = None
         if not task.done():
             stop_flag.set()
             await asyncio.wait({task}, timeout=cfg.renew_deadline_s)

@@ -19,7 +19,8 @@ class RouterMetrics:
         self.decisions = Counter(
             "hadis_router_routing_decisions",
             "Images by routing outcome: light (served by the light model), direct_heavy (the router "
-            "sent the prompt straight to heavy), escalated (a light result the discriminator sent on).",
+            "sent the prompt straight to heavy), escalated (a light result the discriminator sent on), "
+            "heavy_fallback (light was due but no light worker answered).",
             ["cascade", "decision"],
             registry=r,
         )

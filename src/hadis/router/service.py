@@ -9,7 +9,8 @@ light or straight to heavy, admit it only if the tier can finish within the SLO 
 Retry-After), call the workers, escalate a light image whose confidence is in the bottom
 ``discRatio``, and answer with which model served each image and whether it was escalated or
 degraded. Policy when the heavy tier is down or saturated: the light image is served, flagged
-``degraded``; when the light tier is down too, 503.
+``degraded``; when the light tier is down, heavy serves what it can in time (``heavy_fallback``);
+when both are down, 503.
 """
 
 from __future__ import annotations
@@ -157,13 +158,13 @@ class Router:
         self._stamp = self._file_stamp()
         self.pools: dict[tuple, EndpointPool] = {}
         self.watches: dict[tuple, SliceWatch] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # set on start: watches need it
         self.peers: int | None = None  # ready router replicas, when their Service is watched
         self._ensure_pools(cfg)
         self.plane = build_plane(cfg, None, self.pools)
         self._model = self._model_stamp(cfg)
         self.ready_endpoints: dict[str, set[str]] = {"light": set(), "heavy": set()}
         self._tasks: list[asyncio.Task] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._published()
 
     @property
@@ -363,7 +364,14 @@ class Router:
                     raise
                 light = await self._call(plane, "light", prompt, seed, deadline)
                 return self._light(plane, light, "heavy_unavailable")
-        res = await self._call(plane, "light", prompt, seed, deadline)
+        try:
+            res = await self._call(plane, "light", prompt, seed, deadline)
+        except WorkerUnavailable:  # no light pod answers (one replica, rolling out): heavy can
+            if deadline - time.monotonic() <= 0:
+                raise
+            heavy = await self._call(plane, "heavy", prompt, seed, deadline)
+            self.metrics.decisions.labels(cfg.cascade, "heavy_fallback").inc()
+            return ImageOutcome(heavy, cfg.heavy.name)
         if res.confidence is None or cfg.disc_ratio <= 0:
             return self._light(plane, res)
         pct = plane.conf_pct.percentile_and_observe(res.confidence, _unit(prompt, seed & 0xFFFFFFFF))

@@ -127,28 +127,34 @@ def tiny_pipeline(spec: ModelSpec):
     return pipe
 
 
-def load_pipeline(spec: ModelSpec, device: str = "cpu"):
-    """The spec's pipeline: tiny and random, or ``from_pretrained`` on its source."""
+def load_pipeline(spec: ModelSpec, device: str = "cpu", weights: Path | None = None):
+    """The spec's pipeline: ``from_pretrained`` on ``weights`` (a folder of the weight cache,
+    ``hadis.workers.cache``) when given, else tiny and random, or on its source."""
     quiet_libraries()
-    if spec.tiny:
+    if spec.tiny and weights is None:
         return tiny_pipeline(spec).to(device)
     import diffusers
 
     cls = getattr(diffusers, spec.pipeline)
     dtype = DTYPES[spec.dtype]
     kwargs: dict = {"torch_dtype": dtype}
+    source = str(weights) if weights is not None else spec.source
     if spec.unet is not None:
         from huggingface_hub import hf_hub_download
         from safetensors.torch import load_file
 
         unet_cls = diffusers.UNet2DConditionModel
-        unet = unet_cls.from_config(unet_cls.load_config(spec.source, subfolder="unet")).to(dtype)
+        unet = unet_cls.from_config(unet_cls.load_config(source, subfolder="unet")).to(dtype)
         path = Path(spec.unet.source) / spec.unet.file
-        if not path.exists():
+        if weights is not None:
+            path = weights / "unet-override" / spec.unet.file
+        elif not path.exists():
             path = Path(hf_hub_download(spec.unet.source, spec.unet.file))
         unet.load_state_dict(load_file(str(path)))
         kwargs["unet"] = unet
-    pipe = cls.from_pretrained(spec.source, **kwargs)
+    if spec.tiny:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipe = cls.from_pretrained(source, **kwargs)
     if spec.scheduler:
         sched_cls = getattr(diffusers, spec.scheduler)
         pipe.scheduler = sched_cls.from_config(pipe.scheduler.config, timestep_spacing="trailing")

@@ -25,6 +25,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -104,16 +105,33 @@ def serve(
     device: str = "cpu",
     min_batch_s: float = 0.0,
     drain_s: int = 30,
+    weights_cache: Path | None = None,
+    revision: str | None = None,
 ) -> None:
     """Load, warm up, then serve until SIGINT or SIGTERM, then finish the requests in flight for up
     to ``drain_s`` seconds (``min_batch_s``: see ``make_generate``)."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
+    from hadis.workers.cache import fetch
     from hadis.workers.pipelines import build_discriminator, load_pipeline
 
     start = time.perf_counter()
-    pipe = load_pipeline(spec, device)
+    weights = None
+    if weights_cache is not None:  # normally the init container fetched it: then this is a lookup
+        got = fetch(spec, weights_cache, revision)
+        how = f"downloaded in {got.seconds:.1f}s" if got.downloaded else "no download"
+        print(f"worker {spec.name}: weights at {got.path} ({got.bytes / 2**20:.1f} MiB, revision {got.revision}; "
+              f"{how})", file=sys.stderr, flush=True)  # fmt: skip
+        weights = got.path
+    t_load = time.perf_counter()
+    pipe = load_pipeline(spec, device, weights)
+    print(
+        f"worker {spec.name}: pipeline loaded {'from the weight cache' if weights else 'from ' + spec.source} "
+        f"in {time.perf_counter() - t_load:.2f}s",
+        file=sys.stderr,
+        flush=True,
+    )
     disc = None
     if spec.discriminator.enabled:
         disc = build_discriminator(spec.discriminator.architecture, spec.discriminator.weights)

@@ -62,6 +62,7 @@ class ModelSpec:
     scheduler: str | None = None  # e.g. EulerDiscreteScheduler, with trailing timesteps
     discriminator: Discriminator = Discriminator()
     device: str = "cuda"  # where the worker runs it unless told otherwise; the tiny variants say cpu
+    revision: str | None = None  # the hub commit (or tag) to fetch; pin it for repeatable weights
 
     @property
     def size(self) -> str:
@@ -84,6 +85,7 @@ _KEYS = {
     "scheduler",
     "discriminator",
     "device",
+    "revision",
 }
 
 
@@ -155,6 +157,9 @@ def parse_spec(text: str, source: str) -> ModelSpec:
     device = doc.get("device", "cuda")
     if device not in DEVICES:
         raise DataError(source, f"must be one of {', '.join(DEVICES)}", field="device")
+    revision = doc.get("revision")
+    if revision is not None and (not isinstance(revision, str) or not re.match(r"^[A-Za-z0-9_.\-/]{1,200}$", revision)):
+        raise DataError(source, "must be a hub revision: a commit hash, branch or tag", field="revision")
     return ModelSpec(
         name=name,
         pipeline=pipeline,
@@ -171,6 +176,7 @@ def parse_spec(text: str, source: str) -> ModelSpec:
         scheduler=scheduler,
         discriminator=Discriminator(bool(disc_doc.get("enabled", False)), arch, weights),
         device=device,
+        revision=revision,
     )
 
 

@@ -3,7 +3,8 @@ own service account), and the router and tiny worker pods it creates, all in con
 local cluster's real node, with Prometheus discovering them. Requests go through the router
 Service (a ``kubectl port-forward``) with the real ``openai`` client.
 
-The tests share one stack and run in file order: the last one changes the plan.
+The tests share one stack and run in file order; the later ones change the cascade (a rollout, a
+smaller budget, a load step, learned routing, three routers).
 """
 
 from __future__ import annotations
@@ -128,6 +129,29 @@ def test_pods_run_in_containers_on_the_real_node_and_the_openai_client_gets_pngs
         assert headers["x-hadis-model"] == img.model_extra["model"]
         served.add(headers["x-hadis-model"])
     assert served <= {"tiny-light", "tiny-heavy"} and served
+
+
+def test_a_restarted_worker_pod_loads_its_weights_from_the_cache(stack):
+    """spec.modelCache (the node's folder in the tiny example): the init container finds the
+    weights a previous pod fetched, and the worker loads them from disk."""
+    import re
+
+    c, ns = stack.cluster, stack.namespace
+    victim = next(p for p in _pods(c, ns, "serving.hadis.dev/model=tiny-light") if _ready(p))["metadata"]["name"]
+    c.kubectl("delete", "pod", victim, "-n", ns, "--wait=false")
+
+    def replacement() -> dict | None:
+        return next((p for p in _pods(c, ns, "serving.hadis.dev/model=tiny-light")
+                     if p["metadata"]["name"] != victim and _ready(p)), None)  # fmt: skip
+
+    pod = demo.wait_until(replacement, "a new light pod Ready", 180)["metadata"]["name"]
+    fetch_log = c.kubectl("logs", "-n", ns, pod, "-c", "fetch-weights")
+    worker_log = c.kubectl("logs", "-n", ns, pod, "-c", "worker")
+    assert "no download" in fetch_log, fetch_log
+    loaded = re.search(r"pipeline loaded from the weight cache in ([0-9.]+)s", worker_log)
+    assert loaded, worker_log
+    assert "downloaded" not in worker_log
+    print(f"restarted light pod {pod}: {fetch_log.strip().splitlines()[-1]}; pipeline loaded in {loaded.group(1)}s")
 
 
 def test_hard_prompts_reach_heavy_and_poor_light_images_escalate(stack):

@@ -188,10 +188,15 @@ def test_profile_latency_cli_writes_a_profile_the_planner_reads(tmp_path):
     out = tmp_path / "p.yaml"
     run = subprocess.run(
         [sys.executable, "-m", "hadis.cli", "profile", "latency", "--model", "tiny-light", "--batch-sizes", "1,2",
-         "--repeats", "2", "--warmup", "1", "--out", str(out)],
+         "--repeats", "2", "--warmup", "1", "--out", str(out), "--weights-cache", str(tmp_path / "cache")],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "batch   2: p50" in run.stderr  # progress
     profile = load_profile(out)
     assert profile.names == ("tiny-light",)
+    from hadis.core.planner import swap_seconds
+
+    load_s = profile.model("tiny-light").load_seconds
+    assert load_s is not None and load_s > 0 and "loaded from the cache in" in run.stderr
+    assert swap_seconds(profile)["tiny-light"] == load_s  # the planner's swap time is the measured load
     assert [b for b, _s in profile.feasible_batches("tiny-light")] == [1, 2]

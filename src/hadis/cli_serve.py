@@ -82,6 +82,7 @@ def cmd_profile_latency(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         repeats=args.repeats,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        weights_cache=args.weights_cache,
     )
     from hadis.cli import write_output
 
@@ -110,6 +111,13 @@ def add_profile_latency(psub: argparse._SubParsersAction) -> None:
     pl.add_argument("--warmup", type=int, default=1)
     pl.add_argument("--repeats", type=int, default=5)
     pl.add_argument("--out", help="profile YAML to write (default: stdout)")
+    pl.add_argument(
+        "--weights-cache",
+        type=Path,
+        metavar="DIR",
+        help="load the weights from this cache (fetched into it first if missing) and record the load "
+        "time as load_seconds, the planner's model-swap time",
+    )
     pl.set_defaults(func=cmd_profile_latency)
 
 

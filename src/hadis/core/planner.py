@@ -48,13 +48,18 @@ DEFAULT_LOAD_S = 10.0
 
 
 def swap_seconds(profile: Profile) -> dict[str, float]:
-    """Seconds each model takes to load onto a GPU, from its weights in the profile, on the
-    profile's time scale (a profile scaled x0.1 for a replay loads 10x faster too)."""
+    """Seconds each model takes to load onto a GPU: the profile's measured ``load_seconds`` (from
+    the weight cache, ``hadis profile latency --weights-cache``), else its weights at
+    ``LOAD_GIB_PER_S``; on the profile's time scale (a profile scaled x0.1 loads 10x faster too)."""
     scale = float(profile.provenance.get("time_scale", 1.0))
     out = {}
     for m in profile.names:
-        gib = profile.model(m).weights_gib
-        out[m] = (gib / LOAD_GIB_PER_S if gib else DEFAULT_LOAD_S) * scale
+        model = profile.model(m)
+        if model.load_seconds is not None:
+            out[m] = model.load_seconds * scale
+        else:
+            gib = model.weights_gib
+            out[m] = (gib / LOAD_GIB_PER_S if gib else DEFAULT_LOAD_S) * scale
     return out
 
 

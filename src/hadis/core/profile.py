@@ -79,6 +79,7 @@ class ModelProfile:
     latency: LatencyCurve
     fid: float | None = None
     weights_gib: float | None = None
+    load_seconds: float | None = None  # measured: weights from the cache to a served pipeline
 
     def batch_latency(self, batch: int) -> float | None:
         return self.latency.latency(batch)
@@ -159,6 +160,8 @@ def profile_to_dict(profile: Profile) -> dict[str, Any]:
             entry["fid"] = m.fid
         if m.weights_gib is not None:
             entry["weights_gib"] = m.weights_gib
+        if m.load_seconds is not None:
+            entry["load_seconds"] = m.load_seconds
         entry["latency"] = lat
         models.append(entry)
     return {
@@ -230,6 +233,9 @@ def profile_from_dict(doc: Any, source: str = "<profile>") -> Profile:
                 weights_gib=None
                 if m.get("weights_gib") is None
                 else _number(m["weights_gib"], source, f"{where}.weights_gib"),
+                load_seconds=None
+                if m.get("load_seconds") is None
+                else _number(m["load_seconds"], source, f"{where}.load_seconds", positive=True),
             )
         )
     prov = doc.get("provenance", {})

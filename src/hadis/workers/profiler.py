@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from hadis.core.profile import LatencyCurve, ModelProfile, Profile
 from hadis.workers.spec import ModelSpec
@@ -34,8 +35,10 @@ class BatchResult:
         return s[min(len(s) - 1, round(0.9 * (len(s) - 1)))]
 
 
-def build_profile(spec: ModelSpec, device_name: str, results: Sequence[BatchResult]) -> Profile:
-    """The profile file's content from measured batches (pure)."""
+def build_profile(
+    spec: ModelSpec, device_name: str, results: Sequence[BatchResult], load_s: float | None = None
+) -> Profile:
+    """The profile file's content from measured batches and load time (pure)."""
     measured = {r.batch: round(r.p50, 6) for r in results if not r.oom}
     if not measured:
         raise ValueError(f"{spec.name}: no batch size ran on {device_name}")
@@ -54,6 +57,7 @@ def build_profile(spec: ModelSpec, device_name: str, results: Sequence[BatchResu
         guidance=spec.guidance,
         resolution=spec.width,
         latency=curve,
+        load_seconds=None if load_s is None else round(load_s, 3),
     )
     measurements = {
         spec.name: {
@@ -89,13 +93,28 @@ def profile_latency(
     warmup: int = 1,
     repeats: int = 5,
     progress: Callable[[str], None] = print,
+    weights_cache: Path | None = None,
 ) -> Profile:
+    """Time each batch size; with ``weights_cache``, also the load from the cache (the planner's
+    model-load time: ``load_seconds``)."""
     import torch
 
+    from hadis.workers.cache import fetch
     from hadis.workers.pipelines import load_pipeline, run_pipeline
 
+    weights = None
+    if weights_cache is not None:
+        got = fetch(spec, weights_cache)
+        progress(f"weights of {spec.name}: {'fetched' if got.downloaded else 'in the cache'} at {got.path}")
+        weights = got.path
     progress(f"loading {spec.name} ({spec.pipeline}, {'tiny' if spec.tiny else spec.source}) on {device}")
-    pipe = load_pipeline(spec, device)
+    t_load = time.perf_counter()
+    pipe = load_pipeline(spec, device, weights)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    load_s = time.perf_counter() - t_load if weights is not None else None
+    if load_s is not None:
+        progress(f"  loaded from the cache in {load_s:.2f}s")
     cuda = device.startswith("cuda")
     device_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     results: list[BatchResult] = []
@@ -133,7 +152,7 @@ def profile_latency(
                 raise
             results.append(BatchResult(b, oom=True))
             progress(f"  batch {b:3d}: out of memory, marked infeasible")
-    return build_profile(spec, device_name, results)
+    return build_profile(spec, device_name, results, load_s)
 
 
 def _reset_peak_rss() -> None:

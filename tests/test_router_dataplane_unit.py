@@ -102,14 +102,22 @@ def test_routers_together_admit_what_one_router_would(routers):
     assert sum(x.in_flight for x in limited) == pytest.approx(64, abs=routers)
 
 
-def test_learned_figures_replace_the_profile():
-    load = TierLoad(prior_base_s=5.0, prior_capacity=1.0)
+def test_the_measured_speed_scales_the_profiles_capacity_and_light_traffic_is_no_capacity():
+    load = TierLoad(prior_base_s=1.0, prior_capacity=4.0)
     t = 0.0
-    for _ in range(3):
+    for _ in range(3):  # images alone take 2 s: this machine runs at half the profiled speed
         ahead = load.start()
-        t += 0.5
-        load.finish(0.5, t, ahead)
-    assert load.effective() == (pytest.approx(0.5), 1.0)
+        t += 2.0
+        load.finish(2.0, t, ahead)
+    assert load.effective() == (pytest.approx(2.0), pytest.approx(2.0))
+    # 2 images always in flight, one done every 1 s: the offered load, not what the tier can do
+    load.start()
+    for _ in range(20):
+        ahead = load.start()
+        t += 1.0
+        load.finish(2.0, t, ahead)
+    assert load.capacity == pytest.approx(1.0, rel=0.05)  # the busy-window throughput...
+    assert load.effective()[1] == pytest.approx(2.0)  # ...does not replace the profile's capacity
 
 
 def test_config_with_discovery_capacity_and_routers_round_trips():

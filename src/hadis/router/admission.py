@@ -13,9 +13,10 @@ own service: ``in_flight / capacity + base_s``. When that is past the SLO, or th
 holds ``max_in_flight`` images, it is refused at once with a ``Retry-After`` that says when the
 backlog should have drained, instead of waiting in a queue that grows without bound.
 
-Until completions have taught it, the tier's figures come from the planning profile
-(``prior_base_s``, ``prior_capacity``: the ready replicas times one replica's throughput), so a
-burst that meets a cold router is admitted against what the tier can do, not waved through.
+With a planning profile (``prior_base_s``, ``prior_capacity``: the ready replicas times one
+replica's best batch throughput) a burst that meets a cold router is admitted against what the
+tier can do, not waved through; the measured ``base_s`` then scales that capacity to the speed the
+tier really runs at.
 
 With several router replicas each one sees only its own images. Each admits against its
 ``share`` (1/N of the tier's capacity and of ``max_in_flight``); what it learns needs no
@@ -48,11 +49,18 @@ class TierLoad:
     _busy_window: bool = False
 
     def effective(self) -> tuple[float | None, float | None]:
-        """(base seconds, images per second) for this router: learned, else the profile's."""
+        """(base seconds, images per second) for this router.
+
+        With a profile, capacity is its share of the profile's, scaled by how fast images really
+        run (the profile's base latency over the measured one): throughput counted at the router
+        measures the offered load whenever the tier is not saturated, so it is no capacity. Without
+        a profile, the busy-window throughput is all there is."""
         base = self.base_s if self.base_s is not None else self.prior_base_s
-        capacity = self.capacity
-        if capacity is None and self.prior_capacity:
-            capacity = self.prior_capacity * self.share
+        if not self.prior_capacity:
+            return base, self.capacity
+        capacity = self.prior_capacity * self.share
+        if self.base_s and self.prior_base_s:
+            capacity *= min(10.0, max(0.1, self.prior_base_s / self.base_s))
         return base, capacity
 
     def predicted_latency(self, n: int = 1) -> float:

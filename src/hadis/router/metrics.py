@@ -78,3 +78,22 @@ class RouterMetrics:
             ["cascade", "model", "source"],
             registry=r,
         )
+        self.tier_capacity = Gauge(
+            "hadis_router_tier_capacity_images_per_second",
+            "Images per second this router admits against, per tier: its share of the tier, learned "
+            "from completions (source=learned) or the planning profile's (source=profile).",
+            ["cascade", "model", "source"],
+            registry=r,
+        )
+        self.tier_predicted = Gauge(
+            "hadis_router_tier_predicted_seconds",
+            "Admission's predicted latency of one more image at the tier, now.",
+            ["cascade", "model"],
+            registry=r,
+        )
+        self.tier_in_flight = Gauge(
+            "hadis_router_tier_in_flight_images",
+            "Images this router has in flight at the tier.",
+            ["cascade", "model"],
+            registry=r,
+        )

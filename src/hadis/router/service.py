@@ -485,7 +485,21 @@ class Router:
         )
         return generation_response(images, rid)
 
+    def _tier_gauges(self) -> None:
+        """Admission's view of each tier, computed when scraped."""
+        plane, m = self.plane, self.metrics
+        c = plane.cfg.cascade
+        for name in TIERS:
+            load, model = plane.loads[name], plane.tier(name).name
+            capacity = load.effective()[1]
+            source = "profile" if load.prior_capacity else "learned"
+            m.tier_capacity.labels(c, model, source).set(capacity or 0.0)
+            m.tier_capacity.labels(c, model, "profile" if source == "learned" else "learned").set(0.0)
+            m.tier_predicted.labels(c, model).set(load.predicted_latency(1))
+            m.tier_in_flight.labels(c, model).set(load.in_flight)
+
     async def handle_metrics(self, _request: web.Request) -> web.Response:
+        self._tier_gauges()
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def handle_healthz(self, _request: web.Request) -> web.Response:

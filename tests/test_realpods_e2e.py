@@ -234,26 +234,29 @@ def _router_pods(c: demo.Cluster, ns: str) -> list[dict]:
 
 
 def test_the_router_sends_images_to_the_worker_pods_it_watches_least_loaded_first(stack):
-    """Each tier's pods come from its EndpointSlices, not the Service's random pick: sequential
-    light images go round the ready light pods, every one of them serving."""
+    """Each tier's pods come from its EndpointSlices, not the Service's random pick: as many
+    concurrent heavy images as there are heavy pods land one on each pod, every round."""
     c, ns = stack.cluster, stack.namespace
-    light = [p for p in _pods(c, ns, "serving.hadis.dev/model=tiny-light") if _ready(p)]
+    heavy = [p for p in _pods(c, ns, "serving.hadis.dev/model=tiny-heavy") if _ready(p)]
+    assert len(heavy) >= 2, [p["metadata"]["name"] for p in heavy]
     router = _router_pods(c, ns)[0]
     url = f"http://{router['status']['podIP']}:8080"
     demo.wait_until(
-        lambda: _metric(url, "hadis_router_dispatch_endpoints", model="tiny-light", source="endpointslices")
-        == len(light),
-        "the router dispatching to every ready light pod", 30,
+        lambda: _metric(url, "hadis_router_dispatch_endpoints", model="tiny-heavy", source="endpointslices")
+        == len(heavy),
+        "the router dispatching to every ready heavy pod", 30,
     )  # fmt: skip
-    before = {p["metadata"]["name"]: demo.worker_served(p) for p in light}
-    for k in range(3 * len(light)):
-        status, _, _ = _post(url, SIMPLE[k % len(SIMPLE)])
-        assert status == 200
-    gained = {p["metadata"]["name"]: demo.worker_served(p) - before[p["metadata"]["name"]] for p in light}
-    assert all(n >= 1 for n in gained.values()), gained
+    before = {p["metadata"]["name"]: demo.worker_served(p) for p in heavy}
+    rounds = 2
+    with concurrent.futures.ThreadPoolExecutor(len(heavy)) as pool:
+        for _ in range(rounds):  # HARD[0] goes straight to heavy (the test above)
+            replies = list(pool.map(lambda _: _post(url, HARD[0]), range(len(heavy))))
+            assert [(s, h.get("X-Hadis-Model")) for s, h, _ in replies] == [(200, "tiny-heavy")] * len(heavy)
+    gained = {p["metadata"]["name"]: demo.worker_served(p) - before[p["metadata"]["name"]] for p in heavy}
+    assert sorted(gained.values()) == [rounds] * len(heavy), gained  # least in flight: one each
     ready = json.loads(urllib.request.urlopen(f"{url}/readyz", timeout=5).read())
     assert ready["dispatch"] == {"light": "endpointslices", "heavy": "endpointslices"}, ready
-    print(f"sequential images per light pod: {gained}")
+    print(f"{rounds} rounds of {len(heavy)} concurrent heavy images, per heavy pod: {gained}")
 
 
 def _rolled(c: demo.Cluster, ns: str, deployment: str) -> bool:

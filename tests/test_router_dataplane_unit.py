@@ -68,10 +68,10 @@ def test_a_removed_pod_gets_nothing_new_and_its_count_ends_with_its_last_image()
     assert pool.in_flight["a:1"] == 1
     pool.finish("a:1")
     assert "a:1" not in pool.in_flight
-    pool.update(())  # the watch sees no ready pod: the Service, as without a watch
+    pool.update(())  # no ready pod: none, not the Service (it would pick a terminating one)
+    assert pool.order() == [] and pool.source == "endpointslices"
+    pool.update(None)  # the watch is unavailable: the Service, as without a watch
     assert pool.order() == ["svc:8000"] and pool.source == "service"
-    pool.update(None)
-    assert pool.order() == ["svc:8000"]
 
 
 def test_a_cold_router_admits_against_the_profile_not_without_limit():

@@ -4,11 +4,15 @@ Pure bookkeeping, no I/O. A tier's Service balances *connections* at random (kub
 busy pod gets as many images as an idle one and its queue grows while another idles. The router
 knows what it has sent to each pod and not yet had back, so it picks the pod with the fewest
 (ties in turn). The pods come from the Service's EndpointSlices (``ready_addresses``); while no
-watch has reported, or when it reports no ready pod, the tier's configured endpoints (its
-Service) are used as before.
+watch has reported (or the watch is unavailable), the tier's configured endpoints (its Service)
+are used as before.
 
 A pod that is terminating is not ready in its EndpointSlice, so it gets nothing new from the
-moment its deletion starts, and finishes what it holds (see the workers' ``preStop``).
+moment its deletion starts, and finishes what it holds (see the workers' ``preStop``). When the
+watch reports no ready pod at all, the tier has none: the router fails over to the other tier at
+once. It does not fall back to the Service then, because kube-proxy sends a Service's traffic to
+terminating pods when no ready one is left, and those are about to stop (a rollout of a one-pod
+tier lost every request for the length of the drain that way).
 """
 
 from __future__ import annotations
@@ -64,10 +68,10 @@ class EndpointPool:
     @property
     def source(self) -> str:
         """``endpointslices`` when the pods themselves are dispatched to, else ``service``."""
-        return "endpointslices" if self.discovered else "service"
+        return "service" if self.discovered is None else "endpointslices"
 
     def candidates(self) -> tuple[str, ...]:
-        return self.discovered or self.fallback
+        return self.fallback if self.discovered is None else self.discovered
 
     def update(self, discovered: tuple[str, ...] | None) -> None:
         self.discovered = discovered

@@ -222,7 +222,7 @@ class Router:
             tier, load, pool = plane.tier(name), plane.loads[name], plane.clients[name].pool
             load.share = 1.0 / max(1, routers)
             if tier.capacity is not None:
-                replicas = len(pool.discovered) if pool.discovered else tier.capacity.replicas
+                replicas = tier.capacity.replicas if pool.discovered is None else len(pool.discovered)
                 load.prior_base_s = tier.capacity.base_s
                 load.prior_capacity = tier.capacity.per_replica * replicas
             self.metrics.dispatch_endpoints.labels(c, tier.name, pool.source).set(len(pool.candidates()))

@@ -74,9 +74,9 @@ class TierClient:
     async def generate(self, prompt: str, seed: int, deadline: float) -> WorkerResult:
         """One image before ``deadline`` (a ``time.monotonic()`` value), or WorkerUnavailable."""
         errors: list[str] = []
-        order = self.pool.order()
-        if len(self._clients) > len(order):
+        if len(self._clients) > len(self.pool.candidates()):
             await self._prune()
+        order = self.pool.order()  # then no await until the first pick is counted in flight
         if not order:
             errors.append("no endpoints")
         for endpoint in order:

@@ -86,6 +86,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dataplane.py
 	$(MAKE) control-plane
 	$(BIN)/python benchmarks/bench_operator.py
+	$(MAKE) images
+	$(BIN)/python benchmarks/bench_dispatch.py
 
 # A real local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok with
 # fake GPU nodes), binaries built once from their Go modules into ~/.cache/hadis/bin.

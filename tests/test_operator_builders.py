@@ -176,6 +176,10 @@ def test_a_learned_router_mounts_its_model_configmap():
     assert {"name": "router-model", "mountPath": "/etc/hadis-model", "readOnly": True} in mounts
     plain = router_deployment("e1", "serving", 1)["spec"]["template"]["spec"]
     assert all(v["name"] != "router-model" for v in plain["volumes"])
+    assert plain["containers"][0]["resources"]["requests"]["cpu"] == "500m"  # the default
+    small = {"requests": {"cpu": "100m"}}
+    sized = router_deployment("e1", "serving", 1, resources=small)["spec"]["template"]["spec"]
+    assert sized["containers"][0]["resources"] == small
 
 
 def test_a_terminating_worker_serves_on_then_drains_within_its_grace_period():

@@ -43,6 +43,7 @@ ROUTER_MODEL_DIR = "/etc/hadis-model"
 # A terminating worker keeps serving this long before SIGTERM, so the routers' EndpointSlice
 # watches and kube-proxy have stopped sending to it before it stops accepting.
 PRESTOP_S = 5
+ROUTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
 @dataclass(frozen=True)
@@ -403,6 +404,7 @@ def router_deployment(
     image: str = ROUTER_IMAGE,
     placement: Mapping[str, Any] | None = None,
     model_configmap: str | None = None,
+    resources: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The router pods; ``model_configmap`` (a learned router model) is mounted at
     ``ROUTER_MODEL_DIR``, and the router reloads it when the ConfigMap changes."""
@@ -449,7 +451,7 @@ def router_deployment(
                             "ports": [{"name": "http", "containerPort": ROUTER_PORT}],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
                             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
-                            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+                            "resources": dict(resources or ROUTER_RESOURCES),
                             "securityContext": _SECURITY,
                             "volumeMounts": mounts,
                         }

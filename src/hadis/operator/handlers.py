@@ -200,7 +200,11 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
     objs.append(builders.router_configmap(name, namespace, cfg))
     objs += builders.router_rbac(name, namespace)
     model_cm = router.get("modelConfigMapName") if learned else None
-    objs.append(builders.router_deployment(name, namespace, router_replicas, images.router, placement, model_cm))
+    objs.append(
+        builders.router_deployment(
+            name, namespace, router_replicas, images.router, placement, model_cm, router.get("resources")
+        )
+    )
     objs.append(builders.router_service(name, namespace))
     return objs
 

@@ -138,6 +138,11 @@ def install_operator(
     vfile = STATE / "operator-values.json"
     vfile.parent.mkdir(parents=True, exist_ok=True)
     vfile.write_text(json.dumps(values))
+    # helm installs a chart's crds/ once and never upgrades them (the chart README): apply this
+    # checkout's CRD first, so a cluster kept from an older checkout validates today's fields
+    crd = ROOT / "charts" / "hadis-operator" / "crds" / "diffusioncascades.serving.hadis.dev.yaml"
+    c.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+    c.kubectl("wait", "--for=condition=Established", "crd/diffusioncascades.serving.hadis.dev", "--timeout=60s")
     c.helm("upgrade", "--install", release, str(ROOT / "charts" / "hadis-operator"), "-n", namespace,
            "--create-namespace", "-f", str(vfile), "--wait", f"--timeout={timeout}")  # fmt: skip
 

@@ -14,6 +14,7 @@ def test_a_follower_whose_election_loop_runs_is_healthy_even_while_the_api_is_aw
 def test_a_stalled_election_loop_is_unhealthy():
     ok, body = assess(HealthState(started=0.0, last_attempt=50.0), now=100.0, retry_period_s=2.0)
     assert not ok and "no attempt for 50s" in body["problems"][0]
+    assert assess(HealthState(started=0.0, last_attempt=80.0), now=100.0, retry_period_s=2.0)[0]  # one slow call
     ok, _ = assess(HealthState(started=0.0), now=5.0, retry_period_s=2.0)  # just started
     assert ok
 

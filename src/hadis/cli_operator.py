@@ -20,8 +20,6 @@ async def _health_server(host: str, port: int, health, retry_period_s: float) ->
     """``/healthz`` for liveness probes (``hadis.operator.health``: followers are healthy while
     their election loop runs; the leader also needs kopf running and ready); ``/metrics``: the
     operator's own metrics (``hadis.operator.metrics``)."""
-    import time
-
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -3,8 +3,8 @@
 Liveness means the process is doing its job, not that the API server is up (restarting an
 operator does not bring an API server back):
 
-- the election loop has made an attempt within a few retry periods (a stuck event loop or a
-  dead election task fails this);
+- the election loop has made an attempt within three retry periods, and at least 30 s (a stuck
+  event loop or a dead election task fails this; one slow API call does not);
 - while leading, kopf's operator task is running and kopf reported itself ready (its watches
   started) within ``startup_s`` of taking the Lease.
 
@@ -30,7 +30,7 @@ class HealthState:
 def assess(state: HealthState, now: float, retry_period_s: float, startup_s: float = 60.0) -> tuple[bool, dict]:
     """(healthy, the JSON body)."""
     problems: list[str] = []
-    stalled_after = max(3 * retry_period_s, 10.0)
+    stalled_after = max(3 * retry_period_s, 30.0)  # a slow API call is not a stalled loop
     since = state.last_attempt if state.last_attempt is not None else state.started
     if now - since > stalled_after:
         problems.append(f"leader election made no attempt for {now - since:.0f}s")

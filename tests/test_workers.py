@@ -100,6 +100,18 @@ def test_weights_are_fetched_into_the_cache_once_and_load_from_it(tmp_path):
     assert not [p for p in first.path.parent.iterdir() if ".partial-" in p.name]
 
 
+def test_a_fetch_that_cannot_reach_the_hub_fails_clearly_and_leaves_no_partial_copy(tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no hub here: offline, so nothing is even tried
+    run = subprocess.run([sys.executable, "-m", "hadis.cli", "worker", "fetch", "--model", "sd-turbo",
+                          "--cache", str(tmp_path)], capture_output=True, text=True, env=env)  # fmt: skip
+    assert run.returncode == 1
+    assert "error: could not fetch sd-turbo from stabilityai/sd-turbo" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not [p for p in tmp_path.rglob("*") if ".partial-" in p.name]
+
+
 def test_the_revision_names_the_cache_entry():
     from hadis.workers.cache import entry_dir, revision_of
 

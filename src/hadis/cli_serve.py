@@ -42,7 +42,10 @@ def cmd_worker_fetch(args: argparse.Namespace) -> int:
 
     spec = find_spec(args.model)
     print(f"fetch {spec.name} ({spec.source}) into {args.cache} ...", file=sys.stderr, flush=True)
-    got = fetch(spec, args.cache, args.revision)
+    try:
+        got = fetch(spec, args.cache, args.revision)
+    except OSError as e:  # huggingface_hub's errors (no network, unknown revision) are OSErrors
+        raise SystemExit(f"error: could not fetch {spec.name} from {spec.source}: {e}") from None
     if got.downloaded:
         print(f"fetched {spec.name} revision {got.revision}: {got.bytes / 2**20:.1f} MiB in {got.seconds:.1f}s "
               f"to {got.path}", file=sys.stderr)  # fmt: skip

@@ -367,8 +367,9 @@ class Router:
         try:
             res = await self._call(plane, "light", prompt, seed, deadline)
         except WorkerUnavailable:  # no light pod answers (one replica, rolling out): heavy can
-            if deadline - time.monotonic() <= 0:
-                raise
+            remaining = deadline - time.monotonic()
+            if not admit(plane.loads["heavy"], 1, remaining, cfg.limits.max_in_flight).admitted:
+                raise  # heavy cannot finish it in time either: say so now, not at the deadline
             heavy = await self._call(plane, "heavy", prompt, seed, deadline)
             self.metrics.decisions.labels(cfg.cascade, "heavy_fallback").inc()
             return ImageOutcome(heavy, cfg.heavy.name)

@@ -316,30 +316,39 @@ def plan_hadis_reference(
     slo_s: float,
     demand: Demand,
     *,
-    queue_delay_s: float = 0.0,
+    queue_delay_s: float | Mapping[str, float] = 0.0,
 ) -> Plan:
     """The HADIS paper's formulation (policy ``hadis-ref``), solved exactly by enumeration.
 
     Per row and batch-size pair: GPUs per model = the fewest whose throughput covers the demand
     share (light: 100% of demand; heavy: ``heavy_ratio``), and the row is feasible when
-    ``s_light(b_l) + s_heavy(b_h) + 1.2 * queue_delay_s <= SLO`` and the GPUs fit the budget.
-    Best quality wins, then fewest GPUs, then lowest latency. Left-over GPUs are spread over the
-    two models, each to the one with the highest utilisation. ``demand.rate`` is used as given:
-    HADIS's own margin (x1.05 on an EWMA) belongs to its demand estimator.
+    ``s_light(b_l) + q_light + s_heavy(b_h) + q_heavy <= SLO`` and the GPUs fit the budget,
+    where ``q`` is each model's queueing delay (``queue_delay_s`` per model, as the artifact's
+    controller estimates it, see ``hadis.core.demand.ControllerSignals.queue_delay``; a single
+    number is a delay observed for the whole system, charged once at 1.2x). Best quality wins,
+    then fewest GPUs, then lowest latency. Left-over GPUs are spread over the two models, each
+    to the one with the highest utilisation. ``demand.rate`` is used as given: HADIS's own
+    margin (x1.05 on an EWMA) belongs to its demand estimator.
     """
     _check_inputs(profile, table, gpus, slo_s, demand)
     lam = demand.rate
-    delay = HADIS_QUEUE_FACTOR * queue_delay_s
+
+    def delay(c: Config) -> float:
+        if isinstance(queue_delay_s, Mapping):
+            return queue_delay_s.get(c.light, 0.0) + queue_delay_s.get(c.heavy, 0.0)
+        return HADIS_QUEUE_FACTOR * queue_delay_s
+
     best_key: tuple | None = None
     best = None
     for c in table.rows:
+        q = delay(c)
         for b_l, s_l in profile.feasible_batches(c.light):
             g_l = max(1, math.ceil(lam * s_l / b_l - 1e-9))
             for b_h, s_h in profile.feasible_batches(c.heavy):
                 g_h = math.ceil(c.heavy_ratio * lam * s_h / b_h - 1e-9)
                 if c.heavy_ratio > 0:
                     g_h = max(1, g_h)
-                latency = s_l + s_h + delay
+                latency = s_l + s_h + q
                 if g_l + g_h > gpus or latency > slo_s:
                     continue
                 key = (c.quality, g_l + g_h, latency)

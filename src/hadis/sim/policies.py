@@ -1,18 +1,25 @@
 """The serving systems compared in the replay, each a policy: observation -> serving plan.
 
-``hadis`` and ``hadis-ref`` call the product's planner (``hadis.core.planner``); the baselines
-follow the rules in the data README and DESIGN.md:
+The baselines and ``hadis-ref`` are the HADIS artifact's controllers (``qizhengyang98/HADIS``,
+``hadis/src/controller/``), planning from what that controller sees (``ControllerSignals``:
+the requests in the system, EWMA half-life 3 over 20 one-second samples, x1.05; per model the
+smoothed arrivals and queue) and dispatched as the artifact does (one FIFO per GPU, a GPU of
+the right model drawn at random). The README's fidelity table lists each choice and its file.
 
-- ``clipper-light`` / ``clipper-heavy``: every GPU on the lightest / heaviest model;
-- ``infaas-acc``: one model at a time on every GPU, one step lighter when its expected latency
-  exceeds the SLO, one step better when the better model's would be under 0.89x SLO;
-- ``proteus``: GPUs over all models (exact enumeration of the ILP) maximising quality-weighted
-  capacity with capacity >= 1.25x demand; arrivals split by capacity share, no cascade;
-- ``diffserve``: the fixed pair sd3.5-large-turbo -> sd3.5-large, discriminator only, with the
-  largest escalated share that the GPUs can carry.
+- ``clipper-light`` / ``clipper-heavy``: every GPU on the lightest / heaviest model, the
+  largest batch within the SLO; clipper-heavy starts only what it can finish within 1.0x SLO;
+- ``infaas-acc`` (``infaas.py``): one model at a time, blind to the arrival rate: expected
+  latency = batch latency + 0.225 x queue / throughput; a step lighter above the SLO, a step
+  better below 0.89x SLO, straight to the lightest when the queue passes 60;
+- ``proteus`` (``solve_proteus_milp``): GPUs over all models maximising GPUs weighted by
+  normalised FID, throughput >= 1.25x demand, batch latency x (1 + queue delay) <= SLO;
+  traffic split equally across GPUs whatever they run;
+- ``diffserve`` (``diffserve_cascade_ILP.py``): the fixed pair sd3.5-large-turbo ->
+  sd3.5-large, the largest escalated share whose stages carry the demand within the SLO;
+- ``hadis-ref`` (``solve_milp_loop``): the paper's MILP over the 49-row table, per-model
+  queueing delay 1.2 x queue / arrival rate added to both stages.
 
-Single-model batch sizes: the largest profiled size whose batch latency fits half the SLO.
-All baselines estimate demand like HADIS (EWMA x1.05).
+``hadis`` is ours, dispatched as our router does (least in flight over the ready pods).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from hadis.core.demand import EwmaEstimator, FastRiseEstimator
+from hadis.core.demand import ControllerSignals, FastRiseEstimator
 from hadis.core.planner import (
     DEFAULT_MAX_UTILISATION,
     DEFAULT_QUANTILE,
@@ -31,6 +38,7 @@ from hadis.core.planner import (
     Plan,
     plan_cascade,
     plan_hadis_reference,
+    spread_leftover,
 )
 from hadis.core.profile import Profile
 from hadis.core.surge import SurgeSettings, SurgeTrigger
@@ -38,11 +46,24 @@ from hadis.sim.data import SimData
 from hadis.sim.engine import Observation, Policy, ServingPlan
 
 SYSTEMS = ("clipper-light", "clipper-heavy", "infaas-acc", "proteus", "diffserve", "hadis-ref", "hadis")
+# How each system's requests reach a GPU (``hadis.sim.engine``): the artifact's load balancer
+# for the artifact's systems, our router for ours.
+DISPATCH = {s: "random-worker" for s in SYSTEMS} | {"hadis": "least-in-flight"}
+
+CLIPPER_HEAVY_ADMISSION = 1.0  # controller.py SLO_ADMISSION_FACTOR
+INFAAS_QUALITY_BIAS = 0.5
+INFAAS_QUEUE_WEIGHT = 0.40 - 0.35 * INFAAS_QUALITY_BIAS
+INFAAS_STEP_DOWN = 0.85 + 0.30 * INFAAS_QUALITY_BIAS
+INFAAS_STEP_UP = 0.80 + 0.18 * INFAAS_QUALITY_BIAS
+INFAAS_CRITICAL_QUEUE = int(20 + 80 * INFAAS_QUALITY_BIAS)
+PROTEUS_DEMAND_WEIGHT = 1.25
+DIFFSERVE_THRESHOLDS = tuple(round(0.005 * i, 4) for i in range(201))
 
 
-def largest_batch_within(profile: Profile, model: str, budget_s: float) -> int:
+def largest_batch_within(profile: Profile, model: str, budget_s: float) -> int | None:
+    """The largest batch size whose batch latency fits ``budget_s``, or None."""
     fits = [b for b, s in profile.feasible_batches(model) if s <= budget_s]
-    return max(fits) if fits else 1
+    return max(fits) if fits else None
 
 
 def capacity(profile: Profile, model: str, gpus: int, batch: int) -> float:
@@ -50,14 +71,35 @@ def capacity(profile: Profile, model: str, gpus: int, batch: int) -> float:
     return 0.0 if not s else gpus * batch / s
 
 
-def single_model_plan(profile: Profile, model: str, gpus: int, slo_s: float, label: str) -> ServingPlan:
+def single_model_plan(
+    profile: Profile, model: str, gpus: int, batch: int, label: str, drop_factor: float = 1.5
+) -> ServingPlan:
     return ServingPlan(
         gpus={model: gpus},
-        batch={model: largest_batch_within(profile, model, slo_s / 2)},
+        batch={model: batch},
         mixture={model: 1.0},
         quality=profile.model(model).fid or math.nan,
         label=label,
+        drop_factor=drop_factor,
     )
+
+
+def split_plan(profile: Profile, gpus: Mapping[str, int], batch: Mapping[str, int], label: str) -> ServingPlan:
+    """GPUs over several models with no cascade, traffic split equally across GPUs."""
+    used = {m: g for m, g in gpus.items() if g > 0}
+    total = sum(used.values())
+    mix = {m: g / total for m, g in used.items()}
+    quality = sum(share * (profile.model(m).fid or math.nan) for m, share in mix.items())
+    return ServingPlan(gpus=used, batch={m: batch[m] for m in used}, mixture=mix, quality=quality, label=label)
+
+
+def round_robin(profile: Profile, gpus: int, label: str) -> ServingPlan:
+    """The artifact's fallback for Proteus and INFaaS: GPUs dealt over the models, batch 1."""
+    names = profile.names
+    alloc = {m: 0 for m in names}
+    for i in range(gpus):
+        alloc[names[i % len(names)]] += 1
+    return split_plan(profile, alloc, {m: 1 for m in names}, f"{label} round-robin")
 
 
 def from_core_plan(plan: Plan) -> ServingPlan:
@@ -84,84 +126,115 @@ class Context:
     surge: SurgeSettings = field(default_factory=SurgeSettings)
 
 
+@dataclass
+class SignalFeed:
+    """Feeds each one-second sample a policy has not seen into the controller's signals."""
+
+    signals: ControllerSignals = field(default_factory=ControllerSignals)
+    fed: int = 0
+
+    def update(self, obs: Observation) -> ControllerSignals:
+        for s in obs.samples[self.fed :]:
+            self.signals.update(s.in_system, s.arrivals, s.queues)
+        self.fed = len(obs.samples)
+        return self.signals
+
+
 def clipper(ctx: Context, heavy: bool) -> Policy:
-    names = ctx.data.profile.names
-    model = names[-1] if heavy else names[0]
-    plan = single_model_plan(ctx.data.profile, model, ctx.gpus, ctx.slo_s, f"clipper {model}")
+    p = ctx.data.profile
+    model = p.names[-1] if heavy else p.names[0]
+    batch = largest_batch_within(p, model, ctx.slo_s) or 1
+    drop = CLIPPER_HEAVY_ADMISSION if heavy else 1.5
+    plan = single_model_plan(p, model, ctx.gpus, batch, f"clipper {model}", drop)
     return lambda _obs: plan
 
 
 @dataclass
 class InfaasAcc:
+    """INFaaS-Accuracy as the artifact runs it (``infaas.py``): queue-reactive, rate-blind."""
+
     ctx: Context
     level: int = 0  # index into models ordered best quality first
-    estimator: EwmaEstimator = field(default_factory=EwmaEstimator)
+    feed: SignalFeed = field(default_factory=SignalFeed)
 
     def __post_init__(self) -> None:
         p = self.ctx.data.profile
         self.order = sorted(p.names, key=lambda m: p.model(m).fid if p.model(m).fid is not None else math.inf)
 
-    def expected_latency(self, model: str, rate: float, waiting: int) -> float:
-        p = self.ctx.data.profile
-        b = largest_batch_within(p, model, self.ctx.slo_s / 2)
-        cap = capacity(p, model, self.ctx.gpus, b)
-        if rate >= cap:
-            return math.inf
-        return (p.model(model).batch_latency(b) or math.inf) + waiting / cap
+    def expected_latency(self, model: str, batch: int, queue: float) -> float:
+        s = self.ctx.data.profile.model(model).batch_latency(batch) or math.inf
+        return s + INFAAS_QUEUE_WEIGHT * queue / (self.ctx.gpus * batch / s)
 
     def __call__(self, obs: Observation) -> ServingPlan:
-        rate = self.estimator.update(obs.arrival_bins, obs.bin_s)
-        cur = self.order[self.level]
-        if self.expected_latency(cur, rate, obs.waiting) > self.ctx.slo_s and self.level < len(self.order) - 1:
-            self.level += 1
-        elif self.level > 0:
-            better = self.order[self.level - 1]
-            if self.expected_latency(better, rate, obs.waiting) < 0.89 * self.ctx.slo_s:
-                self.level -= 1
-        m = self.order[self.level]
-        return single_model_plan(self.ctx.data.profile, m, self.ctx.gpus, self.ctx.slo_s, f"infaas {m}")
+        sig = self.feed.update(obs)
+        p, slo, worst = self.ctx.data.profile, self.ctx.slo_s, len(self.order) - 1
+        if sig.demand == 0:
+            return round_robin(p, self.ctx.gpus, "infaas")
+        queue = sum(sig.queue(m) for m in p.names)
+        bs = largest_batch_within(p, self.order[self.level], slo)
+        if bs is None:  # the model cannot meet the SLO even alone: a step lighter at once
+            self.level = min(self.level + 1, worst)
+            bs = largest_batch_within(p, self.order[self.level], slo)
+            if bs is None:
+                return round_robin(p, self.ctx.gpus, "infaas")
+        expected = self.expected_latency(self.order[self.level], bs, queue)
+        if queue > INFAAS_CRITICAL_QUEUE:
+            self.level = worst
+        elif expected > slo * INFAAS_STEP_DOWN:
+            self.level = min(self.level + 1, worst)
+        elif expected < slo * INFAAS_STEP_UP:
+            self.level = max(self.level - 1, 0)
+        model = self.order[self.level]
+        bs = largest_batch_within(p, model, slo)
+        if bs is None:
+            return round_robin(p, self.ctx.gpus, "infaas")
+        return single_model_plan(p, model, self.ctx.gpus, bs, f"infaas {model}")
 
 
 @dataclass
 class Proteus:
+    """Proteus as the artifact runs it (``solve_proteus_milp``), solved by enumeration."""
+
     ctx: Context
-    estimator: EwmaEstimator = field(default_factory=EwmaEstimator)
-    headroom: float = 1.25
+    feed: SignalFeed = field(default_factory=SignalFeed)
+    current: ServingPlan | None = None
 
     def __call__(self, obs: Observation) -> ServingPlan:
-        p = self.ctx.data.profile
-        rate = self.estimator.update(obs.arrival_bins, obs.bin_s)
+        sig = self.feed.update(obs)
+        p, slo = self.ctx.data.profile, self.ctx.slo_s
+        if sig.demand == 0:
+            self.current = round_robin(p, self.ctx.gpus, "proteus")
+            return self.current
         names = list(p.names)
-        batch = {m: largest_batch_within(p, m, self.ctx.slo_s / 2) for m in names}
-        per_gpu = {m: capacity(p, m, 1, batch[m]) for m in names}
         fid = {m: p.model(m).fid or math.inf for m in names}
-        by_quality = sorted(names, key=lambda m: fid[m])
-        need = max(self.headroom * rate, 1e-9)
+        lo, hi = min(fid.values()), max(fid.values())
+        weight = {m: (hi - fid[m]) / (hi - lo + 1e-9) if hi > lo else 1.0 for m in names}
+        batch: dict[str, int] = {}
+        per_gpu: dict[str, float] = {}
+        for m in names:
+            stretch = 1 + sig.queue_delay(m, guard=False)
+            fits = [(b / s, b) for b, s in p.feasible_batches(m) if s * stretch <= slo]
+            if fits:
+                per_gpu[m], batch[m] = max(fits)
+        need = PROTEUS_DEMAND_WEIGHT * sig.demand
         best_key, best = None, None
         for split in _compositions(self.ctx.gpus, len(names)):
             alloc = dict(zip(names, split, strict=True))
-            total = sum(per_gpu[m] * alloc[m] for m in names)
-            if total < need:
-                key = (1, -total, 0.0)  # infeasible: prefer the most capacity
-                shares = {m: per_gpu[m] * alloc[m] / total if total else 0.0 for m in names}
-            else:
-                shares, left = {}, 1.0
-                for m in by_quality:
-                    shares[m] = min(left, per_gpu[m] * alloc[m] / need)
-                    left -= shares[m]
-                key = (0, sum(shares[m] * fid[m] for m in names), -total)
+            if any(g and m not in per_gpu for m, g in alloc.items()):
+                continue
+            throughput = sum(per_gpu.get(m, 0.0) * g for m, g in alloc.items())
+            if throughput < need:
+                continue
+            key = (-sum(weight[m] * g for m, g in alloc.items()), -throughput)
             if best_key is None or key < best_key:
-                best_key, best = key, (alloc, shares)
-        assert best is not None
-        alloc, shares = best
-        mix = {m: s for m, s in shares.items() if s > 0 and alloc[m] > 0}
-        if not mix:
-            top = max(alloc, key=lambda m: alloc[m])
-            mix = {top: 1.0}
-        total = sum(mix.values())
-        mix = {m: s / total for m, s in mix.items()}
-        quality = sum(s * fid[m] for m, s in mix.items())
-        return ServingPlan(gpus=alloc, batch=batch, mixture=mix, quality=quality, label=f"proteus {alloc}")
+                best_key, best = key, alloc
+        if best is None:
+            # The artifact's solver has no answer here (reading it raises, which ends the
+            # controller's re-planning thread); we keep the current plan and try again next time.
+            assert self.current is not None
+            return dataclasses.replace(self.current, feasible=False)
+        self.current = split_plan(p, best, batch, f"proteus {best}")
+        return self.current
 
 
 def _compositions(total: int, parts: int):
@@ -177,64 +250,88 @@ def _compositions(total: int, parts: int):
 
 @dataclass
 class DiffServe:
+    """DiffServe as the artifact runs it (``diffserve_cascade_ILP.py``), solved by enumeration.
+
+    Maximise the escalated share t (on a 0.005 grid) such that the light stage carries the
+    demand, the heavy stage t x demand, and both batch latencies plus both queueing delays fit
+    the SLO. The GPUs left after the fewest that carry it go to the busier stage."""
+
     ctx: Context
     light: str = "sd3.5-large-turbo"
     heavy: str = "sd3.5-large"
-    estimator: EwmaEstimator = field(default_factory=EwmaEstimator)
+    feed: SignalFeed = field(default_factory=SignalFeed)
 
-    def __call__(self, obs: Observation) -> ServingPlan:
-        p = self.ctx.data.profile
-        rate = max(self.estimator.update(obs.arrival_bins, obs.bin_s), 1e-9)
-        best_key, best = None, None
-        for b_l, s_l in p.feasible_batches(self.light):
-            for b_h, s_h in p.feasible_batches(self.heavy):
-                if s_l + s_h > self.ctx.slo_s:
-                    continue
-                for g_l in range(1, self.ctx.gpus + 1):
-                    g_h = self.ctx.gpus - g_l
-                    if g_l * b_l / s_l < rate:
-                        continue
-                    d = min(1.0, g_h * b_h / s_h / rate)
-                    key = (-d, s_l + s_h)
-                    if best_key is None or key < best_key:
-                        best_key, best = key, (g_l, b_l, g_h, b_h, d)
-        if best is None:  # the light model alone cannot keep up: no escalation at all
-            b_l = max(p.feasible_batches(self.light), key=lambda bs: bs[0] / bs[1])[0]
-            best = (self.ctx.gpus, b_l, 0, 1, 0.0)
-        g_l, b_l, g_h, b_h, d = best
-        quality = self.ctx.data.grid.quality(self.light, self.heavy, 0.0, d)
+    def _plan(self, g_l: int, b_l: int, g_h: int, b_h: int, t: float, label: str) -> ServingPlan:
+        quality = self.ctx.data.grid.quality(self.light, self.heavy, 0.0, t)
         return ServingPlan(
             gpus={self.light: g_l, self.heavy: g_h},
             batch={self.light: b_l, self.heavy: b_h},
             light=self.light,
             heavy=self.heavy,
-            disc_ratio=d,
+            disc_ratio=t,
             quality=quality,
-            label=f"diffserve d={d:.2f} {g_l}+{g_h}",
+            label=f"diffserve {label} t={t:.3f} {g_l}+{g_h}",
         )
+
+    def __call__(self, obs: Observation) -> ServingPlan:
+        sig = self.feed.update(obs)
+        p, slo, gpus = self.ctx.data.profile, self.ctx.slo_s, self.ctx.gpus
+        demand = sig.demand
+        if demand == 0:  # initialize(): half the workers (the sink among them) light, escalate all
+            g_l = math.ceil((gpus + 1) / 2)
+            return self._plan(g_l, 8, max(gpus - g_l, 0), 8, 1.0, "initial")
+        delay = sig.queue_delay(self.light, guard=False) + sig.queue_delay(self.heavy, guard=False)
+        best_key, best = None, None
+        for b_l, s_l in p.feasible_batches(self.light):
+            g_l = max(1, math.ceil(demand * s_l / b_l - 1e-9))
+            for b_h, s_h in p.feasible_batches(self.heavy):
+                if s_l + s_h + delay > slo or g_l > gpus:
+                    continue
+                carry = (gpus - g_l) * b_h / s_h / demand
+                t = max(x for x in DIFFSERVE_THRESHOLDS if x <= carry + 1e-12) if carry >= 0 else 0.0
+                key = (-t, s_l + s_h)
+                if best_key is None or key < best_key:
+                    best_key, best = key, (g_l, b_l, s_l, b_h, s_h, t)
+        if best is None:  # infeasible: everything on the light stage, no escalation
+            return self._plan(gpus, 16, 0, 1, 0.0, "infeasible")
+        g_l, b_l, s_l, b_h, s_h, t = best
+        g_h = math.ceil(t * demand * s_h / b_h - 1e-9)
+        g = spread_leftover([g_l, g_h], [demand * s_l / b_l, t * demand * s_h / b_h], gpus)
+        return self._plan(g[0], b_l, g[1], b_h, t, "")
 
 
 @dataclass
 class HadisReference:
-    """The paper's controller: EWMA demand x1.05, Little's-law queue delay, its MILP."""
+    """The paper's controller as the artifact runs it: in-system demand, per-model delay, MILP."""
 
     ctx: Context
-    estimator: EwmaEstimator = field(default_factory=EwmaEstimator)
-    queue_ewma: float = 0.0
-    rate_ewma: float = 0.0
-    alpha: float = 0.5
+    feed: SignalFeed = field(default_factory=SignalFeed)
+
+    def _shed(self) -> ServingPlan:
+        """The controller's fallback: every GPU on the table's lightest model, batch 1, no cascade."""
+        d = self.ctx.data
+        light = min(d.hadis_table.models, key=d.profile.index)
+        heavy = next((c.heavy for c in d.hadis_table.rows if c.light == light), d.hadis_table.rows[0].heavy)
+        return ServingPlan(
+            gpus={light: self.ctx.gpus, heavy: 0},
+            batch={light: 1, heavy: 1},
+            light=light,
+            heavy=heavy,
+            quality=d.profile.model(light).fid or math.nan,
+            label=f"hadis-ref fallback: all on {light}",
+            feasible=False,
+        )
 
     def __call__(self, obs: Observation) -> ServingPlan:
-        rate = self.estimator.update(obs.arrival_bins, obs.bin_s)
-        observed = sum(obs.arrival_bins) / (len(obs.arrival_bins) * obs.bin_s) if obs.arrival_bins else 0.0
-        self.queue_ewma = self.alpha * obs.waiting + (1 - self.alpha) * self.queue_ewma
-        self.rate_ewma = self.alpha * observed + (1 - self.alpha) * self.rate_ewma
-        delay = self.queue_ewma / self.rate_ewma if self.rate_ewma > 0 else 0.0
+        sig = self.feed.update(obs)
+        if sig.demand == 0:
+            return self._shed()
         d = self.ctx.data
+        delays = {m: sig.queue_delay(m) for m in d.profile.names}
         plan = plan_hadis_reference(
-            d.profile, d.hadis_table, self.ctx.gpus, self.ctx.slo_s, Demand(rate), queue_delay_s=delay
+            d.profile, d.hadis_table, self.ctx.gpus, self.ctx.slo_s, Demand(sig.demand), queue_delay_s=delays
         )
-        return from_core_plan(plan)
+        return from_core_plan(plan) if plan.feasible else self._shed()
 
 
 @dataclass

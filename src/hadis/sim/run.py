@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from hadis.core.planner import swap_seconds
 from hadis.sim.data import SimData, Trace
-from hadis.sim.engine import Policy, Simulation
+from hadis.sim.engine import DISPATCH_MODES, TIMINGS, Policy, Simulation
 from hadis.sim.metrics import Window, summarise
-from hadis.sim.policies import SYSTEMS, Context, make_policy
+from hadis.sim.policies import DISPATCH, SYSTEMS, Context, make_policy
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,16 @@ class SimSettings:
     slo_s: float
     time_scale: float = 1.0
     replan_interval_s: float | None = None  # default: 50 s x time_scale (HADIS's E1 cadence)
-    swap: bool = True
+    swap: bool = True  # with ``profile`` timing: a GPU that changes model loads it first
     window_s: float | None = None  # default: the re-plan interval
+    timing: str = "artifact"  # how workers are timed (``hadis.sim.engine``)
+    dispatch: str | None = None  # override every system's own dispatch rule (an ablation)
+
+    def __post_init__(self) -> None:
+        if self.timing not in TIMINGS:
+            raise ValueError(f"unknown timing '{self.timing}' (known: {', '.join(TIMINGS)})")
+        if self.dispatch is not None and self.dispatch not in DISPATCH_MODES:
+            raise ValueError(f"unknown dispatch '{self.dispatch}' (known: {', '.join(DISPATCH_MODES)})")
 
     @property
     def interval(self) -> float:
@@ -36,9 +44,11 @@ class SystemRun:
 
 
 def swap_delay_for(data: SimData, settings: SimSettings) -> Callable[[str], float]:
-    """Model load time per model at the replay's time scale (zero with ``swap`` off)."""
+    """Model load time per model at the replay's time scale: zero with ``swap`` off, and with
+    ``artifact`` timing (its simulated worker only swaps in-memory handles)."""
     seconds = swap_seconds(data.profile)
-    return lambda model: seconds[model] if settings.swap else 0.0
+    charged = settings.swap and settings.timing == "profile"
+    return lambda model: seconds[model] if charged else 0.0
 
 
 def context_for(data: SimData, settings: SimSettings) -> Context:
@@ -66,6 +76,8 @@ def run_system(
         slo_s=settings.slo_s,
         replan_interval_s=settings.interval,
         swap_delay_s=ctx.swap_s.__getitem__,
+        dispatch=settings.dispatch or DISPATCH.get(system, "least-in-flight"),
+        timing=settings.timing,
     )
     result = sim.run()
     window = settings.window_s or settings.interval

@@ -45,6 +45,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         replan_interval_s=args.replan_interval,
         swap=not args.no_swap_delay,
+        timing=args.timing,
+        dispatch=args.dispatch,
     )
     print(
         f"replaying {trace.source}: {len(trace)} arrivals over {trace.duration_s:.0f}s, {args.gpus} GPUs, "
@@ -202,9 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between re-plans (default: 50 x time scale)",
     )
     s.add_argument(
+        "--timing",
+        choices=("artifact", "profile"),
+        default="artifact",
+        help="how a worker is timed: artifact = the HADIS artifact's simulated worker (its batch "
+        "rounding, 10 ms discriminator, model switches free); profile = the profile's latencies and "
+        "a model switch costs its load time (default: %(default)s)",
+    )
+    s.add_argument(
         "--no-swap-delay",
         action="store_true",
-        help="a GPU changes model instantly (default: weights / 2 GiB/s, scaled)",
+        help="with --timing profile, a GPU changes model instantly (default: its load time, scaled)",
+    )
+    s.add_argument(
+        "--dispatch",
+        choices=("model-queue", "random-worker", "least-in-flight"),
+        default=None,
+        help="send every system's requests this way instead of its own (an ablation; default: the "
+        "artifact's systems random-worker, hadis least-in-flight)",
     )
     s.add_argument("--json", help="write per-system totals as JSON")
     s.add_argument("--csv", help="write per-window series as CSV")

@@ -49,14 +49,16 @@ def write_csv(path: str | Path, runs: Sequence[SystemRun]) -> None:
 
 def markdown_table(runs: Sequence[SystemRun]) -> str:
     lines = [
-        "| system | SLO violations | FID (mean) | p_real (mean) | served | degraded | dropped | model swaps |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| system | SLO violations | FID (mean) | p_real (mean) | served | degraded | dropped | model swaps "
+        "| GPU-seconds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in runs:
         s = r.summary
+        gpu_s = sum(s["gpu_seconds_per_model"].values())
         lines.append(
             f"| {r.system} | {s['slo_violation_ratio']:.2%} | {s['fid_mean']:.2f} | {s['p_real_mean']:.3f} | "
-            f"{s['served']} | {s['degraded_share']:.2%} | {s['dropped']} | {s['model_swaps']} |"
+            f"{s['served']} | {s['degraded_share']:.2%} | {s['dropped']} | {s['model_swaps']} | {gpu_s:.0f} |"
         )
     return "\n".join(lines)
 

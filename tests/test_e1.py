@@ -1,4 +1,4 @@
-"""The acceptance comparisons of the core issue, run on the shipped data (about 3 s)."""
+"""The acceptance comparisons, run on the shipped data as the artifact runs E1 (about 3 s)."""
 
 import pytest
 
@@ -25,7 +25,8 @@ def test_e1_baselines_show_the_papers_picture(e1):
     assert max(fid, key=fid.get) == "clipper-light"
     for other in ("diffserve", "proteus", "infaas-acc"):
         assert fid["hadis-ref"] < fid[other]
-    assert viol["hadis-ref"] < viol["diffserve"]
+        # The paper: HADIS has 2.7-45x fewer violations than each (here, as the artifact runs them).
+        assert viol[other] >= 2.7 * viol["hadis-ref"] > 0
 
 
 @pytest.mark.parametrize("trace_name, gpus", [("maf_1to64qps", 16), ("maf_1to32qps", 8)])

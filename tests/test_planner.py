@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hadis.core.pareto import Config, ParetoTable
-from hadis.core.planner import Demand, plan_cascade, plan_hadis_reference
+from hadis.core.planner import Demand, Objective, plan_cascade, plan_hadis_reference
 from hadis.core.profile import LatencyCurve, ModelProfile, Profile
 from hadis.core.queueing import erlang_c_table, pool_latency
 
@@ -58,63 +58,90 @@ def table_from(shares: list[tuple[float, float]]) -> ParetoTable:
     return ParetoTable(rows)
 
 
-def brute_force(profile, table, gpus, slo, demand, quantile, max_util):
-    """Every row x every split x every batch pair, scalar arithmetic only."""
-    best = None
+def brute_force(profile, table, gpus, slo, demand, quantile, max_util, per=None, min_gpus=0, max_fid=None):
+    """Every row x every pair of replica counts (one of each tier at least) x every batch size,
+    scalar arithmetic only. Returns (quality, GPUs) of the best plan by the planner's objective."""
+    per = per or {"L": 1, "H": 1}
+    options = []
     for c in table.rows:
         lam_l, lam_h = (1 - c.router_ratio) * demand, c.heavy_ratio * demand
-        for g_l in range(gpus + 1):
-            g_h = gpus - g_l
+        for n_l in range(1, gpus // per["L"] + 1):
+            for n_h in range(1, gpus // per["H"] + 1):
+                used = n_l * per["L"] + n_h * per["H"]
+                if not min_gpus <= used <= gpus:
+                    continue
 
-            def pool(model, lam, g):
-                if lam == 0:
-                    return 0.0
-                options = []
-                for b, s in profile.feasible_batches(model):
-                    a = lam * s / b
-                    if g == 0 or a / g >= max_util:
-                        continue
-                    cc = erlang_c(g, a)
-                    spare = g / s - lam / b
-                    wait = max(0.0, math.log(cc / (1 - quantile))) / (2 * spare) if cc > 0 else 0.0
-                    options.append(wait + s)
-                return min(options, default=math.inf)
+                def pool(model, lam, g):
+                    if lam == 0:
+                        return 0.0
+                    best = math.inf
+                    for b, s in profile.feasible_batches(model):
+                        a = lam * s / b
+                        if a / g >= max_util:
+                            continue
+                        cc = erlang_c(g, a)
+                        spare = g / s - lam / b
+                        wait = max(0.0, math.log(cc / (1 - quantile))) / (2 * spare) if cc > 0 else 0.0
+                        best = min(best, wait + s)
+                    return best
 
-            wl, wh = pool("L", lam_l, g_l), pool("H", lam_h, g_h)
-            paths = []
-            if c.router_ratio < 1 and c.disc_ratio < 1:
-                paths.append(wl)
-            if c.router_ratio < 1 and c.disc_ratio > 0:
-                paths.append(wl + wh)
-            if c.router_ratio > 0:
-                paths.append(wh)
-            worst = max(paths)
-            if worst <= slo and (best is None or c.quality < best):
-                best = c.quality
-    return best
+                wl, wh = pool("L", lam_l, n_l), pool("H", lam_h, n_h)
+                paths = []
+                if c.router_ratio < 1 and c.disc_ratio < 1:
+                    paths.append(wl)
+                if c.router_ratio < 1 and c.disc_ratio > 0:
+                    paths.append(wl + wh)
+                if c.router_ratio > 0:
+                    paths.append(wh)
+                if max(paths) <= slo:
+                    options.append((c.quality, used))
+    if not options:
+        return None
+    if max_fid is not None:
+        within = [o for o in options if o[0] <= max_fid + 1e-9]
+        if within:
+            return min(within, key=lambda o: (o[1], o[0]))
+    return min(options)
 
 
 GRID = [(r / 10, d / 10) for r in range(0, 11, 2) for d in range(0, 11, 2)]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
-    gpus=st.integers(1, 6),
+    gpus=st.integers(2, 9),
+    per_light=st.integers(1, 2),
+    per_heavy=st.integers(1, 3),
+    min_share=st.floats(0.0, 1.0),
     demand=st.floats(0.1, 12.0),
     slo=st.floats(1.0, 8.0),
     shares=st.lists(st.sampled_from(GRID), min_size=1, max_size=8, unique=True),
+    max_fid=st.one_of(st.none(), st.floats(20.0, 30.0)),
 )
-def test_cascade_planner_is_optimal_by_brute_force(gpus, demand, slo, shares):
+def test_cascade_planner_is_optimal_by_brute_force(gpus, per_light, per_heavy, min_share, demand, slo, shares, max_fid):
     profile, table = small_profile(0.2, 1.5), table_from(shares)
-    plan = plan_cascade(profile, table, gpus, slo, Demand(demand))
-    expected = brute_force(profile, table, gpus, slo, demand, 0.7, 0.97)
+    per = {"L": per_light, "H": per_heavy}
+    if per_light + per_heavy > gpus:
+        with pytest.raises(ValueError, match="cannot hold one replica of each tier"):
+            plan_cascade(profile, table, gpus, slo, Demand(demand), gpus_per_replica=per)
+        return
+    min_gpus = int(min_share * gpus)
+    objective = Objective(max_fid)
+    plan = plan_cascade(
+        profile, table, gpus, slo, Demand(demand), gpus_per_replica=per, min_gpus=min_gpus, objective=objective
+    )
+    expected = brute_force(profile, table, gpus, slo, demand, 0.7, 0.97, per, min_gpus, max_fid)
+    for a in plan.allocations:  # GPUs are whole replicas, and both tiers of the pair are served
+        assert a.gpus == a.replicas * per[a.model] and a.replicas >= 1
+    assert plan.total_gpus <= gpus
     if expected is None:
         assert not plan.feasible and plan.reason
     else:
         assert plan.feasible
-        assert plan.predicted_quality == pytest.approx(expected)
+        assert (plan.predicted_quality, plan.total_gpus) == (pytest.approx(expected[0]), expected[1])
+        assert plan.total_gpus >= min_gpus
         assert plan.predicted_latency_s <= slo
-        assert sum(a.gpus for a in plan.allocations) == gpus
+        assert plan.objective_met == (max_fid is None or expected[0] <= max_fid + 1e-9)
 
 
 @settings(max_examples=40, deadline=None)
@@ -143,7 +170,7 @@ def test_reference_planner_is_optimal_by_brute_force(gpus, demand, slo, delay, s
         assert not plan.feasible
     else:
         assert plan.feasible and plan.predicted_quality == pytest.approx(best)
-        assert sum(a.gpus for a in plan.allocations) == gpus  # left-over GPUs are handed out
+        assert sum(a.gpus for a in plan.allocations) == gpus  # left-over GPUs are handed out (the replay's choice)
 
 
 def test_each_model_is_provisioned_for_the_traffic_that_reaches_it():
@@ -166,10 +193,11 @@ def test_queues_push_the_planner_to_more_capacity():
 
 def test_infeasible_gives_reason_and_a_fallback_that_serves_everything_light():
     profile, table = small_profile(0.2, 1.5), table_from([(0.5, 0.5), (1.0, 0.0)])
-    plan = plan_cascade(profile, table, 2, 6.0, Demand(1000.0))
+    plan = plan_cascade(profile, table, 3, 6.0, Demand(1000.0))
     assert not plan.feasible
     assert "exceeds the capacity" in plan.reason
-    assert plan.gpus("L") == 2 and plan.gpus("H") == 0
+    assert plan.config.router_ratio == 0 and plan.config.disc_ratio == 0  # nothing goes to heavy ...
+    assert plan.gpus("L") == 2 and plan.gpus("H") == 1  # ... which keeps one replica all the same
     ref = plan_hadis_reference(profile, table, 2, 6.0, Demand(1000.0))
     assert not ref.feasible and ref.gpus("L") == 2
 
@@ -210,8 +238,7 @@ def test_swap_time_counts_while_gpus_load_the_heavy_model():
     now = {"L": 8, "H": 0}
     slow = plan_cascade(profile, table, 8, 6.0, Demand(2.0), current=now, swap_s={"H": 100.0})
     assert slow.config == free.config  # the steady state still decides the row ...
-    assert slow.predicted_latency_s > 100.0  # ... the prediction counts the load ...
-    assert slow.gpus("H") < free.gpus("H")  # ... and fewer GPUs are moved to load it
+    assert slow.predicted_latency_s > 100.0  # ... and the prediction counts the load
     quick = plan_cascade(profile, table, 8, 6.0, Demand(2.0), current=now, swap_s={"H": 0.5})
     assert quick.config == free.config and quick.predicted_latency_s <= 6.0
 

@@ -20,6 +20,7 @@ Both return an infeasible plan with the reason and a safe fallback when nothing 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,14 +78,40 @@ class Demand:
 @dataclass(frozen=True)
 class Allocation:
     model: str
-    gpus: int
+    gpus: int  # replicas x GPUs per replica
     batch: int
     arrival_rate: float
     latency_s: float
+    replicas: int = -1  # -1: one GPU per replica (then equal to gpus)
+
+    def __post_init__(self) -> None:
+        if self.replicas < 0:
+            object.__setattr__(self, "replicas", self.gpus)
 
     @property
     def capacity_note(self) -> str:
-        return f"{self.model}: {self.gpus} GPU x batch {self.batch}"
+        per = (
+            f" ({self.replicas} x {self.gpus // self.replicas})" if self.replicas and self.replicas != self.gpus else ""
+        )
+        return f"{self.model}: {self.gpus} GPU{per} x batch {self.batch}"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the planner optimises within the SLO.
+
+    ``max_fid`` None: the best FID, then the fewest GPUs that reach it. A number: the fewest
+    GPUs whose plan keeps FID at or below it, then the best FID; when no plan reaches it, the
+    best-FID plan, with ``Plan.objective_met`` False."""
+
+    max_fid: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_fid is not None and not (math.isfinite(self.max_fid) and self.max_fid > 0):
+            raise ValueError(f"objective maxFid must be a number > 0, got {self.max_fid}")
+
+    def describe(self) -> str:
+        return "best FID, then fewest GPUs" if self.max_fid is None else f"fewest GPUs with FID <= {self.max_fid:g}"
 
 
 @dataclass(frozen=True)
@@ -100,13 +127,21 @@ class Plan:
     demand: Demand
     feasible: bool = True
     reason: str = ""
+    objective_met: bool = True
 
     @property
     def headroom_s(self) -> float:
         return self.slo_s - self.predicted_latency_s
 
+    @property
+    def total_gpus(self) -> int:
+        return sum(a.gpus for a in self.allocations)
+
     def gpus(self, model: str) -> int:
         return sum(a.gpus for a in self.allocations if a.model == model)
+
+    def replicas(self, model: str) -> int:
+        return sum(a.replicas for a in self.allocations if a.model == model)
 
     def batch(self, model: str) -> int:
         for a in self.allocations:
@@ -125,12 +160,6 @@ class Plan:
         )
 
 
-def _active_paths(c: Config) -> tuple[bool, bool, bool]:
-    """(light only, light then heavy, straight to heavy) -- which paths carry traffic."""
-    r, d = c.router_ratio, c.disc_ratio
-    return (r < 1.0 and d < 1.0, r < 1.0 and d > 0.0, r > 0.0)
-
-
 def _check_inputs(profile: Profile, table: ParetoTable, gpus: int, slo_s: float, demand: Demand) -> None:
     if gpus < 1:
         raise ValueError(f"GPU budget must be >= 1, got {gpus}")
@@ -147,6 +176,30 @@ def _better(a: tuple, b: tuple | None) -> bool:
     return b is None or a < b
 
 
+def _per_replica(models: Sequence[str], gpus_per_replica: Mapping[str, int] | None) -> dict[str, int]:
+    out = {m: int((gpus_per_replica or {}).get(m, 1)) for m in models}
+    bad = [f"{m}={g}" for m, g in out.items() if g < 1]
+    if bad:
+        raise ValueError(f"GPUs per replica must be >= 1: {', '.join(bad)}")
+    return out
+
+
+def _budget(gpus: int, min_gpus: int, pairs: Sequence[tuple[str, str]], per: Mapping[str, int]) -> None:
+    if not 0 <= min_gpus <= gpus:
+        raise ValueError(f"GPU budget min must be in 0..max ({gpus}), got {min_gpus}")
+    if pairs and all(per[lt] + per[hv] > gpus for lt, hv in pairs):
+        smallest = min(pairs, key=lambda p: per[p[0]] + per[p[1]])
+        raise ValueError(
+            f"a GPU budget of {gpus} cannot hold one replica of each tier of any pair "
+            f"(the smallest, {smallest[0]} -> {smallest[1]}, needs {per[smallest[0]] + per[smallest[1]]})"
+        )
+
+
+def _monotone(curve: np.ndarray) -> np.ndarray:
+    """A latency curve over replica counts made non-increasing (more replicas never slower)."""
+    return np.minimum.accumulate(curve)
+
+
 def plan_cascade(
     profile: Profile,
     table: ParetoTable,
@@ -154,6 +207,9 @@ def plan_cascade(
     slo_s: float,
     demand: Demand,
     *,
+    min_gpus: int = 0,
+    gpus_per_replica: Mapping[str, int] | None = None,
+    objective: Objective | None = None,
     quantile: float = DEFAULT_QUANTILE,
     max_utilisation: float = DEFAULT_MAX_UTILISATION,
     rows: Sequence[Config] | None = None,
@@ -161,23 +217,37 @@ def plan_cascade(
     swap_s: Mapping[str, float] | None = None,
     move_penalty_fid: float = DEFAULT_MOVE_PENALTY_FID,
     move_penalty_slo: float = DEFAULT_MOVE_PENALTY_SLO,
+    fill_budget: bool = False,
 ) -> Plan:
-    """The product's planner (policy ``hadis``): exact enumeration of rows x GPU splits.
+    """The product's planner (policy ``hadis``): exact enumeration of rows x replica pairs.
+
+    For every row and every pair of replica counts (at least one of each tier; GPUs = replicas
+    x ``gpus_per_replica``, between ``min_gpus`` and ``gpus``) it predicts the latency of each
+    path a query can take; a pair is feasible when the worst path that carries traffic meets
+    the SLO. By default the plan has the best quality, then the fewest GPUs that reach it, then
+    the lowest latency: GPUs that buy no quality are left unused. With ``objective.max_fid``
+    it is the fewest GPUs whose row keeps FID at or below that, then the best quality. With
+    ``fill_budget`` every plan spends the budget: among a row's feasible pairs that use it, the
+    lowest latency (spare replicas are headroom against a surge; the replay's choice).
 
     With ``current`` (GPUs per model now) the plan counts what moving GPUs costs. A GPU that
     changes model serves nothing for ``swap_s[model]`` seconds, so while it loads a request
-    meets the GPUs that stayed, or waits for the load: each path's latency is the worse of the
-    steady state and that transition. A row is feasible when its steady state meets the SLO
-    (a transition is brief, and the router degrades what it cannot serve in time); among its
-    feasible splits the planner takes the lowest latency counting the transition, and a row
-    that moves more GPUs must be better by ``move_penalty_fid`` per GPU moved, so a small gain
-    does not move GPUs back and forth. The plan's predicted latency counts the transition."""
+    meets the replicas that stayed, or waits for the load: each path's latency is the worse of
+    the steady state and that transition. The steady state decides feasibility; a row that
+    moves more GPUs must be better by ``move_penalty_fid`` per GPU moved, and among pairs of
+    equal GPUs the one with the lowest latency counting the transition plus
+    ``move_penalty_slo`` x SLO per GPU moved wins. The predicted latency counts the transition.
+    """
     _check_inputs(profile, table, gpus, slo_s, demand)
+    objective = objective or Objective()
     swap_s = swap_s or {}
     rows = list(table.rows if rows is None else rows)
+    per = _per_replica(profile.names, gpus_per_replica)
+    _budget(gpus, min_gpus, sorted({(c.light, c.heavy) for c in rows}), per)
     lam = demand.rate
 
-    # Distinct (model, arrival rate, backlog) triples, evaluated in one vectorised pass per model.
+    # Distinct (model, arrival rate, backlog) triples, evaluated in one vectorised pass per model,
+    # each over 0 .. the replicas of that model the budget holds.
     wanted: dict[str, dict[tuple[float, int], int]] = {}
     for c in rows:
         for model, rate in ((c.light, (1 - c.router_ratio) * lam), (c.heavy, c.heavy_ratio * lam)):
@@ -191,111 +261,179 @@ def plan_cascade(
         rates = np.array([k[0] for k in keys])
         backlogs = np.array([k[1] for k in keys])
         bs, ss = zip(*batches, strict=True)
-        curves[model] = pool_latency(rates, backlogs, np.array(bs), np.array(ss), gpus, quantile, max_utilisation)
-
-    # Every row x every split at once: row i's latency curves over the GPUs given to each model.
-    n_rows, split = len(rows), np.arange(gpus + 1)
-    curve_l, curve_h = np.empty((n_rows, gpus + 1)), np.empty((n_rows, gpus + 1))
-    for i, c in enumerate(rows):
-        curve_l[i] = curves[c.light][0][wanted[c.light][((1 - c.router_ratio) * lam, demand.queued(c.light))]]
-        curve_h[i] = curves[c.heavy][0][wanted[c.heavy][(c.heavy_ratio * lam, demand.queued(c.heavy))]]
-    paths = _active_path_masks(rows)
-    new_l, new_h = np.broadcast_to(split, (n_rows, gpus + 1)), np.broadcast_to(gpus - split, (n_rows, gpus + 1))
-    wl, wh = curve_l, curve_h[:, ::-1]
-    steady = _worst_path(paths, wl, wh)
-    worst, moved = steady, np.zeros((n_rows, gpus + 1), dtype=int)
-    if current is not None:
-        now_l = np.array([current.get(c.light, 0) for c in rows])[:, None]
-        now_h = np.array([current.get(c.heavy, 0) for c in rows])[:, None]
-        swap_l = np.array([swap_s.get(c.light, 0.0) for c in rows])[:, None]
-        swap_h = np.array([swap_s.get(c.heavy, 0.0) for c in rows])[:, None]
-        tl, moved_l = _with_transition(curve_l, new_l, now_l, swap_l)
-        th, moved_h = _with_transition(curve_h, new_h, now_h, swap_h)
-        worst, moved = _worst_path(paths, tl, th), moved_l + moved_h
-    # Feasible: the steady state meets the SLO. Among a row's feasible splits, the one with the
-    # lowest latency counting the swap, plus a penalty per GPU moved (with none feasible, the
-    # lowest of that cost: the row's fallback).
-    cost = worst + move_penalty_slo * slo_s * moved
-    feasible = steady <= slo_s
-    g_light = np.where(
-        feasible.any(axis=1), np.argmin(np.where(feasible, cost, np.inf), axis=1), np.argmin(cost, axis=1)
-    )
-    at = np.arange(n_rows)
-    latency = worst[at, g_light]
-    ok = feasible[at, g_light]
-    quality = np.array([c.quality for c in rows])
-    heavy_ratio = np.array([c.heavy_ratio for c in rows])
-    # Best: lowest (quality + move penalty, latency, heavy share), the first row on a tie.
-    best: tuple[Config, int, float] | None = None
-    if ok.any():
-        cand = np.flatnonzero(ok)
-        rank = quality[cand] + move_penalty_fid * moved[cand, g_light[cand]]
-        i = int(cand[np.lexsort((cand, heavy_ratio[cand], latency[cand], rank))[0]])
-        best = (rows[i], int(g_light[i]), float(latency[i]))
-    i = int(np.lexsort((at, quality, latency))[0])  # fallback: lowest latency, then quality
-    fallback = (rows[i], int(g_light[i]), float(latency[i]))
-
-    def build(choice: tuple[Config, int, float], feasible: bool, reason: str) -> Plan:
-        c, g_light, latency = choice
-        allocs = []
-        for model, rate, g in (
-            (c.light, (1 - c.router_ratio) * lam, g_light),
-            (c.heavy, c.heavy_ratio * lam, gpus - g_light),
-        ):
-            lat, batch = curves[model]
-            i = wanted[model][(rate, demand.queued(model))]
-            allocs.append(Allocation(model, g, int(batch[i][g]), rate, float(lat[i][g])))
-        return Plan("hadis", c, tuple(allocs), latency, c.quality, slo_s, demand, feasible, reason)
-
-    if best is not None:
-        return build(best, True, "")
-    assert fallback is not None
-    if math.isfinite(fallback[2]):
-        reason = (
-            f"no configuration meets the {slo_s:g}s SLO at {lam:.2f} req/s on {gpus} GPUs; "
-            f"fallback has the lowest predicted latency ({fallback[2]:.2f}s)"
+        curves[model] = pool_latency(
+            rates, backlogs, np.array(bs), np.array(ss), gpus // per[model], quantile, max_utilisation
         )
-        return build(fallback, False, reason)
+
+    def curve(model: str, rate: float) -> np.ndarray:
+        return _monotone(curves[model][0][wanted[model][(rate, demand.queued(model))]])
+
+    # Per row: for each light replica count, the fewest heavy replicas that meet the SLO (the
+    # candidates of fewest GPUs), and the steady-state best pair over the whole budget (the
+    # fallback when no row is feasible).
+    n_rows = len(rows)
+    cand: list[tuple[int, int, int, float, int, float] | None] = [None] * n_rows  # nl, nh, GPUs, cost, moved, latency
+    fall: list[tuple[int, int, float]] = [(0, 0, math.inf)] * n_rows
+    for i, c in enumerate(rows):
+        gl, gh = per[c.light], per[c.heavy]
+        if gl + gh > gpus:
+            continue
+        wl = curve(c.light, (1 - c.router_ratio) * lam)
+        wh = curve(c.heavy, c.heavy_ratio * lam)
+        light_only, light_heavy, direct = _active_paths(c)
+        nl = np.arange(1, (gpus - gh) // gl + 1)
+        # Steady best over the whole budget: as many heavy replicas as fit beside each light count.
+        nh_all = (gpus - nl * gl) // gh
+        worst_all = _worst(light_only, light_heavy, direct, wl[nl], wh[nh_all])
+        k = int(np.argmin(worst_all))
+        fall[i] = (int(nl[k]), int(nh_all[k]), float(worst_all[k]))
+        if fill_budget:
+            full = worst_all <= slo_s
+            used_all = nl * gl + nh_all * gh
+            found = (nl[full], nh_all[full], used_all[full]) if full.any() else None
+        else:
+            found = _fewest(wl, wh, nl, gl, gh, gpus, min_gpus, slo_s, (light_only, light_heavy, direct))
+        if found is None:
+            continue
+        nl_c, nh_c, used_c = found
+        steady = _worst(light_only, light_heavy, direct, wl[nl_c], wh[nh_c])
+        moved = np.zeros(nl_c.shape, dtype=int)
+        latency = steady
+        if current is not None:
+            now_l, now_h = current.get(c.light, 0) // gl, current.get(c.heavy, 0) // gh
+            tl = _transition(wl, nl_c, now_l, swap_s.get(c.light, 0.0))
+            th = _transition(wh, nh_c, now_h, swap_s.get(c.heavy, 0.0))
+            latency = _worst(light_only, light_heavy, direct, tl, th)
+            moved = np.maximum(nl_c - now_l, 0) * gl + np.maximum(nh_c - now_h, 0) * gh
+        cost = latency + move_penalty_slo * slo_s * moved
+        j = int(np.lexsort((cost, used_c))[0])
+        cand[i] = (int(nl_c[j]), int(nh_c[j]), int(used_c[j]), float(cost[j]), int(moved[j]), float(latency[j]))
+
+    def build(i: int, nl: int, nh: int, latency: float, feasible: bool, reason: str, met: bool = True) -> Plan:
+        c = rows[i]
+        allocs = []
+        for model, rate, n in ((c.light, (1 - c.router_ratio) * lam, nl), (c.heavy, c.heavy_ratio * lam, nh)):
+            lat, batch = curves[model]
+            k = wanted[model][(rate, demand.queued(model))]
+            allocs.append(Allocation(model, n * per[model], int(batch[k][n]), rate, float(lat[k][n]), n))
+        return Plan("hadis", c, tuple(allocs), latency, c.quality, slo_s, demand, feasible, reason, met)
+
+    ok_rows = [i for i in range(n_rows) if cand[i] is not None]
+    if ok_rows:
+
+        def quality_first(i: int) -> tuple:
+            _, _, used, cost, moved, _ = cand[i]
+            c = rows[i]
+            return (c.quality + move_penalty_fid * moved, used, cost, c.heavy_ratio, i)
+
+        def gpus_first(i: int) -> tuple:
+            _, _, used, cost, moved, _ = cand[i]
+            c = rows[i]
+            return (used, c.quality + move_penalty_fid * moved, cost, c.heavy_ratio, i)
+
+        met = True
+        if objective.max_fid is not None:
+            within = [i for i in ok_rows if rows[i].quality <= objective.max_fid + 1e-9]
+            met = bool(within)
+            i = min(within, key=gpus_first) if within else min(ok_rows, key=quality_first)
+        else:
+            i = min(ok_rows, key=quality_first)
+        nl, nh, _, _, _, latency = cand[i]
+        reason = "" if met else f"no plan within the SLO reaches FID <= {objective.max_fid:g}; best FID instead"
+        return build(i, nl, nh, latency, True, reason, met)
+    servable = [i for i in range(n_rows) if fall[i][0] > 0]
+    if servable:
+        i = min(servable, key=lambda k: (fall[k][2], rows[k].quality, k))
+        nl, nh, latency = fall[i]
+        if math.isfinite(latency):
+            reason = (
+                f"no configuration meets the {slo_s:g}s SLO at {lam:.2f} req/s on {gpus} GPUs; "
+                f"fallback has the lowest predicted latency ({latency:.2f}s)"
+            )
+            return build(i, nl, nh, latency, False, reason)
     reason = f"demand {lam:.2f} req/s exceeds the capacity of {gpus} GPUs in every configuration"
-    return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis", reason)
+    return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis", reason, per)
 
 
-def _with_transition(
-    curve: np.ndarray, new: np.ndarray, now: np.ndarray, swap_s: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Latency per row and split counting the swap, and the GPUs each split moves onto the model.
+def _fewest(
+    wl: np.ndarray,
+    wh: np.ndarray,
+    nl: np.ndarray,
+    gl: int,
+    gh: int,
+    gpus: int,
+    min_gpus: int,
+    slo_s: float,
+    paths: tuple[bool, bool, bool],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """For each light replica count, the fewest heavy replicas (at least one) whose worst path
+    meets the SLO with GPUs in ``min_gpus..gpus``: (light, heavy, GPUs) of those that exist.
 
-    ``curve[i, g]`` is row i's latency on g GPUs, ``new`` the GPUs each split gives the model,
-    ``now`` those it has (per row). While ``new - now`` GPUs load the model, a request is served
-    by the ``now`` that stayed or waits for the load (``swap_s`` + the new latency), whichever is
-    sooner."""
-    steady = np.take_along_axis(curve, new, axis=1)
-    kept = np.take_along_axis(curve, np.minimum(new, now), axis=1)
-    during = np.minimum(kept, swap_s + steady)
-    return np.where(new > now, np.maximum(steady, during), steady), np.maximum(new - now, 0)
-
-
-def _active_path_masks(rows: Sequence[Config]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: (light only, light then heavy, straight to heavy) carry traffic."""
-    flags = np.array([_active_paths(c) for c in rows], dtype=bool).reshape(len(rows), 3)
-    return flags[:, 0:1], flags[:, 1:2], flags[:, 2:3]
-
-
-def _worst_path(paths: tuple[np.ndarray, np.ndarray, np.ndarray], wl: np.ndarray, wh: np.ndarray) -> np.ndarray:
-    """The latency of the slowest path that carries traffic, per row and split."""
+    Every feasible pair with the fewest GPUs is among them: more replicas are never slower."""
     light_only, light_heavy, direct = paths
-    worst = np.where(light_only, wl, 0.0)
-    worst = np.maximum(worst, np.where(light_heavy, wl + wh, 0.0))
-    return np.maximum(worst, np.where(direct, wh, 0.0))
+    lat_l = wl[nl]
+    limit = np.full(nl.shape, np.inf)  # what heavy's latency must meet, per light count
+    if light_heavy:
+        limit = np.minimum(limit, slo_s - lat_l)
+    if direct:
+        limit = np.minimum(limit, slo_s)
+    ok_l = lat_l <= slo_s if light_only or light_heavy else np.ones(nl.shape, dtype=bool)
+    need = np.maximum(np.searchsorted(-wh, -limit, side="left"), 1)  # first count with wh <= limit
+    # Raise heavy (never light) to reach the minimum budget: more replicas are never slower.
+    need = np.maximum(need, np.ceil((min_gpus - nl * gl) / gh).astype(int))
+    used = nl * gl + need * gh
+    ok = ok_l & (need < len(wh)) & (used <= gpus) & np.isfinite(lat_l)
+    if not ok.any():
+        return None
+    return nl[ok], need[ok], used[ok]
+
+
+def _worst(light_only: bool, light_heavy: bool, direct: bool, wl: np.ndarray, wh: np.ndarray) -> np.ndarray:
+    """The latency of the slowest path that carries traffic."""
+    worst = np.zeros(np.broadcast(wl, wh).shape)
+    if light_only:
+        worst = np.maximum(worst, wl)
+    if light_heavy:
+        worst = np.maximum(worst, wl + wh)
+    if direct:
+        worst = np.maximum(worst, wh)
+    return worst
+
+
+def _transition(curve: np.ndarray, new: np.ndarray, now: int, swap_s: float) -> np.ndarray:
+    """Latency on ``new`` replicas counting the swap: while ``new - now`` replicas load the model,
+    a request is served by the ``now`` that stayed or waits for the load, whichever is sooner."""
+    steady = curve[new]
+    kept = curve[np.minimum(new, now)]
+    during = np.minimum(kept, swap_s + steady)
+    return np.where(new > now, np.maximum(steady, during), steady)
+
+
+def _active_paths(c: Config) -> tuple[bool, bool, bool]:
+    """(light only, light then heavy, straight to heavy) -- which paths carry traffic."""
+    r, d = c.router_ratio, c.disc_ratio
+    return (r < 1.0 and d < 1.0, r < 1.0 and d > 0.0, r > 0.0)
 
 
 def lightest_fallback(
-    profile: Profile, table: ParetoTable, gpus: int, slo_s: float, demand: Demand, policy: str, reason: str
+    profile: Profile,
+    table: ParetoTable,
+    gpus: int,
+    slo_s: float,
+    demand: Demand,
+    policy: str,
+    reason: str,
+    per: Mapping[str, int] | None = None,
 ) -> Plan:
-    """All GPUs on the lightest model of the table, at its highest-throughput batch size."""
+    """The lightest model of the table on the budget, at its highest-throughput batch size, and
+    one replica of the heavy model its lightest row pairs it with (none if it does not fit)."""
     light = min(table.models, key=profile.index)
     candidates = [c for c in table.rows if c.light == light]
     heavy = min(candidates, key=lambda c: c.heavy_ratio).heavy if candidates else table.rows[0].heavy
+    per = per or {}
+    gl, gh = int(per.get(light, 1)), int(per.get(heavy, 1))
+    nh = 1 if gl + gh <= gpus else 0
+    nl = (gpus - nh * gh) // gl
     try:
         quality = table.quality(light, heavy, 0.0, 0.0)
     except KeyError:
@@ -303,8 +441,8 @@ def lightest_fallback(
     config = Config(light, heavy, 0.0, 0.0, quality)
     batch, seconds = max(profile.feasible_batches(light), key=lambda bs: bs[0] / bs[1])
     allocs = (
-        Allocation(light, gpus, batch, demand.rate, seconds),
-        Allocation(heavy, 0, 1, 0.0, 0.0),
+        Allocation(light, nl * gl, batch, demand.rate, seconds, nl),
+        Allocation(heavy, nh * gh, 1, 0.0, 0.0, nh),
     )
     return Plan(policy, config, allocs, math.inf, quality, slo_s, demand, False, reason)
 
@@ -317,20 +455,28 @@ def plan_hadis_reference(
     demand: Demand,
     *,
     queue_delay_s: float | Mapping[str, float] = 0.0,
+    gpus_per_replica: Mapping[str, int] | None = None,
+    min_gpus: int = 0,
+    spread: bool = True,
+    serve_both: bool = False,
 ) -> Plan:
     """The HADIS paper's formulation (policy ``hadis-ref``), solved exactly by enumeration.
 
-    Per row and batch-size pair: GPUs per model = the fewest whose throughput covers the demand
-    share (light: 100% of demand; heavy: ``heavy_ratio``), and the row is feasible when
-    ``s_light(b_l) + q_light + s_heavy(b_h) + q_heavy <= SLO`` and the GPUs fit the budget,
-    where ``q`` is each model's queueing delay (``queue_delay_s`` per model, as the artifact's
+    Per row and batch-size pair: replicas per model = the fewest whose throughput covers the
+    demand share (light: 100% of demand; heavy: ``heavy_ratio``; with ``serve_both`` at least one
+    heavy replica), and the row is feasible when ``s_light(b_l) + q_light + s_heavy(b_h) +
+    q_heavy <= SLO`` and their GPUs (replicas x ``gpus_per_replica``) fit the budget, where
+    ``q`` is each model's queueing delay (``queue_delay_s`` per model, as the artifact's
     controller estimates it, see ``hadis.core.demand.ControllerSignals.queue_delay``; a single
     number is a delay observed for the whole system, charged once at 1.2x). Best quality wins,
-    then fewest GPUs, then lowest latency. Left-over GPUs are spread over the two models, each
-    to the one with the highest utilisation. ``demand.rate`` is used as given: HADIS's own
-    margin (x1.05 on an EWMA) belongs to its demand estimator.
+    then fewest GPUs, then lowest latency. With ``spread`` the left-over budget is handed out a
+    replica at a time to the model with the highest utilisation (the replay's choice); without,
+    only up to ``min_gpus``. ``demand.rate`` is used as given: HADIS's own margin (x1.05 on an
+    EWMA) belongs to its demand estimator.
     """
     _check_inputs(profile, table, gpus, slo_s, demand)
+    per = _per_replica(profile.names, gpus_per_replica)
+    _budget(gpus, min_gpus, sorted({(c.light, c.heavy) for c in table.rows}) if serve_both else [], per)
     lam = demand.rate
 
     def delay(c: Config) -> float:
@@ -342,38 +488,63 @@ def plan_hadis_reference(
     best = None
     for c in table.rows:
         q = delay(c)
+        gl, gh = per[c.light], per[c.heavy]
         for b_l, s_l in profile.feasible_batches(c.light):
-            g_l = max(1, math.ceil(lam * s_l / b_l - 1e-9))
+            n_l = max(1, math.ceil(lam * s_l / b_l - 1e-9))
             for b_h, s_h in profile.feasible_batches(c.heavy):
-                g_h = math.ceil(c.heavy_ratio * lam * s_h / b_h - 1e-9)
-                if c.heavy_ratio > 0:
-                    g_h = max(1, g_h)
+                n_h = math.ceil(c.heavy_ratio * lam * s_h / b_h - 1e-9)
+                if c.heavy_ratio > 0 or serve_both:
+                    n_h = max(1, n_h)
                 latency = s_l + s_h + q
-                if g_l + g_h > gpus or latency > slo_s:
+                used = n_l * gl + n_h * gh
+                if used > gpus or latency > slo_s:
                     continue
-                key = (c.quality, g_l + g_h, latency)
+                key = (c.quality, used, latency)
                 if _better(key, best_key):
-                    best_key, best = key, (c, b_l, s_l, g_l, b_h, s_h, g_h, latency)
+                    best_key, best = key, (c, b_l, s_l, n_l, b_h, s_h, n_h, latency)
     if best is None:
         reason = f"HADIS formulation infeasible at {lam:.2f} req/s on {gpus} GPUs; all GPUs on the lightest model"
-        return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis-ref", reason)
-    c, b_l, s_l, g_l, b_h, s_h, g_h, latency = best
+        fallback = lightest_fallback(profile, table, gpus, slo_s, demand, "hadis-ref", reason, per)
+        if serve_both:
+            return fallback
+        light = fallback.allocations[0]
+        light_all = Allocation(
+            light.model,
+            (gpus // per[light.model]) * per[light.model],
+            light.batch,
+            light.arrival_rate,
+            light.latency_s,
+            gpus // per[light.model],
+        )
+        heavy = fallback.allocations[1]
+        return dataclasses.replace(fallback, allocations=(light_all, Allocation(heavy.model, 0, 1, 0.0, 0.0, 0)))
+    c, b_l, s_l, n_l, b_h, s_h, n_h, latency = best
     rate_l, rate_h = lam, c.heavy_ratio * lam
-    g = spread_leftover([g_l, g_h], [rate_l * s_l / b_l, rate_h * s_h / b_h], gpus)
+    loads = [rate_l * s_l / b_l, rate_h * s_h / b_h]
+    costs = [per[c.light], per[c.heavy]]
+    n = spread_leftover([n_l, n_h], loads, gpus if spread else min_gpus, costs)
     allocs = (
-        Allocation(c.light, g[0], b_l, rate_l, s_l),
-        Allocation(c.heavy, g[1], b_h, rate_h, s_h),
+        Allocation(c.light, n[0] * costs[0], b_l, rate_l, s_l, n[0]),
+        Allocation(c.heavy, n[1] * costs[1], b_h, rate_h, s_h, n[1]),
     )
     return Plan("hadis-ref", c, allocs, latency, c.quality, slo_s, demand, True, "")
 
 
-def spread_leftover(gpus: list[int], loads: Sequence[float], budget: int) -> list[int]:
-    """Give each left-over GPU to the model with the highest utilisation (load / GPUs)."""
-    out = list(gpus)
-    while sum(out) < budget:
-        util = [(load / g if g else (math.inf if load > 0 else -1.0)) for load, g in zip(loads, out, strict=True)]
-        i = max(range(len(out)), key=lambda k: (util[k], -k))
-        if util[i] < 0:  # no model has load: give the rest to the first
-            i = 0
+def spread_leftover(
+    counts: list[int], loads: Sequence[float], budget: int, costs: Sequence[int] | None = None
+) -> list[int]:
+    """Give each left-over replica to the model with the highest utilisation (load / replicas)
+    while one more fits ``budget`` (replicas cost ``costs`` GPUs each, 1 by default)."""
+    out = list(counts)
+    costs = list(costs or [1] * len(out))
+    used = sum(n * k for n, k in zip(out, costs, strict=True))
+    while True:
+        fits = [k for k in range(len(out)) if used + costs[k] <= budget]
+        if not fits:
+            return out
+        util = {k: (loads[k] / out[k] if out[k] else (math.inf if loads[k] > 0 else -1.0)) for k in fits}
+        i = max(fits, key=lambda k: (util[k], -k))
+        if util[i] < 0:  # no model has load: give the rest to the first that fits
+            i = fits[0]
         out[i] += 1
-    return out
+        used += costs[i]

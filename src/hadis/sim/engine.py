@@ -56,6 +56,7 @@ from hadis.sim.data import IMAGES_PER_PROMPT, PromptData, Trace
 DISPATCH_MODES = ("model-queue", "random-worker", "least-in-flight")
 TIMINGS = ("profile", "artifact")
 DEFAULT_DROP_FACTOR = 1.5
+RELEASED = ""  # the model of a GPU the plan does not use (given back: no GPU-seconds)
 ARTIFACT_DISCRIMINATOR_S = 0.01  # worker/model.py: time.sleep(0.01) after every simulated batch
 ARTIFACT_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)  # the sizes the artifact's worker times as such
 
@@ -266,8 +267,9 @@ class Simulation:
         waiting = sum(len(q) for q in self.queues.values()) + sum(len(g.queue) for g in self.gpus)
         gpus: dict[str, int] = {}
         for gpu in self.gpus:
-            m = gpu.target or gpu.model
-            gpus[m] = gpus.get(m, 0) + 1
+            m = gpu.model if gpu.target is None else gpu.target
+            if m != RELEASED:
+                gpus[m] = gpus.get(m, 0) + 1
         return Observation(
             self.now,
             list(counts),
@@ -285,6 +287,7 @@ class Simulation:
         out = {m: len(q) for m, q in self.queues.items()}
         for gpu in self.gpus:
             if gpu.queue:
+                assert gpu.model != RELEASED, "a released GPU holds no queue"
                 out[gpu.model] = out.get(gpu.model, 0) + len(gpu.queue)
         return out
 
@@ -307,7 +310,7 @@ class Simulation:
         their way to it; for least-in-flight those serving it and not draining, the ready ones
         first (the router sees ready endpoints). None: the router holds the request."""
         if self.dispatch == "random-worker":
-            return [i for i, g in enumerate(self.gpus) if (g.target or g.model) == model]
+            return [i for i, g in enumerate(self.gpus) if (g.model if g.target is None else g.target) == model]
         cands = [i for i, g in enumerate(self.gpus) if g.model == model and g.target is None]
         ready = [i for i in cands if self.gpus[i].ready_at <= self.now]
         return ready or cands
@@ -365,21 +368,21 @@ class Simulation:
         if not self.gpus:
             for m, g in plan.gpus.items():
                 self.gpus.extend(Gpu(model=m, since=self.now) for _ in range(g))
+            self.gpus.extend(Gpu(model=RELEASED) for _ in range(self.total_gpus - len(self.gpus)))
             return
         # Keep GPUs on their model where the new plan still wants them; move the rest.
         want = dict(plan.gpus)
         movable: list[Gpu] = []
         for gpu in self.gpus:
-            current = gpu.target or gpu.model
+            current = gpu.model if gpu.target is None else gpu.target
             if want.get(current, 0) > 0:
                 want[current] -= 1
             else:
                 movable.append(gpu)
         for gpu in movable:
-            dest = next((m for m, n in want.items() if n > 0), None)
-            if dest is None:
-                break
-            want[dest] -= 1
+            dest = next((m for m, n in want.items() if n > 0), RELEASED)
+            if dest != RELEASED:
+                want[dest] -= 1
             self._start_swap(gpu, dest)
         # Requests queued for models that lost all their GPUs move to the model of their role.
         for m, q in self.queues.items():
@@ -410,16 +413,20 @@ class Simulation:
             gpu.target = None
             return
         self.swaps += 1
-        if self.hands_back:
+        gpu.target = dest  # leaving: takes no more work for its model (switches after the running batch)
+        if self.hands_back or dest == RELEASED:
             self._hand_back(gpu)
         if self.gpus.index(gpu) in self._in_flight:
-            gpu.target = dest  # switch after the running batch
             return
         self._swap_now(gpu, dest)
 
     def _swap_now(self, gpu: Gpu, dest: str) -> None:
-        self.gpu_seconds[gpu.model] += self.now - gpu.since
+        if gpu.model != RELEASED:
+            self.gpu_seconds[gpu.model] += self.now - gpu.since
         gpu.model, gpu.since, gpu.target = dest, self.now, None
+        if dest == RELEASED:  # given back: it costs nothing until a plan wants it again
+            gpu.ready_at = self.now
+            return
         gpu.ready_at = self.now + self.swap_delay(dest)
         self._push(gpu.ready_at, self.READY, self.gpus.index(gpu))
 
@@ -512,7 +519,7 @@ class Simulation:
 
     def _try_start(self, idx: int) -> None:
         gpu = self.gpus[idx]
-        if idx in self._in_flight or gpu.ready_at > self.now or gpu.target is not None:
+        if idx in self._in_flight or gpu.ready_at > self.now or gpu.target is not None or gpu.model == RELEASED:
             return
         model = gpu.model
         q = gpu.queue if self.per_worker else self.queues[model]
@@ -631,7 +638,8 @@ class Simulation:
                 r = q.popleft()
                 r.dropped, r.done = True, self.now
         for gpu in self.gpus:
-            self.gpu_seconds[gpu.model] += self.now - gpu.since
+            if gpu.model != RELEASED:
+                self.gpu_seconds[gpu.model] += self.now - gpu.since
             gpu.since = self.now
         return SimResult(self.requests, self.plans, self.gpu_seconds, self.swaps, self.now, self.early_replans)
 

@@ -351,6 +351,7 @@ class Hadis:
     degrade: bool = True
     shed: bool = False
     swap_aware: bool = True
+    fill_budget: bool = True  # spare GPUs are surge headroom; False: the fewest GPUs (GPU-seconds saved)
     fed: int = 0
     trigger: SurgeTrigger = field(init=False)
 
@@ -389,6 +390,7 @@ class Hadis:
             max_utilisation=self.max_utilisation,
             current=obs.gpus if self.swap_aware and obs.current is not None else None,
             swap_s=self.ctx.swap_s,
+            fill_budget=self.fill_budget,
         )
         return dataclasses.replace(from_core_plan(plan), degrade=self.degrade, shed=self.degrade and self.shed)
 

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from hadis.core.bundle import parse_configmap  # noqa: E402
 from hadis.local import api_request_counts, free_port, running_prometheus, wait_http_ok  # noqa: E402
-from hadis.operator.builders import CASCADE_LABEL, MODEL_LABEL, models_of  # noqa: E402
-from hadis.operator.logic import make_plan, replicas_for  # noqa: E402
+from hadis.operator.builders import CASCADE_LABEL, MODEL_LABEL  # noqa: E402
+from hadis.operator.logic import PlannerSpec, decide  # noqa: E402
 
 LIGHT = "sdxl-lightning-2step"
 LOW_RPS, HIGH_RPS = 1.0, 8.0
@@ -49,8 +49,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cascade_spec(prometheus_url: str, interval_s: int) -> dict:
-    """The E1 models on a 4-GPU budget: at 1 req/s the plan is 1 light + 3 heavy replicas, at
-    8 req/s 3 light + 1 heavy (checked below with the same planner the operator runs)."""
+    """The E1 models on a 4-GPU budget, all of it spent (``spareGpus: Keep``): at 1 req/s the
+    plan is 1 light + 3 heavy replicas, at 8 req/s 3 light + 1 heavy (checked below with the
+    same planner the operator runs)."""
     return {
         "models": [
             {"name": "sdxl-lightning-2step", "workerSpec": "sdxl-lightning-2step"},
@@ -62,7 +63,7 @@ def cascade_spec(prometheus_url: str, interval_s: int) -> dict:
         "gpuBudget": {"min": 2, "max": 4},
         "profile": {"configMapName": "hadis-l40s"},
         "prometheus": {"url": prometheus_url, "window": "10s"},
-        "planner": {"intervalSeconds": interval_s, "policy": "hadis"},
+        "planner": {"intervalSeconds": interval_s, "policy": "hadis", "objective": {"spareGpus": "Keep"}},
         "router": {"replicas": 1, "scoring": "rule"},
     }
 
@@ -164,9 +165,8 @@ def main() -> int:
     # the planner the operator runs, offline: the step must change the light tier's replicas
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     spec = cascade_spec("http://unused", args.interval)
-    models = models_of(spec)
-    low = replicas_for(make_plan(bundle, spec, LOW_RPS), models, 2, 4)
-    high = replicas_for(make_plan(bundle, spec, HIGH_RPS), models, 2, 4)
+    low = decide(bundle, PlannerSpec.of(spec), LOW_RPS, None).replicas
+    high = decide(bundle, PlannerSpec.of(spec), HIGH_RPS, None).replicas
     assert low[LIGHT] < high[LIGHT], (low, high)
     print(f"plan at {LOW_RPS} req/s: {low}; at {HIGH_RPS} req/s: {high}", flush=True)
 

@@ -221,18 +221,19 @@ def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):
     import datetime as dt
 
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import condition, make_plan, merge_conditions, plan_status, replicas_for, same_plan
+    from hadis.operator.logic import PlannerSpec, condition, decide, merge_conditions, plan_status, same_plan
 
     root = data_dir.parents[1]
     bundle = parse_configmap((root / "profiles" / "configmap-l40s.yaml").read_text())
     spec = yaml.safe_load((root / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
-    models = models_of(spec)
-    low, high = make_plan(bundle, spec, 0.5), make_plan(bundle, spec, 40.0)
-    r_low, r_high = replicas_for(low, models, 2, 16), replicas_for(high, models, 2, 16)
+    ps = PlannerSpec.of(spec)
+    (low, r_low), (high, r_high) = (
+        (d.plan, d.replicas) for d in (decide(bundle, ps, 0.5, None), decide(bundle, ps, 40.0, None))
+    )
     for plan, reps in ((low, r_low), (high, r_high)):
         assert reps[plan.config.light] >= 1 and reps[plan.config.heavy] >= 1  # both tiers can answer
-    zero = make_plan(bundle, spec, 0.0)
-    assert all(replicas_for(zero, models, 2, 16)[m] >= 1 for m in (zero.config.light, zero.config.heavy))
+    zero = decide(bundle, ps, 0.0, None)
+    assert all(zero.replicas[m] >= 1 for m in (zero.plan.config.light, zero.plan.config.heavy))
     assert sum(r_high.values()) <= 16 and sum(r_low.values()) >= 2
     assert {m for m, n in r_high.items() if n} <= {high.config.light, high.config.heavy}
     now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
@@ -276,10 +277,10 @@ def test_progressing_while_any_worker_is_short_of_its_replicas():
 
 def test_plan_conditions_ready_and_degraded_follow_feasibility():
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import make_plan, plan_conditions
+    from hadis.operator.logic import PlannerSpec, make_plan, plan_conditions
 
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    spec = PlannerSpec.of(yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"])
     now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
     ready, degraded = plan_conditions(make_plan(bundle, spec, 2.0), 1, now)
     assert (ready["status"], ready["reason"], degraded["status"]) == ("True", "Planned", "False")
@@ -290,10 +291,10 @@ def test_plan_conditions_ready_and_degraded_follow_feasibility():
 def test_condition_messages_do_not_move_with_demand_noise():
     """Status is rewritten only when a condition changes: scrape noise in the demand must not."""
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import make_plan, plan_conditions
+    from hadis.operator.logic import PlannerSpec, make_plan, plan_conditions
 
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    spec = PlannerSpec.of(yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"])
     now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
     for low, high in ((1.0, 1.07), (500.0, 530.0)):
         a, b = make_plan(bundle, spec, low), make_plan(bundle, spec, high)
@@ -378,13 +379,12 @@ def test_replan_clock_without_surge_plans_on_the_interval_and_reports_metric_fai
 
 def test_status_plan_records_the_trigger_but_a_trigger_alone_is_no_change():
     from hadis.core.bundle import from_configmap
-    from hadis.operator.logic import make_plan, plan_status, replicas_for, same_plan
+    from hadis.operator.logic import PlannerSpec, decide, plan_status, same_plan
 
     cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     bundle = from_configmap(cm, "test")
     spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
-    plan = make_plan(bundle, spec, 4.0)
-    replicas = replicas_for(plan, models_of(spec), 2, 16)
+    plan, replicas = (lambda d: (d.plan, d.replicas))(decide(bundle, PlannerSpec.of(spec), 4.0, None))
     now = dt.datetime(2026, 1, 1)
     a, b = plan_status(plan, replicas, now, "rise"), plan_status(plan, replicas, now, "timer")
     assert a["trigger"] == "rise" and same_plan(a, b)
@@ -392,13 +392,15 @@ def test_status_plan_records_the_trigger_but_a_trigger_alone_is_no_change():
 
 def test_operator_plans_count_the_gpus_it_would_move():
     from hadis.core.bundle import from_configmap
-    from hadis.operator.logic import current_gpus, make_plan
+    from hadis.operator.logic import PlannerSpec, current_gpus, make_plan
 
     cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     bundle = from_configmap(cm, "test")
-    spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
-    assert current_gpus(None, models_of(spec)) is None
-    now = current_gpus({"replicas": {"sdxl-lightning-2step": 2, "sd3.5-large-turbo": 14}}, models_of(spec))
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
+    doc["planner"]["objective"] = {"spareGpus": "Keep"}  # the whole budget: every split of it serves
+    spec = PlannerSpec.of(doc)
+    assert current_gpus(None, models_of(doc)) is None
+    now = current_gpus({"replicas": {"sdxl-lightning-2step": 2, "sd3.5-large-turbo": 14}}, models_of(doc))
     assert now == {"sdxl-lightning-2step": 2, "sd3.5-large-turbo": 14, "sd3.5-medium": 0, "sd3.5-large": 0}
     free = make_plan(bundle, spec, 2.0)  # at 2 req/s, from nothing: 1 light GPU, 15 heavy
     kept = make_plan(bundle, spec, 2.0, now)
@@ -409,3 +411,50 @@ def test_operator_plans_count_the_gpus_it_would_move():
     assert moved(free) >= 1  # planning from nothing would move a GPU ...
     assert moved(kept) == 0 and {m: kept.gpus(m) for m in now} == now  # ... the current split serves as well
     assert kept.feasible and (kept.config.light, kept.config.heavy) == (free.config.light, free.config.heavy)
+
+
+def e1_with(objective=None, per_replica=None) -> dict:
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())
+    for m in doc["spec"]["models"]:
+        m["gpusPerReplica"] = (per_replica or {}).get(m["name"], 1)
+    if objective is not None:
+        doc["spec"]["planner"]["objective"] = objective
+    return doc
+
+
+def test_the_operator_deploys_what_it_plans_within_the_budget():
+    """gpusPerReplica 2 on the heaviest models: whole replicas, never outside gpuBudget, both
+    tiers served, and a trickle does not hold the whole budget."""
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import PlannerSpec, decide, plan_status
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    per = {"sd3.5-medium": 2, "sd3.5-large": 2, "sd3.5-large-turbo": 2}
+    spec = PlannerSpec.of(e1_with(per_replica=per)["spec"])
+    for rate in (0.5, 5, 20, 40, 80):
+        d = decide(bundle, spec, rate, None)
+        gpus = sum(n * per.get(m, 1) for m, n in d.replicas.items())
+        assert spec.gpu_min <= gpus <= spec.gpu_max, (rate, d.replicas)
+        assert d.replicas[d.plan.config.light] >= 1 and d.replicas[d.plan.config.heavy] >= 1
+        assert {a.model: a.gpus for a in d.plan.allocations} == {
+            a.model: d.replicas[a.model] * per.get(a.model, 1) for a in d.plan.allocations
+        }  # the status describes what is deployed
+        assert plan_status(d.plan, d.replicas, dt.datetime(2026, 1, 1))["gpus"] == gpus
+        if rate == 0.5:
+            assert gpus < 16
+    keep = PlannerSpec.of(e1_with({"spareGpus": "Keep"}, per)["spec"])
+    assert decide(bundle, keep, 0.5, None).plan.total_gpus == 16  # Keep spends the budget
+
+
+def test_a_max_fid_objective_buys_the_fewest_gpus_that_reach_it():
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import PlannerSpec, decide
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    best = decide(bundle, PlannerSpec.of(e1_with()["spec"]), 10.0, None).plan
+    loose = decide(bundle, PlannerSpec.of(e1_with({"maxFid": 29.8})["spec"]), 10.0, None).plan
+    assert best.feasible and loose.feasible and loose.objective_met
+    assert loose.predicted_quality <= 29.8 and loose.total_gpus < best.total_gpus
+    assert loose.predicted_quality >= best.predicted_quality  # fewer GPUs, no better FID
+    unreachable = decide(bundle, PlannerSpec.of(e1_with({"maxFid": 1.0})["spec"]), 10.0, None).plan
+    assert not unreachable.objective_met and unreachable.config == best.config and unreachable.reason

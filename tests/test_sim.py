@@ -190,10 +190,39 @@ def test_cli_plan_from_the_shipped_configmap(data_dir):
     out = run_cli("plan", "--configmap", str(cm), "--gpus", "16", "--slo", "60", "--rate", "4", "--json")
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
-    assert plan["feasible"] and sum(a["gpus"] for a in plan["allocations"]) == 16
+    assert plan["feasible"] and 2 <= sum(a["gpus"] for a in plan["allocations"]) == plan["gpus"] <= 16
     assert 0 < plan["headroom_s"] <= 60
-    out = run_cli("plan", "--configmap", str(cm), "--gpus", "1", "--slo", "1", "--rate", "400")
+    out = run_cli("plan", "--configmap", str(cm), "--gpus", "2", "--slo", "1", "--rate", "400")
     assert out.returncode == 1 and "INFEASIBLE" in out.stdout
-    out = run_cli("plan", "--configmap", str(cm), "--gpus", "1", "--slo", "1", "--rate", "400", "--json")
+    out = run_cli("plan", "--configmap", str(cm), "--gpus", "1", "--slo", "1", "--rate", "4")
+    assert out.returncode == 2 and "cannot hold one replica of each tier" in out.stderr
+    out = run_cli("plan", "--configmap", str(cm), "--gpus", "2", "--slo", "1", "--rate", "400", "--json")
     plan = json.loads(out.stdout)  # strict JSON: no Infinity
     assert plan["feasible"] is False and plan["predicted_latency_s"] is None and plan["reason"]
+
+
+def test_cli_plan_for_a_cascade_prints_what_the_operator_deploys(tmp_path, data_dir):
+    import yaml
+
+    root = data_dir.parents[1]
+    doc = yaml.safe_load((root / "crds" / "examples" / "cascade-e1.yaml").read_text())
+    per = {"sd3.5-medium": 2, "sd3.5-large": 2}
+    for m in doc["spec"]["models"]:
+        m["gpusPerReplica"] = per.get(m["name"], 1)
+    cascade = tmp_path / "cascade.yaml"
+    cascade.write_text(yaml.safe_dump(doc))
+    cm = root / "profiles" / "configmap-l40s.yaml"
+    for rate in ("0.5", "5", "20", "40", "80"):
+        out = run_cli("plan", "--cascade", str(cascade), "--configmap", str(cm), "--rate", rate, "--json")
+        assert out.returncode in (0, 1), out.stderr
+        plan = json.loads(out.stdout)
+        assert set(plan["replicas"]) == {m["name"] for m in doc["spec"]["models"]}
+        for a in plan["allocations"]:
+            assert a["gpus"] == plan["replicas"][a["model"]] * per.get(a["model"], 1) and a["replicas"] >= 1
+        assert 2 <= plan["gpus"] <= 16
+        if rate == "0.5":
+            assert plan["gpus"] < 16
+    out = run_cli("plan", "--cascade", str(tmp_path / "none.yaml"), "--configmap", str(cm), "--rate", "1")
+    assert out.returncode == 2 and "none.yaml" in out.stderr
+    out = run_cli("plan", "--configmap", str(cm), "--rate", "1")
+    assert out.returncode == 2 and "--gpus and --slo are required" in out.stderr

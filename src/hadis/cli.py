@@ -132,24 +132,42 @@ def cmd_profile_convert(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from hadis.core.bundle import parse_configmap
-    from hadis.core.pareto import planning_table, read_file
-    from hadis.core.planner import Demand, plan_cascade, plan_hadis_reference
+    from hadis.core.pareto import read_file
 
     bundle = parse_configmap(read_file(args.configmap), args.configmap)
-    queues = {}
-    for item in args.queue or []:
-        model, _, n = item.partition("=")
-        queues[model] = int(n)
-    demand = Demand(args.rate, queues)
-    if args.policy == "hadis":  # ours plans over the dense front of the grid when the ConfigMap has one
-        plan = plan_cascade(bundle.profile, planning_table(bundle.table), args.gpus, args.slo, demand)
+    try:
+        return _plan_and_print(args, bundle)
+    except ValueError as e:  # the budget cannot hold the cascade, a bad objective: the user's input
+        print(f"hadis plan: {e}", file=sys.stderr)
+        return 2
+
+
+def _plan_and_print(args: argparse.Namespace, bundle) -> int:
+    from hadis.core.pareto import planning_table
+    from hadis.core.planner import Demand, plan_cascade, plan_hadis_reference
+
+    replicas = None
+    if args.cascade:
+        plan, replicas = _plan_cascade_file(bundle, args.cascade, args.rate)
     else:
-        plan = plan_hadis_reference(bundle.profile, bundle.table, args.gpus, args.slo, demand)
+        if args.gpus is None or args.slo is None:
+            print("hadis plan: --gpus and --slo are required without --cascade", file=sys.stderr)
+            return 2
+        queues = {}
+        for item in args.queue or []:
+            model, _, n = item.partition("=")
+            queues[model] = int(n)
+        demand = Demand(args.rate, queues)
+        if args.policy == "hadis":  # ours plans over the dense front of the grid when the ConfigMap has one
+            plan = plan_cascade(bundle.profile, planning_table(bundle.table), args.gpus, args.slo, demand)
+        else:
+            plan = plan_hadis_reference(bundle.profile, bundle.table, args.gpus, args.slo, demand)
     if args.json:
         out = {
             "policy": plan.policy,
             "feasible": plan.feasible,
             "reason": plan.reason,
+            "objective_met": plan.objective_met,
             "light": plan.config.light,
             "heavy": plan.config.heavy,
             "router_ratio": plan.config.router_ratio,
@@ -157,12 +175,36 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "predicted_quality": plan.predicted_quality,
             "predicted_latency_s": plan.predicted_latency_s,
             "headroom_s": plan.headroom_s,
+            "gpus": plan.total_gpus,
+            **({"replicas": replicas} if replicas is not None else {}),
             "allocations": [a.__dict__ for a in plan.allocations],
         }
         print(json.dumps(json_safe(out), indent=2))
     else:
         print(plan.summary())
+        if replicas is not None:
+            print("replicas: " + ", ".join(f"{m}={n}" for m, n in replicas.items()))
     return 0 if plan.feasible else 1
+
+
+def _plan_cascade_file(bundle, path: str, rate: float):
+    """What the operator would deploy for the DiffusionCascade in ``path`` at ``rate`` req/s."""
+    import yaml
+
+    from hadis.core.errors import DataError
+    from hadis.operator import logic
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+        spec = doc["spec"]
+        ps = logic.PlannerSpec.of(spec)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+        raise DataError(path, f"not a DiffusionCascade with spec.gpuBudget.max, sloSeconds and models: {e}") from None
+    missing = [m.name for m in ps.models if m.name not in bundle.profile.names]
+    if missing:
+        raise DataError(path, f"models not in the profile: {', '.join(missing)}")
+    decision = logic.decide(bundle, ps, rate, None)
+    return decision.plan, decision.replicas
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,10 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_profile_latency(psub)
 
-    pl = sub.add_parser("plan", help="plan once for a given demand from a profile ConfigMap")
+    pl = sub.add_parser(
+        "plan",
+        help="plan once for a given demand from a profile ConfigMap",
+        description="Plan once. With --cascade: what the operator would deploy for that DiffusionCascade "
+        "(its budget, SLO, gpusPerReplica and planner objective): replicas per model and GPUs. Example: "
+        "hadis plan --cascade crds/examples/cascade-e1.yaml --configmap profiles/configmap-l40s.yaml --rate 5",
+    )
     pl.add_argument("--configmap", required=True, help="ConfigMap YAML written by 'hadis table configmap'")
-    pl.add_argument("--gpus", type=_positive_int, required=True)
-    pl.add_argument("--slo", type=_positive_float, required=True)
+    pl.add_argument("--cascade", help="a DiffusionCascade YAML: plan as the operator would for it")
+    pl.add_argument("--gpus", type=_positive_int, help="GPU budget (required without --cascade)")
+    pl.add_argument("--slo", type=_positive_float, help="latency SLO in seconds (required without --cascade)")
     pl.add_argument("--rate", type=float, required=True, help="arrival rate (req/s)")
     pl.add_argument("--queue", action="append", metavar="MODEL=N", help="requests queued at a model (repeatable)")
     pl.add_argument("--policy", choices=["hadis", "hadis-ref"], default="hadis")

@@ -19,3 +19,7 @@ class DataError(ValueError):
         if field:
             where = f"{where}: field '{field}'"
         super().__init__(f"{where}: {message}")
+
+
+class NotFound(DataError):
+    """The input does not exist (a ConfigMap that is not there): a missing input, not a bad one."""

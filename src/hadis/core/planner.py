@@ -287,9 +287,10 @@ def plan_cascade(
         worst_all = _worst(light_only, light_heavy, direct, wl[nl], wh[nh_all])
         k = int(np.argmin(worst_all))
         fall[i] = (int(nl[k]), int(nh_all[k]), float(worst_all[k]))
-        if fill_budget:
-            full = worst_all <= slo_s
+        if fill_budget:  # the feasible pairs that use the most of the budget whole replicas can
             used_all = nl * gl + nh_all * gh
+            full = worst_all <= slo_s
+            full &= used_all == (used_all[full].max() if full.any() else 0)
             found = (nl[full], nh_all[full], used_all[full]) if full.any() else None
         else:
             found = _fewest(wl, wh, nl, gl, gh, gpus, min_gpus, slo_s, (light_only, light_heavy, direct))

@@ -25,7 +25,7 @@ import kubernetes
 from kubernetes.client.rest import ApiException
 
 from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle, from_configmap
-from hadis.core.errors import DataError
+from hadis.core.errors import DataError, NotFound
 from hadis.operator import builders, logic, metrics
 
 FIELD_MANAGER = "hadis-operator"
@@ -136,7 +136,7 @@ def read_bundle(namespace: str, name: str) -> Bundle:
         cm = api("CoreV1Api").read_namespaced_config_map(name, namespace)
     except ApiException as e:
         if e.status == 404:
-            raise DataError(f"ConfigMap {namespace}/{name}", "not found") from None
+            raise NotFound(f"ConfigMap {namespace}/{name}", "not found") from None
         raise
     return _bundle(namespace, name, cm.metadata.resource_version or "", cm.data or {})
 
@@ -209,15 +209,6 @@ def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decisio
     return objs
 
 
-def decide(spec: dict, bundle: Bundle, rate_rps: float, status_plan: dict | None) -> logic.Decision:
-    """A plan for ``rate_rps``, counting the GPUs it would move from the plan in the status."""
-    models = builders.models_of(spec)
-    plan = logic.make_plan(bundle, spec, rate_rps, logic.current_gpus(status_plan, models))
-    budget = spec["gpuBudget"]
-    replicas = logic.replicas_for(plan, models, int(budget.get("min", 0)), int(budget["max"]))
-    return logic.Decision(plan, replicas)
-
-
 # ------------------------------------------------------------------------------------- reconcile
 
 
@@ -233,7 +224,7 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
     try:
         bundle = read_bundle(namespace, profile_name)
     except DataError as e:
-        reason = "ProfileMissing" if "not found" in str(e) else "ProfileInvalid"
+        reason = "ProfileMissing" if isinstance(e, NotFound) else "ProfileInvalid"
         kopf.warn(body, reason=reason, message=str(e))
         patch.status["observedGeneration"] = generation
         patch.status["conditions"] = logic.merge_conditions(
@@ -258,7 +249,7 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
         patch.status["observedGeneration"] = generation
         return
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
-    decision = decide(dict(spec), bundle, rate, status.get("plan"))
+    decision = logic.decide(bundle, logic.PlannerSpec.of(spec), rate, status.get("plan"))
     for obj in owned_objects(dict(spec), name, namespace, bundle, decision):
         apply(obj, body)
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
@@ -449,7 +440,7 @@ def replan_once(
             _patch_status(namespace, name, {"conditions": conds})
         return "metrics_unavailable"
     bundle = bundle_of(namespace, spec["profile"]["configMapName"], view.profile)
-    decision = decide(spec, bundle, rate, status.get("plan"))
+    decision = logic.decide(bundle, logic.PlannerSpec.of(spec), rate, status.get("plan"))
     plan_doc = logic.plan_status(decision.plan, decision.replicas, now, trigger)
     planned = logic.plan_conditions(decision.plan, generation, now, previous)
     conds = logic.merge_conditions(previous, [rollout, *planned])

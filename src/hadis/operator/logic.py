@@ -15,9 +15,9 @@ from typing import Any
 from hadis.core.bundle import Bundle
 from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
-from hadis.core.planner import Demand, Plan, plan_cascade, plan_hadis_reference, swap_seconds
+from hadis.core.planner import Demand, Objective, Plan, plan_cascade, plan_hadis_reference, swap_seconds
 from hadis.core.surge import SurgeSettings, SurgeTrigger
-from hadis.operator.builders import MODEL_LABEL, ModelEntry
+from hadis.operator.builders import MODEL_LABEL, ModelEntry, models_of
 
 # The query on the router's metrics (names fixed in DESIGN.md); {window} filled in.
 # Every cascade's rate in one query: the daemons of all cascades share one answer per check.
@@ -33,21 +33,78 @@ class Decision:
     replicas: dict[str, int]  # model name -> worker replicas
 
 
-def make_plan(
-    bundle: Bundle, spec: Mapping[str, Any], rate_rps: float, current: Mapping[str, int] | None = None
-) -> Plan:
-    """The planner the spec asks for, on the profile's table, for an arrival rate.
+@dataclass(frozen=True)
+class PlannerSpec:
+    """What planning reads from a DiffusionCascade spec, parsed once (defaults as the CRD's)."""
+
+    policy: str
+    slo_s: float
+    gpu_min: int
+    gpu_max: int
+    models: tuple[ModelEntry, ...]
+    objective: Objective
+    fill_budget: bool  # spec.planner.objective.spareGpus: Keep
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> PlannerSpec:
+        planner = spec.get("planner") or {}
+        objective = planner.get("objective") or {}
+        max_fid = objective.get("maxFid")
+        return cls(
+            policy=str(planner.get("policy", "hadis")),
+            slo_s=float(spec["sloSeconds"]),
+            gpu_min=int(spec["gpuBudget"].get("min", 0)),
+            gpu_max=int(spec["gpuBudget"]["max"]),
+            models=tuple(models_of(spec)),
+            objective=Objective(None if max_fid is None else float(max_fid)),
+            fill_budget=objective.get("spareGpus", "Release") == "Keep",
+        )
+
+    @property
+    def gpus_per_replica(self) -> dict[str, int]:
+        return {m.name: m.gpus_per_replica for m in self.models}
+
+
+def make_plan(bundle: Bundle, ps: PlannerSpec, rate_rps: float, current: Mapping[str, int] | None = None) -> Plan:
+    """The planner the spec asks for, on the profile's table, for an arrival rate: whole replicas
+    (GPUs = replicas x ``gpusPerReplica``) within ``gpuBudget.min..max``, one of each tier of
+    the pair at least, by ``spec.planner.objective``.
 
     ``current`` (GPUs per model now) makes the ``hadis`` plan count model-load time and prefer
-    moving fewer GPUs (``plan_cascade``); load times come from the profile's weights."""
-    policy = (spec.get("planner") or {}).get("policy", "hadis")
-    budget = int(spec["gpuBudget"]["max"])
-    slo = float(spec["sloSeconds"])
+    moving fewer GPUs (``plan_cascade``); load times come from the profile."""
     demand = Demand(max(MIN_PLANNING_RATE, rate_rps))
-    if policy == "hadis-ref":
-        return plan_hadis_reference(bundle.profile, bundle.table, budget, slo, demand)
+    budget = dict(gpus_per_replica=ps.gpus_per_replica, min_gpus=ps.gpu_min)
+    if ps.policy == "hadis-ref":
+        return plan_hadis_reference(
+            bundle.profile,
+            bundle.table,
+            ps.gpu_max,
+            ps.slo_s,
+            demand,
+            spread=ps.fill_budget,
+            serve_both=True,
+            **budget,
+        )
     swap = swap_seconds(bundle.profile) if current else None
-    return plan_cascade(bundle.profile, _planning_table(bundle), budget, slo, demand, current=current, swap_s=swap)
+    return plan_cascade(
+        bundle.profile,
+        _planning_table(bundle),
+        ps.gpu_max,
+        ps.slo_s,
+        demand,
+        current=current,
+        swap_s=swap,
+        objective=ps.objective,
+        fill_budget=ps.fill_budget,
+        **budget,
+    )
+
+
+def decide(bundle: Bundle, ps: PlannerSpec, rate_rps: float, status_plan: Mapping[str, Any] | None) -> Decision:
+    """A plan for ``rate_rps`` and its replicas, counting the GPUs it would move from the plan in
+    the status."""
+    plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models))
+    return Decision(plan, replicas_for(plan, ps.models))
 
 
 def current_gpus(status_plan: Mapping[str, Any] | None, models: Sequence[ModelEntry]) -> dict[str, int] | None:
@@ -150,33 +207,9 @@ def _planning_table(bundle: Bundle) -> Any:
     return table
 
 
-def replicas_for(
-    plan: Plan, models: Sequence[ModelEntry], gpu_min: int = 0, gpu_max: int | None = None
-) -> dict[str, int]:
-    """Worker replicas per model: the plan's GPUs over each replica's GPUs.
-
-    Models outside the planned pair get 0. Each model of the pair keeps at least one replica
-    (taken from the pair's largest when the budget is spent), and when the plan leaves the
-    cascade with fewer GPUs than ``gpu_min`` the pair's models are raised, light first."""
-    out = {m.name: plan.gpus(m.name) // m.gpus_per_replica for m in models}
-    used = sum(out[m.name] * m.gpus_per_replica for m in models)
-    pair = [m for m in models if m.name in (plan.config.light, plan.config.heavy)]
-    for m in pair:
-        if out[m.name] == 0:
-            if gpu_max is not None and used + m.gpus_per_replica > gpu_max:
-                donor = max(pair, key=lambda p: out[p.name])
-                if out[donor.name] > 1:
-                    out[donor.name] -= 1
-                    used -= donor.gpus_per_replica
-            out[m.name] = 1
-            used += m.gpus_per_replica
-    k = 0
-    while used < gpu_min and pair:
-        m = pair[k % len(pair)]
-        out[m.name] += 1
-        used += m.gpus_per_replica
-        k += 1
-    return out
+def replicas_for(plan: Plan, models: Sequence[ModelEntry]) -> dict[str, int]:
+    """Worker replicas per model of the cascade: the plan's, 0 for a model outside its pair."""
+    return {m.name: plan.replicas(m.name) for m in models}
 
 
 def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime, trigger: str = "") -> dict[str, Any]:
@@ -189,6 +222,7 @@ def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime, trigg
         "routerRatio": round(c.router_ratio, 4),
         "discRatio": round(c.disc_ratio, 4),
         "replicas": dict(replicas),
+        "gpus": plan.total_gpus,
         "replicasSummary": ", ".join(f"{m}={n}" for m, n in active.items()) or "none",
         "batch": {a.model: a.batch for a in plan.allocations if a.gpus},
         "predictedFid": None if math.isnan(plan.predicted_quality) else round(plan.predicted_quality, 3),
@@ -198,6 +232,7 @@ def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime, trigg
         "demandRps": round(plan.demand.rate, 3),
         **({"trigger": trigger} if trigger else {}),
         "feasible": plan.feasible,
+        "objectiveMet": plan.objective_met,
         "plannedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

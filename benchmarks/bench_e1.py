@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from hadis.sim.data import load_data_dir, load_trace
-from hadis.sim.policies import SYSTEMS
+from hadis.sim.policies import SYSTEMS, Hadis
 from hadis.sim.report import markdown_table
-from hadis.sim.run import SimSettings, run_systems
+from hadis.sim.run import SimSettings, run_system, run_systems
 
 ROOT = Path(__file__).resolve().parents[1]
 E1 = SimSettings(16, 6.0, 0.1)
@@ -73,6 +73,23 @@ def main() -> None:
     print(ratio_line("E1 maf_1to64qps, 16 GPUs", by["hadis-ref"], by["hadis"]))
     small = run_systems(["hadis-ref", "hadis"], data, load_trace(traces / "maf_1to32qps.csv"), SimSettings(8, 6.0, 0.1))
     print(ratio_line("maf_1to32qps, 8 GPUs", small[0].summary, small[1].summary))
+    print("\nGPUs against quality and violations on E1 (hadis: the whole budget, or only the GPUs that buy FID):\n")
+    print("| variant | violations | FID | GPU-seconds | share of hadis-ref's |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    ref_gpu = sum(by["hadis-ref"]["gpu_seconds_per_model"].values())
+    variants = {
+        "hadis (spareGpus: Keep, the replay's default)": by["hadis"],
+        "hadis (spareGpus: Release, the operator's default)": run_system(
+            "hadis", data, e1_trace, E1, lambda ctx: Hadis(ctx, fill_budget=False)
+        ).summary,
+        "hadis-ref": by["hadis-ref"],
+    }
+    for label, sm in variants.items():
+        gpu_s = sum(sm["gpu_seconds_per_model"].values())
+        print(
+            f"| {label} | {sm['slo_violation_ratio']:.2%} | {sm['fid_mean']:.2f} | {gpu_s:.0f} | "
+            f"{gpu_s / ref_gpu:.2f} |"
+        )
     print("\nE1 with one shared queue per model instead of each system's own dispatch (an ablation):\n")
     shared = run_systems(SYSTEMS, data, e1_trace, SimSettings(16, 6.0, 0.1, dispatch="model-queue"))
     print("| system | own dispatch: violations | FID | shared queue: violations | FID |")

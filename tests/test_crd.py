@@ -31,6 +31,9 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
     assert doc["spec"]["gpuBudget"]["min"] == 2
     planner = doc["spec"]["planner"]
     assert (planner["intervalSeconds"], planner["policy"]) == (10, "hadis")
+    assert planner["objective"] == {"spareGpus": "Keep"}  # the tiny demo spends its budget
+    e1 = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))
+    assert e1["spec"]["planner"]["objective"] == {"spareGpus": "Release"}  # the default
     assert planner["surge"] == {
         "enabled": True,
         "checkSeconds": 2,
@@ -64,6 +67,12 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
             "modelCache needs exactly one of hostPath and persistentVolumeClaim",
         ),
         ({"modelCache": {"hostPath": {"path": "relative"}}}, "spec.modelCache.hostPath.path"),
+        (
+            {"planner": {"objective": {"maxFid": 23.5, "spareGpus": "Keep"}}},
+            "planner.objective.maxFid asks for the fewest GPUs: it cannot be combined with spareGpus: Keep",
+        ),
+        ({"planner": {"objective": {"maxFid": 0}}}, "spec.planner.objective.maxFid"),
+        ({"planner": {"objective": {"spareGpus": "Hoard"}}}, "spec.planner.objective.spareGpus"),
     ],
 )
 def test_invalid_cascades_are_refused_by_the_api_server(crd, namespace, patch, message):

@@ -458,3 +458,36 @@ def test_a_max_fid_objective_buys_the_fewest_gpus_that_reach_it():
     assert loose.predicted_quality >= best.predicted_quality  # fewer GPUs, no better FID
     unreachable = decide(bundle, PlannerSpec.of(e1_with({"maxFid": 1.0})["spec"]), 10.0, None).plan
     assert not unreachable.objective_met and unreachable.config == best.config and unreachable.reason
+
+
+def test_converge_is_one_planning_pass_for_reconcile_and_replan():
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import WorkerRollout, converge, merge_conditions, rollout_condition
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    spec = e1_with()["spec"]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    first = converge(spec, "e1", "serving", bundle, 0.5, {}, [], 3, now, reconcile=True)
+    assert first.status is not None and first.status["observedGeneration"] == 3
+    kinds = sorted({o["kind"] for o in first.objects})
+    assert kinds == ["ConfigMap", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    workers = {o["metadata"]["name"]: o["spec"]["replicas"] for o in first.objects if o["kind"] == "Deployment"}
+    assert (
+        workers["e1-" + first.decision.plan.config.light] == first.decision.replicas[first.decision.plan.config.light]
+    )
+    assert [r for r, _ in first.events] == ["Planned"]
+    done = [WorkerRollout(m, n, n, n, True) for m, n in first.decision.replicas.items()]
+    # what the handler does after applying: the rollout it reads back goes into the conditions
+    folded = merge_conditions(first.status["conditions"], [rollout_condition(done, 3, now)])
+    status = {**first.status, "conditions": folded}
+    # The same demand again: nothing to apply, nothing to write, no event.
+    idle = converge(spec, "e1", "serving", bundle, 0.5, status, done, 3, now + dt.timedelta(seconds=5))
+    assert (idle.objects, idle.status, idle.events) == ((), None, ())
+    # A reconcile (the spec changed) applies everything, with no event when the plan is the same.
+    again = converge(spec, "e1", "serving", bundle, 0.5, status, done, 4, now, reconcile=True)
+    assert again.objects and again.status and again.events == ()
+    # A rise: the objects, a status naming the trigger, and a Replanned event saying why.
+    rise = converge(spec, "e1", "serving", bundle, 8.0, status, done, 3, now, trigger="rise")
+    assert rise.objects and rise.status["plan"]["trigger"] == "rise"
+    assert rise.events[0][0] == "Replanned" and rise.events[0][1].startswith("rise, 8.00 req/s: [hadis]")
+    assert rise.status["plan"]["gpus"] == rise.decision.plan.total_gpus > status["plan"]["gpus"]

@@ -154,61 +154,6 @@ def default_images() -> builders.Images:
     )
 
 
-def _slowest_batch(profile, model: str) -> float | None:
-    try:
-        return max((s for _, s in profile.feasible_batches(model)), default=None)
-    except KeyError:  # a model the profile does not know: the SLO bounds its drain
-        return None
-
-
-def owned_objects(spec: dict, name: str, namespace: str, bundle: Bundle, decision: logic.Decision) -> list[dict]:
-    models = builders.models_of(spec)
-    images = builders.images_of(spec, default_images())
-    placement = builders.placement_of(spec)
-    cache = builders.model_cache_volume(spec)
-    router = spec.get("router") or {}
-    plan = decision.plan
-    slo_s = float(spec["sloSeconds"])
-    profile = bundle.profile
-    light = profile.model(plan.config.light)
-    capacities = {
-        m: builders.tier_capacity(profile, m, slo_s, decision.replicas.get(m, 0))
-        for m in (plan.config.light, plan.config.heavy)
-    }
-    learned = router.get("scoring") == "learned"
-    router_replicas = int(router.get("replicas", 1))
-    cfg = builders.router_config(
-        name,
-        namespace,
-        plan.config.light,
-        plan.config.heavy,
-        plan.config.router_ratio,
-        plan.config.disc_ratio,
-        slo_s,
-        f"{light.resolution}x{light.resolution}",
-        router.get("scoring", "rule"),
-        f"{builders.ROUTER_MODEL_DIR}/{builders.ROUTER_MODEL_KEY}" if learned else None,
-        capacities,
-        router_replicas,
-    )
-    objs: list[dict] = []
-    for m in models:
-        replicas = decision.replicas.get(m.name, 0)
-        drain = builders.drain_seconds(slo_s, _slowest_batch(profile, m.name))
-        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement, drain, cache))
-        objs.append(builders.worker_service(name, namespace, m))
-    objs.append(builders.router_configmap(name, namespace, cfg))
-    objs += builders.router_rbac(name, namespace)
-    model_cm = router.get("modelConfigMapName") if learned else None
-    objs.append(
-        builders.router_deployment(
-            name, namespace, router_replicas, images.router, placement, model_cm, router.get("resources")
-        )
-    )
-    objs.append(builders.router_service(name, namespace))
-    return objs
-
-
 # ------------------------------------------------------------------------------------- reconcile
 
 
@@ -249,20 +194,31 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
         patch.status["observedGeneration"] = generation
         return
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
-    decision = logic.decide(bundle, logic.PlannerSpec.of(spec), rate, status.get("plan"))
-    for obj in owned_objects(dict(spec), name, namespace, bundle, decision):
+    conv = logic.converge(
+        dict(spec), name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images()
+    )
+    assert conv.status is not None  # a reconcile always writes
+    conv.status["conditions"] = written(conv, body, name, namespace, generation, now, previous)
+    for key, value in conv.status.items():
+        patch.status[key] = value
+    logger.info("reconciled: %s", json.dumps(conv.status["plan"]["replicas"]))
+
+
+def written(
+    conv: logic.Convergence, body: dict, name: str, namespace: str, generation: int, now: dt.datetime, previous: list
+) -> list[dict]:
+    """Apply what a planning pass wants applied and post its events; the conditions with the
+    rollout read back after the apply (the one I/O both paths share)."""
+    assert conv.status is not None
+    conds = conv.status["conditions"]
+    for obj in conv.objects:
         apply(obj, body)
-    plan_doc = logic.plan_status(decision.plan, decision.replicas, now)
-    conds = [
-        logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous),
-        *logic.plan_conditions(decision.plan, generation, now, previous),
-    ]
-    patch.status["observedGeneration"] = generation
-    patch.status["plan"] = plan_doc
-    patch.status["conditions"] = logic.merge_conditions(previous, conds)
-    if not logic.same_plan(status.get("plan"), plan_doc):
-        kopf.event(body, type="Normal", reason="Planned", message=decision.plan.summary())
-    logger.info("reconciled: %s", json.dumps(plan_doc["replicas"]))
+    if conv.objects:
+        after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
+        conds = logic.merge_conditions(conds, [after])
+    for reason, message in conv.events:
+        kopf.event(body, type="Normal", reason=reason, message=message)
+    return conds
 
 
 @kopf.daemon(builders.GROUP, builders.VERSION, builders.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)
@@ -440,20 +396,14 @@ def replan_once(
             _patch_status(namespace, name, {"conditions": conds})
         return "metrics_unavailable"
     bundle = bundle_of(namespace, spec["profile"]["configMapName"], view.profile)
-    decision = logic.decide(bundle, logic.PlannerSpec.of(spec), rate, status.get("plan"))
-    plan_doc = logic.plan_status(decision.plan, decision.replicas, now, trigger)
-    planned = logic.plan_conditions(decision.plan, generation, now, previous)
-    conds = logic.merge_conditions(previous, [rollout, *planned])
-    unchanged = logic.same_plan(status.get("plan"), plan_doc)
-    if unchanged and conds == previous:
+    conv = logic.converge(
+        spec, name, namespace, bundle, rate, {**status, "conditions": previous}, view.rollouts, generation, now,
+        trigger=trigger, images=default_images(),
+    )  # fmt: skip
+    if conv.status is None:
         return "unchanged"  # idle: no API writes
-    if not unchanged:
-        for obj in owned_objects(spec, name, namespace, bundle, decision):
-            apply(obj, body)
-        after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
-        conds = logic.merge_conditions(conds, [after])
-        cause = f"{trigger}, {rate:.2f} req/s"
-        kopf.event(body, type="Normal", reason="Replanned", message=f"{cause}: {decision.plan.summary()}")
-        logger.info("re-planned (%s): %s", cause, decision.plan.summary())
-    _patch_status(namespace, name, {"plan": plan_doc, "conditions": conds, "observedGeneration": generation})
-    return "applied" if not unchanged else "unchanged"
+    conv.status["conditions"] = written(conv, body, name, namespace, generation, now, previous)
+    if conv.events:
+        logger.info("re-planned (%s, %.2f req/s): %s", trigger, rate, conv.decision.plan.summary())
+    _patch_status(namespace, name, conv.status)
+    return "applied" if conv.objects else "unchanged"

@@ -17,6 +17,7 @@ from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
 from hadis.core.planner import Demand, Objective, Plan, plan_cascade, plan_hadis_reference, swap_seconds
 from hadis.core.surge import SurgeSettings, SurgeTrigger
+from hadis.operator import builders
 from hadis.operator.builders import MODEL_LABEL, ModelEntry, models_of
 
 # The query on the router's metrics (names fixed in DESIGN.md); {window} filled in.
@@ -25,6 +26,7 @@ ARRIVAL_RATES_QUERY = "sum by (cascade) (rate(hadis_router_arrivals_total[{windo
 # The planner is asked for at least this rate: at exactly zero demand every row is "feasible"
 # with no GPUs on some model, and a cascade must stay able to answer its first request.
 MIN_PLANNING_RATE = 0.1
+DEFAULT_IMAGES = builders.Images()  # this version's router and worker images
 
 
 @dataclass(frozen=True)
@@ -374,3 +376,122 @@ def plan_conditions(plan: Plan, generation: int, now: dt.datetime, previous: Seq
         condition("Ready", True, reason, plan_message(plan), generation, now, previous),
         plan_degraded(plan, generation, now, previous),
     ]
+
+
+def _slowest_batch(profile, model: str) -> float | None:
+    try:
+        return max((s for _, s in profile.feasible_batches(model)), default=None)
+    except KeyError:  # a model the profile does not know: the SLO bounds its drain
+        return None
+
+
+def owned_objects(
+    spec: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    bundle: Bundle,
+    decision: Decision,
+    default_images: builders.Images = DEFAULT_IMAGES,
+) -> list[dict]:
+    """Every object a cascade owns, for a decision: worker Deployments and Services per model,
+    the router's config, RBAC, Deployment and Service."""
+    models = builders.models_of(spec)
+    images = builders.images_of(spec, default_images)
+    placement = builders.placement_of(spec)
+    cache = builders.model_cache_volume(spec)
+    router = spec.get("router") or {}
+    plan = decision.plan
+    slo_s = float(spec["sloSeconds"])
+    profile = bundle.profile
+    light = profile.model(plan.config.light)
+    capacities = {
+        m: builders.tier_capacity(profile, m, slo_s, decision.replicas.get(m, 0))
+        for m in (plan.config.light, plan.config.heavy)
+    }
+    learned = router.get("scoring") == "learned"
+    router_replicas = int(router.get("replicas", 1))
+    cfg = builders.router_config(
+        name,
+        namespace,
+        plan.config.light,
+        plan.config.heavy,
+        plan.config.router_ratio,
+        plan.config.disc_ratio,
+        slo_s,
+        f"{light.resolution}x{light.resolution}",
+        router.get("scoring", "rule"),
+        f"{builders.ROUTER_MODEL_DIR}/{builders.ROUTER_MODEL_KEY}" if learned else None,
+        capacities,
+        router_replicas,
+    )
+    objs: list[dict] = []
+    for m in models:
+        replicas = decision.replicas.get(m.name, 0)
+        drain = builders.drain_seconds(slo_s, _slowest_batch(profile, m.name))
+        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement, drain, cache))
+        objs.append(builders.worker_service(name, namespace, m))
+    objs.append(builders.router_configmap(name, namespace, cfg))
+    objs += builders.router_rbac(name, namespace)
+    model_cm = router.get("modelConfigMapName") if learned else None
+    objs.append(
+        builders.router_deployment(
+            name, namespace, router_replicas, images.router, placement, model_cm, router.get("resources")
+        )
+    )
+    objs.append(builders.router_service(name, namespace))
+    return objs
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """What one planning pass wants written: objects to apply, the status, Normal events."""
+
+    decision: Decision
+    objects: tuple[dict, ...]  # server-side apply these (empty: nothing to apply)
+    status: dict[str, Any] | None  # the status to write (None: nothing changed)
+    events: tuple[tuple[str, str], ...]  # (reason, message)
+
+
+def converge(
+    spec: Mapping[str, Any],
+    name: str,
+    namespace: str,
+    bundle: Bundle,
+    rate_rps: float,
+    status: Mapping[str, Any],
+    rollouts: Sequence[WorkerRollout],
+    generation: int,
+    now: dt.datetime,
+    *,
+    trigger: str = "",
+    reconcile: bool = False,
+    images: builders.Images = DEFAULT_IMAGES,
+) -> Convergence:
+    """One planning pass, for both the reconcile (``reconcile``: the spec changed, so every
+    object is applied) and a re-plan (objects only when the plan changed; nothing at all when
+    neither the plan nor a condition did). The caller applies, then folds the rollout it reads
+    back into the status (``rollout_condition``)."""
+    previous = list(status.get("conditions") or [])
+    decision = decide(bundle, PlannerSpec.of(spec), rate_rps, status.get("plan"))
+    plan_doc = plan_status(decision.plan, decision.replicas, now, trigger)
+    conds = merge_conditions(
+        previous,
+        [
+            rollout_condition(rollouts, generation, now, previous),
+            *plan_conditions(decision.plan, generation, now, previous),
+        ],
+    )
+    unchanged = same_plan(status.get("plan"), plan_doc)
+    if not reconcile and unchanged and conds == previous:
+        return Convergence(decision, (), None, ())
+    objects = (
+        () if unchanged and not reconcile else tuple(owned_objects(spec, name, namespace, bundle, decision, images))
+    )
+    events: tuple[tuple[str, str], ...] = ()
+    if not unchanged:
+        summary = decision.plan.summary()
+        events = (
+            (("Planned", summary),) if reconcile else (("Replanned", f"{trigger}, {rate_rps:.2f} req/s: {summary}"),)
+        )
+    new_status = {"observedGeneration": generation, "plan": plan_doc, "conditions": conds}
+    return Convergence(decision, objects, new_status, events)

@@ -1,8 +1,10 @@
-"""Demand estimation from a series of arrival counts (what a Prometheus range query returns).
+"""Demand estimation.
 
-Both estimators take counts per fixed-width bin, oldest first, and return requests per second.
-The simulator feeds them the bins of each re-plan interval; the operator feeds them
-``increase(...)`` samples from Prometheus.
+``FastRiseEstimator`` (ours) and ``EwmaEstimator`` take arrival counts per fixed-width bin,
+oldest first (what a Prometheus range query returns), and return requests per second; the
+operator feeds ours rate samples from Prometheus, the simulator one-second bins.
+``ControllerSignals`` is what the HADIS artifact's controller plans with: the requests in the
+system and per-model arrivals and queues, one sample a second (the simulator's ``Sample``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ def rates(counts: Sequence[float], bin_s: float) -> list[float]:
 
 @dataclass
 class EwmaEstimator:
-    """HADIS's estimator: an EWMA of the mean rate per interval, times a margin (1.05)."""
+    """An EWMA of the mean rate per interval, times a margin (1.05): what this replay took for
+    HADIS's demand before it followed the artifact (``ControllerSignals`` is the artifact's)."""
 
     alpha: float = 0.5
     margin: float = 1.05

@@ -198,13 +198,13 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
         dict(spec), name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images()
     )
     assert conv.status is not None  # a reconcile always writes
-    conv.status["conditions"] = written(conv, body, name, namespace, generation, now, previous)
+    conv.status["conditions"] = apply_pass(conv, body, name, namespace, generation, now, previous)
     for key, value in conv.status.items():
         patch.status[key] = value
     logger.info("reconciled: %s", json.dumps(conv.status["plan"]["replicas"]))
 
 
-def written(
+def apply_pass(
     conv: logic.Convergence, body: dict, name: str, namespace: str, generation: int, now: dt.datetime, previous: list
 ) -> list[dict]:
     """Apply what a planning pass wants applied and post its events; the conditions with the
@@ -402,7 +402,7 @@ def replan_once(
     )  # fmt: skip
     if conv.status is None:
         return "unchanged"  # idle: no API writes
-    conv.status["conditions"] = written(conv, body, name, namespace, generation, now, previous)
+    conv.status["conditions"] = apply_pass(conv, body, name, namespace, generation, now, previous)
     if conv.events:
         logger.info("re-planned (%s, %.2f req/s): %s", trigger, rate, conv.decision.plan.summary())
     _patch_status(namespace, name, conv.status)

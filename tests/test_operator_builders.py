@@ -491,3 +491,17 @@ def test_converge_is_one_planning_pass_for_reconcile_and_replan():
     assert rise.objects and rise.status["plan"]["trigger"] == "rise"
     assert rise.events[0][0] == "Replanned" and rise.events[0][1].startswith("rise, 8.00 req/s: [hadis]")
     assert rise.status["plan"]["gpus"] == rise.decision.plan.total_gpus > status["plan"]["gpus"]
+
+
+def test_every_status_plan_field_is_in_the_crd_schema():
+    """The API server prunes unknown status fields: one missing from the schema would differ on
+    every re-plan, and the operator would rewrite an idle cascade forever."""
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import PlannerSpec, decide, plan_status
+
+    crd = yaml.safe_load((ROOT / "crds" / "diffusioncascades.serving.hadis.dev.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["plan"]
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    d = decide(bundle, PlannerSpec.of(e1_with()["spec"]), 4.0, None)
+    doc = plan_status(d.plan, d.replicas, dt.datetime(2026, 1, 1), "rise")
+    assert set(doc) <= set(schema["properties"]), set(doc) - set(schema["properties"])

@@ -19,6 +19,8 @@ def to_json(runs: Sequence[SystemRun], settings: SimSettings, trace: str) -> dic
         "slo_s": settings.slo_s,
         "time_scale": settings.time_scale,
         "replan_interval_s": settings.interval,
+        "timing": settings.timing,
+        "dispatch": settings.dispatch or "each system's own",
         "systems": {r.system: json_safe(r.summary) for r in runs},
     }
 
@@ -61,6 +63,14 @@ def markdown_table(runs: Sequence[SystemRun]) -> str:
             f"{s['served']} | {s['degraded_share']:.2%} | {s['dropped']} | {s['model_swaps']} | {gpu_s:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _timing_note(settings: SimSettings) -> str:
+    if settings.timing == "artifact":
+        note = "the artifact's worker timing"
+    else:
+        note = "model swaps cost load time" if settings.swap else "model swaps are free"
+    return note + (f"\ndispatch: {settings.dispatch} (all)" if settings.dispatch else "")
 
 
 def plot(path: str | Path, runs: Sequence[SystemRun], settings: SimSettings, title: str) -> None:
@@ -108,7 +118,7 @@ def plot(path: str | Path, runs: Sequence[SystemRun], settings: SimSettings, tit
         0.0,
         0.9,
         f"{settings.gpus} GPUs, SLO {settings.slo_s:g}s\ntime scale {settings.time_scale:g}, "
-        f"re-plan every {settings.interval:g}s\nmodel swaps cost load time",
+        f"re-plan every {settings.interval:g}s\n" + _timing_note(settings),
         va="top",
         fontsize=10,
     )

@@ -1,19 +1,20 @@
-"""The joint planner: configuration row, GPUs per model and batch sizes, under an SLO.
+"""The joint planner: configuration row, replicas per model and batch sizes, under an SLO.
 
-Two policies share the data types:
+Both policies plan whole replicas (GPUs = replicas x GPUs per replica) within a budget of
+``min..max`` GPUs, and share the data types:
 
 ``plan_cascade`` (the product's default, policy ``hadis``) is exact enumeration over its model:
-for every table row and every split of the GPU budget it predicts the latency of each path a
+for every table row and every pair of replica counts it predicts the latency of each path a
 query can take (straight to heavy, light accepted, light then heavy) from a queueing model of
 batched servers (``hadis.core.queueing``), with each model provisioned for the traffic that
 actually reaches it: the light model sees ``(1 - r)`` of the demand, the heavy model
-``r + (1 - r) d``. It picks the best-quality row whose worst active path meets the SLO, and the
-split with the most headroom.
+``r + (1 - r) d``. It picks the best-quality row whose worst active path meets the SLO, then
+the fewest GPUs that reach it (or, by its ``Objective``, the fewest GPUs within a FID bound).
 
 ``plan_hadis_reference`` (policy ``hadis-ref``) is the HADIS paper's formulation, kept for
 comparison: the light model is provisioned for all traffic, every query is charged both
-stages' batch latency, and queueing delay is a constant factor (1.2) times the Little's-law
-delay observed.
+stages' batch latency, and each model's queueing delay (as the artifact's controller estimates
+it) is added to both.
 
 Both return an infeasible plan with the reason and a safe fallback when nothing meets the SLO.
 """

@@ -73,6 +73,16 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
         ),
         ({"planner": {"objective": {"maxFid": 0}}}, "spec.planner.objective.maxFid"),
         ({"planner": {"objective": {"spareGpus": "Hoard"}}}, "spec.planner.objective.spareGpus"),
+        ({"router": {"resources": {"limits": {"memory": "lots"}}}}, "spec.router.resources.limits.memory"),
+        (
+            {
+                "models": [
+                    {"name": "sd3.5-large", "workerSpec": "tiny-light"},
+                    {"name": "sd3-5-large", "workerSpec": "x"},
+                ]
+            },
+            "model names must differ once dots become dashes",
+        ),
     ],
 )
 def test_invalid_cascades_are_refused_by_the_api_server(crd, namespace, patch, message):
@@ -89,3 +99,27 @@ def test_shipped_invalid_example_is_refused(crd, namespace):
     with pytest.raises(subprocess.CalledProcessError) as err:
         crd("apply", "-n", namespace, "-f", str(EXAMPLES / "invalid-duplicate-models.yaml"))
     assert "model names must be unique" in err.value.stderr
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("a" * 50, "metadata.name and each spec.models[].name may have at most 62 characters together"),
+        ("a" * 57, "metadata.name may have at most 56 characters"),
+        ("9lives", "metadata.name must start with a letter"),
+        ("e1.prod", "metadata.name must start with a letter and hold only a-z, 0-9 and '-'"),
+    ],
+)
+def test_names_that_cannot_name_the_objects_are_refused(crd, namespace, name, message):
+    """A worker Service is <cascade>-<model>: a name the API server would refuse for it is refused
+    at the cascade, where the user sees why (the 50-character name made a 71-character Service)."""
+    import yaml
+
+    doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+    doc["metadata"]["name"] = name
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    assert message in " ".join(err.value.stderr.split()), err.value.stderr
+    longest = max(len(m["name"]) for m in doc["spec"]["models"])
+    doc["metadata"]["name"] = "a" * (62 - longest)  # the longest name that fits is accepted
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))

@@ -505,3 +505,22 @@ def test_every_status_plan_field_is_in_the_crd_schema():
     d = decide(bundle, PlannerSpec.of(e1_with()["spec"]), 4.0, None)
     doc = plan_status(d.plan, d.replicas, dt.datetime(2026, 1, 1), "rise")
     assert set(doc) <= set(schema["properties"]), set(doc) - set(schema["properties"])
+
+
+def test_a_refused_apply_waits_for_a_new_spec_or_plan():
+    """ApplyFailed stays until a reconcile or a different plan: no flip back to Ready, no retries."""
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import PlannerSpec, apply_failed, converge, decide, merge_conditions, plan_status
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    spec = e1_with()["spec"]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    d = decide(bundle, PlannerSpec.of(spec), 0.5, None)
+    failed = merge_conditions([], apply_failed("Service serving/e1-x: invalid", 2, now))
+    status = {"plan": plan_status(d.plan, d.replicas, now), "conditions": failed}
+    same = converge(spec, "e1", "serving", bundle, 0.5, status, [], 2, now)
+    assert (same.objects, same.status) == ((), None)  # the same plan: nothing retried or rewritten
+    moved = converge(spec, "e1", "serving", bundle, 8.0, status, [], 2, now, trigger="rise")
+    assert moved.objects  # a new plan is applied (it may build valid objects)
+    again = converge(spec, "e1", "serving", bundle, 0.5, status, [], 3, now, reconcile=True)
+    assert again.objects and {c["reason"] for c in again.status["conditions"]} >= {"Planned", "AsPlanned"}

@@ -110,6 +110,33 @@ def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator)
     assert events
 
 
+def test_an_object_the_api_server_refuses_is_named_in_a_condition_until_the_spec_is_fixed(
+    crd, namespace, operator, empty_prometheus
+):
+    """What the CRD cannot see (here a node-selector key that is no label key): the apply fails,
+    the cascade says which object and why, once, and recovers when the spec is fixed."""
+    _apply_profile(crd, namespace)
+    doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+    doc["spec"]["placement"] = {"nodeSelector": {"gpu pool!": "a"}}
+    doc["spec"]["planner"] = {"intervalSeconds": 1}
+    doc["spec"]["prometheus"] = {"url": empty_prometheus, "window": "30s"}
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    st = _wait(lambda: _with_reason(crd, namespace, "e1", "ApplyFailed"), "the ApplyFailed condition")
+    message = _cond(st, "Degraded")["message"]
+    assert message.startswith(f"Deployment {namespace}/e1-") and "gpu pool!" in message
+    assert _cond(st, "Ready")["status"] == "False"
+    version = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))["metadata"]["resourceVersion"]
+    start = _replans(namespace, "unchanged")
+    _wait(lambda: _replans(namespace, "unchanged") >= start + 3, "3 re-plans after the refusal")  # none retries
+    after = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))
+    assert after["metadata"]["resourceVersion"] == version
+    events = crd("get", "events", "-n", namespace, "--field-selector", "reason=ApplyFailed", "-o", "json")
+    assert len(json.loads(events)["items"]) == 1 and json.loads(events)["items"][0].get("count", 1) == 1
+    crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", '{"spec":{"placement":{"nodeSelector":null}}}')
+    st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready after the fix")
+    assert _cond(st, "Degraded")["reason"] == "AsPlanned"
+
+
 def test_deleting_the_cascade_garbage_collects_what_it_owns(crd, namespace, operator):
     _apply_profile(crd, namespace)
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))

@@ -98,7 +98,10 @@ def cpu_threads(resources: Mapping[str, Any] | None) -> int | None:
     if cpu is None:
         return None
     text = str(cpu)
-    cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:  # not a quantity: the API server refuses the pod spec and says why
+        return None
     return max(1, math.ceil(cores))
 
 

@@ -212,13 +212,36 @@ def apply_pass(
     assert conv.status is not None
     conds = conv.status["conditions"]
     for obj in conv.objects:
-        apply(obj, body)
+        try:
+            apply(obj, body)
+        except ApiException as e:
+            if not refused(e):
+                raise  # the API server is away or overloaded: the next pass tries again
+            # The API server will never take this object as built from this spec: say which
+            # and why, once, and wait for a spec change (the reconcile) rather than retry.
+            msg = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {api_message(e)}"
+            if logic.condition_reason(previous, "Degraded") != "ApplyFailed":
+                kopf.warn(body, reason="ApplyFailed", message=msg)
+            return logic.merge_conditions(conds, logic.apply_failed(msg, generation, now, previous))
     if conv.objects:
         after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
         conds = logic.merge_conditions(conds, [after])
     for reason, message in conv.events:
         kopf.event(body, type="Normal", reason=reason, message=message)
     return conds
+
+
+def refused(e: ApiException) -> bool:
+    """A 4xx other than a conflict or throttling: the request itself is wrong (invalid, forbidden)."""
+    return e.status is not None and 400 <= e.status < 500 and e.status not in (409, 429)
+
+
+def api_message(e: ApiException) -> str:
+    """The API server's own words for a refusal (its Status message), else the HTTP reason."""
+    try:
+        return str(json.loads(e.body or "{}").get("message") or e.reason)
+    except (ValueError, AttributeError):
+        return str(e.reason)
 
 
 @kopf.daemon(builders.GROUP, builders.VERSION, builders.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)

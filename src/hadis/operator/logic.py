@@ -368,6 +368,15 @@ def rollout_condition(
     )
 
 
+def apply_failed(message: str, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> list:
+    """Ready False and Degraded True, reason ApplyFailed: the API server refused an object the
+    spec asks for (the message names it and gives the server's reason)."""
+    return [
+        condition("Ready", False, "ApplyFailed", message, generation, now, previous),
+        condition("Degraded", True, "ApplyFailed", message, generation, now, previous),
+    ]
+
+
 def plan_conditions(plan: Plan, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> list:
     """Ready (True: the plan is applied; reason Planned, or BudgetInfeasible for the fallback
     plan) and the Degraded condition the plan implies."""
@@ -469,8 +478,9 @@ def converge(
 ) -> Convergence:
     """One planning pass, for both the reconcile (``reconcile``: the spec changed, so every
     object is applied) and a re-plan (objects only when the plan changed; nothing at all when
-    neither the plan nor a condition did). The caller applies, then folds the rollout it reads
-    back into the status (``rollout_condition``)."""
+    neither the plan nor a condition did, or when the API server refused the plan's objects,
+    ``ApplyFailed``, and the plan is the same). The caller applies, then folds the rollout it
+    reads back into the status (``rollout_condition``), or the refusal (``apply_failed``)."""
     previous = list(status.get("conditions") or [])
     decision = decide(bundle, PlannerSpec.of(spec), rate_rps, status.get("plan"))
     plan_doc = plan_status(decision.plan, decision.replicas, now, trigger)
@@ -482,7 +492,9 @@ def converge(
         ],
     )
     unchanged = same_plan(status.get("plan"), plan_doc)
-    if not reconcile and unchanged and conds == previous:
+    if not reconcile and unchanged and (conds == previous or condition_reason(previous, "Degraded") == "ApplyFailed"):
+        # Nothing changed; or the API server refused this plan's objects, and only a new spec
+        # (a reconcile) or a new plan can change that: the conditions stay as they say.
         return Convergence(decision, (), None, ())
     objects = (
         () if unchanged and not reconcile else tuple(owned_objects(spec, name, namespace, bundle, decision, images))

@@ -10,7 +10,7 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format test test-fast e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane host-deps images demo demo-down clean
+.PHONY: help install lint format test test-fast fuzz e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane host-deps images demo demo-down clean
 
 help:
 	@echo "make demo      the product in real pods: cluster with a real node, images, helm install, tiny cascade, prompts, a load step"
@@ -19,6 +19,7 @@ help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
 	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; under a minute)"
+	@echo "make fuzz      the router's API fuzzed from its OpenAPI document, a longer budget than make test's"
 	@echo "make bench     planner, simulator, surge, router, data-plane and operator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
@@ -71,6 +72,11 @@ test: lint $(PROMETHEUS) control-plane images
 # (real worker and router processes); see the README's "Tests".
 test-fast: lint
 	$(BIN)/python -m pytest -m "not cluster and not dataplane"
+
+# The router's HTTP API fuzzed from its own /openapi.json (schemathesis): make test runs 60
+# examples an operation, this 1000.
+fuzz: $(STAMP)
+	HADIS_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/test_router_fuzz.py -s -W ignore::DeprecationWarning
 
 e1: $(STAMP)
 	mkdir -p $(OUT)

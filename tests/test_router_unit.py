@@ -74,6 +74,8 @@ def test_valid_request():
         (_req({"prompt": "a", "size": "1024x1024"}), 400, "size"),
         (_req({"prompt": "a", "response_format": "url"}), 400, "response_format"),
         (_req({"prompt": "a", "seed": -1}), 400, "seed"),
+        (_req({"prompt": "a", "style": 3}), 400, "style"),  # ignored fields are still typed (the fuzz found it)
+        (_req({"prompt": "a", "user": ["u"]}), 400, "user"),
         (b"{" + b" " * 70_000 + b"}", 413, None),
     ],
 )
@@ -184,3 +186,18 @@ def test_each_worker_call_opens_its_own_connection_so_a_service_spreads_them():
         return peers
 
     assert len(asyncio.run(run())) == 3
+
+
+def test_the_openapi_document_states_this_routers_limits():
+    from hadis.router.api import openapi_document
+
+    doc = openapi_document(CFG, "1.2.3")
+    assert doc["openapi"].startswith("3.") and doc["info"]["version"] == "1.2.3"
+    post = doc["paths"]["/v1/images/generations"]["post"]
+    body = post["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["prompt"]
+    assert body["properties"]["n"]["maximum"] == CFG.limits.max_n
+    assert body["properties"]["prompt"]["maxLength"] == CFG.limits.max_prompt_chars
+    assert body["properties"]["size"]["enum"] == [CFG.size, None]
+    assert {"200", "400", "413", "429", "503", "504"} <= set(post["responses"])
+    assert set(doc["paths"]) == {"/v1/images/generations", "/healthz", "/readyz", "/metrics", "/openapi.json"}

@@ -15,6 +15,8 @@ from typing import Any
 from hadis.router.config import RouterConfig
 
 KNOWN_FIELDS = {"prompt", "n", "size", "response_format", "model", "user", "seed", "quality", "style"}
+# OpenAI's fields the router takes and ignores (the cascade picks the model): strings when given.
+IGNORED_STRING_FIELDS = ("model", "user", "quality", "style")
 
 
 class ApiError(Exception):
@@ -91,4 +93,136 @@ def parse_generation_request(body: bytes, cfg: RouterConfig) -> GenerationReques
     seed = doc.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ApiError(400, f"'seed' must be an integer in [0, 2^63), got {seed!r}", param="seed")
+    for name in IGNORED_STRING_FIELDS:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"'{name}' must be a string, got {type(value).__name__}", param=name)
     return GenerationRequest(prompt=prompt, n=n, seed=seed)
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
+    """The router's HTTP API as OpenAPI 3.0 (served at ``/openapi.json``).
+
+    ``POST /v1/images/generations`` is OpenAI's images API as far as the router implements it:
+    the same request fields and response shape, with the limits of this router's config, and
+    per image the model that served it and whether it was escalated or degraded."""
+    limits = cfg.limits
+    request = {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1, "maxLength": limits.max_prompt_chars, "pattern": r"\S"},
+            "n": {"type": "integer", "minimum": 1, "maximum": limits.max_n, "nullable": True},
+            # null in the enum too: in OpenAPI 3.0 an enum without it refuses null, nullable or not
+            "size": {"type": "string", "enum": [cfg.size, None], "nullable": True},
+            "response_format": {"type": "string", "enum": ["b64_json", None], "nullable": True},
+            "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "nullable": True},
+            "model": {
+                "type": "string",
+                "nullable": True,
+                "description": "accepted and ignored: the cascade picks the model",
+            },
+            "user": {"type": "string", "nullable": True},
+            "quality": {"type": "string", "nullable": True},
+            "style": {"type": "string", "nullable": True},
+        },
+    }
+    image = {
+        "type": "object",
+        "required": ["b64_json", "model", "escalated", "degraded"],
+        "properties": {
+            "b64_json": {"type": "string", "description": "the PNG, base64"},
+            "revised_prompt": {"type": "string", "nullable": True},
+            "model": {"type": "string", "description": "the model that served this image"},
+            "escalated": {"type": "boolean"},
+            "degraded": {"type": "boolean"},
+            "degraded_reason": {"type": "string", "nullable": True},
+            "confidence": {"type": "number", "nullable": True},
+            "discriminator": {"type": "string", "nullable": True},
+        },
+    }
+    error = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": "string", "nullable": True},
+                    "code": {"type": "string", "nullable": True},
+                },
+            }
+        },
+    }
+    status_doc = {"type": "object", "additionalProperties": True}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": f"HADIS router ({cfg.cascade})",
+            "version": version,
+            "description": "OpenAI-compatible image generation served by a cascade of diffusion models.",
+        },
+        "paths": {
+            "/v1/images/generations": {
+                "post": {
+                    "operationId": "createImage",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+                    "responses": {
+                        "200": {
+                            "description": "the images",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["created", "data"],
+                                        "properties": {
+                                            "created": {"type": "integer"},
+                                            "data": {"type": "array", "items": image},
+                                        },
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error_response("the request is invalid"),
+                        "413": _error_response("the body is over the limit"),
+                        "429": _error_response("too many requests in flight"),
+                        "503": _error_response("overloaded or no worker ready: retry after Retry-After"),
+                        "504": _error_response("no worker answered within the deadline"),
+                    },
+                }
+            },
+            "/healthz": {"get": {"operationId": "health", "responses": {"200": {"description": "the process is up"}}}},
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "responses": {
+                        "200": {
+                            "description": "a request sent now would be served",
+                            "content": {"application/json": {"schema": status_doc}},
+                        },
+                        "503": {
+                            "description": "no light worker is ready",
+                            "content": {"application/json": {"schema": status_doc}},
+                        },
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus metrics"}}}
+            },
+            "/openapi.json": {
+                "get": {"operationId": "openapi", "responses": {"200": {"description": "this document"}}}
+            },
+        },
+        "components": {"schemas": {"Error": error}},
+    }

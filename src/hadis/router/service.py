@@ -33,11 +33,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hadis import __version__
 from hadis.core.errors import DataError
 from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
 from hadis.router.admission import TierLoad, admit
-from hadis.router.api import ApiError, GenerationRequest, parse_generation_request
+from hadis.router.api import ApiError, GenerationRequest, openapi_document, parse_generation_request
 from hadis.router.config import Discovery, RouterConfig, Tier, model_ready_path, parse_config
 from hadis.router.discovery import SliceWatch
 from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
@@ -506,6 +507,9 @@ class Router:
     async def handle_healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def handle_openapi(self, _request: web.Request) -> web.Response:
+        return web.json_response(openapi_document(self.cfg, __version__))
+
     async def handle_readyz(self, _request: web.Request) -> web.Response:
         ready = {k: sorted(v) for k, v in self.ready_endpoints.items()}
         ok = bool(self.ready_endpoints["light"])
@@ -549,7 +553,8 @@ async def json_errors(request: web.Request, handler):
         if e.status < 400:
             raise
         err = ApiError(e.status, f"{e.reason}: {request.method} {request.path}")
-        return web.json_response(err.body(), status=e.status)
+        keep = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "retry-after")}  # 405 must say Allow
+        return web.json_response(err.body(), status=e.status, headers=keep)
 
 
 def make_app(router: Router) -> web.Application:
@@ -558,6 +563,7 @@ def make_app(router: Router) -> web.Application:
     app.router.add_get("/metrics", router.handle_metrics)
     app.router.add_get("/healthz", router.handle_healthz)
     app.router.add_get("/readyz", router.handle_readyz)
+    app.router.add_get("/openapi.json", router.handle_openapi)
     app.on_startup.append(router.start)
     app.on_cleanup.append(router.stop)
     return app

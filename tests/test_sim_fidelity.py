@@ -54,19 +54,17 @@ def steady_trace(rate: float, seconds: float, prompt: int = 7) -> Trace:
     return Trace(np.arange(n) / rate, np.full(n, prompt), f"{rate}/s for {seconds}s")
 
 
+def simulation(sim_data, trace: Trace, policy, gpus: int, slo_s: float = 6.0, **kw) -> Simulation:
+    """A replay of ``trace`` on ``gpus`` GPUs, re-planned every 5 s."""
+    return Simulation(
+        trace, sim_data.prompts, sim_data.profile, policy, total_gpus=gpus, slo_s=slo_s, replan_interval_s=5, **kw
+    )
+
+
 def test_dropped_requests_stay_in_the_system_count_until_twice_the_slo(sim_data):
     # One GPU of the heaviest model at 4 req/s: most requests are dropped at dequeue.
     plan = ServingPlan(gpus={LARGE: 1}, batch={LARGE: 1}, mixture={LARGE: 1.0})
-    sim = Simulation(
-        steady_trace(4, 30),
-        sim_data.prompts,
-        sim_data.profile,
-        lambda obs: plan,
-        total_gpus=1,
-        slo_s=6.0,
-        replan_interval_s=5,
-        dispatch="random-worker",
-    )
+    sim = simulation(sim_data, steady_trace(4, 30), lambda obs: plan, 1, dispatch="random-worker")
     res = sim.run()
     drops = [r for r in res.requests if r.dropped]
     assert drops
@@ -90,17 +88,7 @@ def test_random_worker_dispatch_keeps_a_gpus_queue_across_a_model_switch(sim_dat
         last["plan"] = next(plans, last.get("plan"))
         return last["plan"]
 
-    sim = Simulation(
-        steady_trace(3, 10),
-        sim_data.prompts,
-        sim_data.profile,
-        policy,
-        total_gpus=2,
-        slo_s=6.0,
-        replan_interval_s=5,
-        dispatch="random-worker",
-        timing="artifact",
-    )
+    sim = simulation(sim_data, steady_trace(3, 10), policy, 2, dispatch="random-worker", timing="artifact")
     res = sim.run()
     # Requests queued for sd3.5-large at the GPU that switched were served by its new model.
     moved = [r for r in res.requests if not r.dropped and r.model == LIGHT]
@@ -109,16 +97,7 @@ def test_random_worker_dispatch_keeps_a_gpus_queue_across_a_model_switch(sim_dat
 
 def test_least_in_flight_dispatch_joins_the_least_loaded_gpu(sim_data):
     plan = ServingPlan(gpus={LARGE: 4}, batch={LARGE: 1}, mixture={LARGE: 1.0})
-    sim = Simulation(
-        steady_trace(2, 4),
-        sim_data.prompts,
-        sim_data.profile,
-        lambda obs: plan,
-        total_gpus=4,
-        slo_s=60.0,
-        replan_interval_s=5,
-        dispatch="least-in-flight",
-    )
+    sim = simulation(sim_data, steady_trace(2, 4), lambda obs: plan, 4, slo_s=60.0, dispatch="least-in-flight")
     original = sim._enqueue
     loads: list[tuple[int, int]] = []
 
@@ -135,31 +114,14 @@ def test_least_in_flight_dispatch_joins_the_least_loaded_gpu(sim_data):
 
 
 def test_artifact_worker_timing(sim_data):
-    sim = Simulation(
-        steady_trace(1, 1),
-        sim_data.prompts,
-        sim_data.profile,
-        lambda obs: None,
-        total_gpus=1,
-        slo_s=6.0,
-        replan_interval_s=5,
-        timing="artifact",
-    )
+    sim = simulation(sim_data, steady_trace(1, 1), lambda obs: None, 1, timing="artifact")
     lat = sim_data.profile.model(TURBO).batch_latency
     d = ARTIFACT_DISCRIMINATOR_S
     assert sim.batch_seconds(TURBO, 8) == pytest.approx(lat(8) + d)
     assert sim.batch_seconds(TURBO, 3) == pytest.approx((lat(2) + lat(4)) / 2 + d)
     assert sim.batch_seconds(TURBO, 7) == pytest.approx(((lat(4) + lat(8)) / 2 + lat(8)) / 2 + d)
     assert sim.batch_seconds(TURBO, 12) == pytest.approx(lat(4) + d)  # outside the table: timed as 4
-    profile_sim = Simulation(
-        steady_trace(1, 1),
-        sim_data.prompts,
-        sim_data.profile,
-        lambda obs: None,
-        total_gpus=1,
-        slo_s=6,
-        replan_interval_s=5,
-    )
+    profile_sim = simulation(sim_data, steady_trace(1, 1), lambda obs: None, 1)
     assert profile_sim.batch_seconds(TURBO, 12) == pytest.approx(lat(12))  # the profile's own curve
 
 

@@ -21,13 +21,13 @@ Both return an infeasible plan with the reason and a safe fallback when nothing 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from hadis.core.demand import HADIS_QUEUE_SAFETY
 from hadis.core.pareto import Config, ParetoTable
 from hadis.core.profile import Profile
 from hadis.core.queueing import pool_latency
@@ -41,7 +41,6 @@ DEFAULT_MAX_UTILISATION = 0.97
 # latency (as a share of the SLO) per GPU moved. Chosen by the surge sweep (README, "Surges").
 DEFAULT_MOVE_PENALTY_FID = 0.05
 DEFAULT_MOVE_PENALTY_SLO = 0.02
-HADIS_QUEUE_FACTOR = 1.2
 
 
 # Model load time when a GPU switches model: weights / this rate (or the default without weights).
@@ -110,9 +109,6 @@ class Objective:
     def __post_init__(self) -> None:
         if self.max_fid is not None and not (math.isfinite(self.max_fid) and self.max_fid > 0):
             raise ValueError(f"objective maxFid must be a number > 0, got {self.max_fid}")
-
-    def describe(self) -> str:
-        return "best FID, then fewest GPUs" if self.max_fid is None else f"fewest GPUs with FID <= {self.max_fid:g}"
 
 
 @dataclass(frozen=True)
@@ -426,15 +422,18 @@ def lightest_fallback(
     policy: str,
     reason: str,
     per: Mapping[str, int] | None = None,
+    *,
+    heavy_replica: bool = True,
 ) -> Plan:
     """The lightest model of the table on the budget, at its highest-throughput batch size, and
-    one replica of the heavy model its lightest row pairs it with (none if it does not fit)."""
+    (with ``heavy_replica``) one replica of the heavy model its lightest row pairs it with, when
+    it fits."""
     light = min(table.models, key=profile.index)
     candidates = [c for c in table.rows if c.light == light]
     heavy = min(candidates, key=lambda c: c.heavy_ratio).heavy if candidates else table.rows[0].heavy
     per = per or {}
     gl, gh = int(per.get(light, 1)), int(per.get(heavy, 1))
-    nh = 1 if gl + gh <= gpus else 0
+    nh = 1 if heavy_replica and gl + gh <= gpus else 0
     nl = (gpus - nh * gh) // gl
     try:
         quality = table.quality(light, heavy, 0.0, 0.0)
@@ -484,7 +483,7 @@ def plan_hadis_reference(
     def delay(c: Config) -> float:
         if isinstance(queue_delay_s, Mapping):
             return queue_delay_s.get(c.light, 0.0) + queue_delay_s.get(c.heavy, 0.0)
-        return HADIS_QUEUE_FACTOR * queue_delay_s
+        return HADIS_QUEUE_SAFETY * queue_delay_s
 
     best_key: tuple | None = None
     best = None
@@ -506,20 +505,9 @@ def plan_hadis_reference(
                     best_key, best = key, (c, b_l, s_l, n_l, b_h, s_h, n_h, latency)
     if best is None:
         reason = f"HADIS formulation infeasible at {lam:.2f} req/s on {gpus} GPUs; all GPUs on the lightest model"
-        fallback = lightest_fallback(profile, table, gpus, slo_s, demand, "hadis-ref", reason, per)
-        if serve_both:
-            return fallback
-        light = fallback.allocations[0]
-        light_all = Allocation(
-            light.model,
-            (gpus // per[light.model]) * per[light.model],
-            light.batch,
-            light.arrival_rate,
-            light.latency_s,
-            gpus // per[light.model],
+        return lightest_fallback(
+            profile, table, gpus, slo_s, demand, "hadis-ref", reason, per, heavy_replica=serve_both
         )
-        heavy = fallback.allocations[1]
-        return dataclasses.replace(fallback, allocations=(light_all, Allocation(heavy.model, 0, 1, 0.0, 0.0, 0)))
     c, b_l, s_l, n_l, b_h, s_h, n_h, latency = best
     rate_l, rate_h = lam, c.heavy_ratio * lam
     loads = [rate_l * s_l / b_l, rate_h * s_h / b_h]

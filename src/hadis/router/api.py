@@ -100,11 +100,12 @@ def parse_generation_request(body: bytes, cfg: RouterConfig) -> GenerationReques
     return GenerationRequest(prompt=prompt, n=n, seed=seed)
 
 
+def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 def _error_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    return _json_response(description, {"$ref": "#/components/schemas/Error"})
 
 
 def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
@@ -178,21 +179,17 @@ def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
                     "operationId": "createImage",
                     "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
                     "responses": {
-                        "200": {
-                            "description": "the images",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["created", "data"],
-                                        "properties": {
-                                            "created": {"type": "integer"},
-                                            "data": {"type": "array", "items": image},
-                                        },
-                                    }
-                                }
+                        "200": _json_response(
+                            "the images",
+                            {
+                                "type": "object",
+                                "required": ["created", "data"],
+                                "properties": {
+                                    "created": {"type": "integer"},
+                                    "data": {"type": "array", "items": image},
+                                },
                             },
-                        },
+                        ),
                         "400": _error_response("the request is invalid"),
                         "413": _error_response("the body is over the limit"),
                         "429": _error_response("too many requests in flight"),
@@ -206,14 +203,8 @@ def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
                 "get": {
                     "operationId": "ready",
                     "responses": {
-                        "200": {
-                            "description": "a request sent now would be served",
-                            "content": {"application/json": {"schema": status_doc}},
-                        },
-                        "503": {
-                            "description": "no light worker is ready",
-                            "content": {"application/json": {"schema": status_doc}},
-                        },
+                        "200": _json_response("a request sent now would be served", status_doc),
+                        "503": _json_response("no light worker is ready", status_doc),
                     },
                 }
             },

@@ -142,6 +142,11 @@ class Gpu:
     since: float = 0.0
     queue: deque[Request] = field(default_factory=deque)  # its own FIFO (per-worker dispatch)
 
+    @property
+    def heading(self) -> str:
+        """The model it serves, or the one it is on its way to."""
+        return self.model if self.target is None else self.target
+
 
 @dataclass
 class SimResult:
@@ -264,18 +269,18 @@ class Simulation:
     def _observe(self) -> Observation:
         bins = max(1, round(self.interval))
         counts = self.bin_counts[-bins:]
-        waiting = sum(len(q) for q in self.queues.values()) + sum(len(g.queue) for g in self.gpus)
         gpus: dict[str, int] = {}
         for gpu in self.gpus:
-            m = gpu.model if gpu.target is None else gpu.target
+            m = gpu.heading
             if m != RELEASED:
                 gpus[m] = gpus.get(m, 0) + 1
+        queues = self._waiting_per_model()
         return Observation(
             self.now,
             list(counts),
             1.0,
-            self._waiting_per_model(),
-            waiting,
+            queues,
+            sum(queues.values()),
             self.plan,
             self.bin_counts,
             gpus,
@@ -307,10 +312,10 @@ class Simulation:
 
     def _candidates(self, model: str) -> list[int]:
         """The GPUs a request for ``model`` may join: for random-worker those serving it or on
-        their way to it; for least-in-flight those serving it and not draining, the ready ones
+        their way to it; for least-in-flight those serving it and not leaving it, the ready ones
         first (the router sees ready endpoints). None: the router holds the request."""
         if self.dispatch == "random-worker":
-            return [i for i, g in enumerate(self.gpus) if (g.model if g.target is None else g.target) == model]
+            return [i for i, g in enumerate(self.gpus) if g.heading == model]
         cands = [i for i, g in enumerate(self.gpus) if g.model == model and g.target is None]
         ready = [i for i in cands if self.gpus[i].ready_at <= self.now]
         return ready or cands
@@ -374,7 +379,7 @@ class Simulation:
         want = dict(plan.gpus)
         movable: list[Gpu] = []
         for gpu in self.gpus:
-            current = gpu.model if gpu.target is None else gpu.target
+            current = gpu.heading
             if want.get(current, 0) > 0:
                 want[current] -= 1
             else:
@@ -523,7 +528,7 @@ class Simulation:
             return
         model = gpu.model
         q = gpu.queue if self.per_worker else self.queues[model]
-        if not q and self.per_worker and gpu.target is None:
+        if not q and self.per_worker:
             q = self.queues[model]  # what the router held while no GPU of the model was up
         if not q:
             return

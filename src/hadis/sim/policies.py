@@ -43,7 +43,7 @@ from hadis.core.planner import (
 from hadis.core.profile import Profile
 from hadis.core.surge import SurgeSettings, SurgeTrigger
 from hadis.sim.data import SimData
-from hadis.sim.engine import Observation, Policy, ServingPlan
+from hadis.sim.engine import DEFAULT_DROP_FACTOR, Observation, Policy, ServingPlan
 
 SYSTEMS = ("clipper-light", "clipper-heavy", "infaas-acc", "proteus", "diffserve", "hadis-ref", "hadis")
 # How each system's requests reach a GPU (``hadis.sim.engine``): the artifact's load balancer
@@ -72,7 +72,7 @@ def capacity(profile: Profile, model: str, gpus: int, batch: int) -> float:
 
 
 def single_model_plan(
-    profile: Profile, model: str, gpus: int, batch: int, label: str, drop_factor: float = 1.5
+    profile: Profile, model: str, gpus: int, batch: int, label: str, drop_factor: float = DEFAULT_DROP_FACTOR
 ) -> ServingPlan:
     return ServingPlan(
         gpus={model: gpus},
@@ -144,7 +144,7 @@ def clipper(ctx: Context, heavy: bool) -> Policy:
     p = ctx.data.profile
     model = p.names[-1] if heavy else p.names[0]
     batch = largest_batch_within(p, model, ctx.slo_s) or 1
-    drop = CLIPPER_HEAVY_ADMISSION if heavy else 1.5
+    drop = CLIPPER_HEAVY_ADMISSION if heavy else DEFAULT_DROP_FACTOR
     plan = single_model_plan(p, model, ctx.gpus, batch, f"clipper {model}", drop)
     return lambda _obs: plan
 

@@ -19,7 +19,7 @@ help:
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
 	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; under a minute)"
-	@echo "make fuzz      the router's API fuzzed from its OpenAPI document, a longer budget than make test's"
+	@echo "make fuzz      the router's API and the operator fuzzed, longer budgets than make test's"
 	@echo "make bench     planner, simulator, surge, router, data-plane and operator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
@@ -73,10 +73,12 @@ test: lint $(PROMETHEUS) control-plane images
 test-fast: lint
 	$(BIN)/python -m pytest -m "not cluster and not dataplane"
 
-# The router's HTTP API fuzzed from its own /openapi.json (schemathesis): make test runs 60
-# examples an operation, this 1000.
-fuzz: $(STAMP)
+# The router's HTTP API fuzzed from its own /openapi.json (schemathesis), and the operator with
+# generated cascades on the local API server: make test runs 60 examples an operation and 20
+# cascades, this 1000 and 100.
+fuzz: $(STAMP) $(PROMETHEUS) control-plane
 	HADIS_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/test_router_fuzz.py -s -W ignore::DeprecationWarning
+	HADIS_OPERATOR_FUZZ_EXAMPLES=100 HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest tests/test_operator_fuzz.py -s
 
 e1: $(STAMP)
 	mkdir -p $(OUT)

@@ -11,6 +11,7 @@ from ``hack/build-control-plane.sh`` (built from their Go modules at pinned vers
     python hack/cluster.py up [--nodes 4 --gpus-per-node 4 --real-gpus 4]  # ends with: export KUBECONFIG=PATH
     python hack/cluster.py up --no-real-node      # control plane and kwok only, all on loopback
     python hack/cluster.py load IMAGE...          # docker image -> the node's containerd
+    python hack/cluster.py restart kube-apiserver # stop one part, start it again as it was (fault tests)
     python hack/cluster.py down                   # stops it all and removes what it made
     python hack/cluster.py leftovers              # what a stopped cluster left behind (exit 1 if any)
     python hack/cluster.py status
@@ -119,10 +120,11 @@ def kubeconfig(d: Path, user: str, server: str) -> Path:
     return path
 
 
-def spawn(name: str, cmd: list[str], state: dict) -> None:
-    logf = (STATE / f"{name}.log").open("w")
+def spawn(name: str, cmd: list[str], state: dict, mode: str = "w") -> None:
+    logf = (STATE / f"{name}.log").open(mode)
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     state["pids"][name] = proc.pid
+    state.setdefault("cmds", {})[name] = cmd  # ``restart`` starts it again as it was
     (STATE / "state.json").write_text(json.dumps(state, indent=2))
 
 
@@ -361,6 +363,38 @@ def down(_args: argparse.Namespace) -> int:
     return 0
 
 
+def restart(args: argparse.Namespace) -> int:
+    """Stop one part of the running cluster and start it again, as it was (its data kept): the
+    fault tests restart the API server and etcd under traffic. Returns once it serves again."""
+    path = STATE / "state.json"
+    if not path.exists():
+        raise SystemExit("error: no local cluster is running (make cluster-up)")
+    state = json.loads(path.read_text())
+    cmd = state.get("cmds", {}).get(args.name)
+    if cmd is None:
+        raise SystemExit(f"error: cannot restart {args.name}: one of {', '.join(state.get('cmds', {}))}")
+    t0 = time.monotonic()
+    pid = state["pids"][args.name]
+    if _alive(pid):
+        os.killpg(pid, signal.SIGTERM)
+    end = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    stopped = time.monotonic() - t0
+    time.sleep(args.down_seconds)
+    spawn(args.name, cmd, state, mode="a")
+    bin_dir, admin = Path(state["bin_dir"]), Path(state["kubeconfig"])
+    if args.name == "etcd":
+        port = state["ports"]["etcd"]
+        wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).status == 200, "etcd")
+    # every restart ends when the API server serves again (on etcd too: it must reconnect)
+    wait_for(lambda: kubectl(bin_dir, admin, "get", "--raw=/readyz").strip() == "ok", "kube-apiserver")
+    log(f"{args.name} restarted: stopped in {stopped:.1f}s, down {time.monotonic() - t0:.1f}s in all")
+    return 0
+
+
 def status(_args: argparse.Namespace) -> int:
     path = STATE / "state.json"
     if not path.exists():
@@ -386,6 +420,10 @@ def main() -> int:
     ld = sub.add_parser("load", help="import docker images into the real node's containerd")
     ld.add_argument("images", nargs="+")
     ld.set_defaults(func=load)
+    rs = sub.add_parser("restart", help="stop one part (kube-apiserver, etcd, ...) and start it again as it was")
+    rs.add_argument("name")
+    rs.add_argument("--down-seconds", type=float, default=0.0, help="stay stopped this long before starting")
+    rs.set_defaults(func=restart)
     sub.add_parser("leftovers").set_defaults(func=leftovers)
     sub.add_parser("down").set_defaults(func=down)
     sub.add_parser("status").set_defaults(func=status)

@@ -221,10 +221,14 @@ def tiny_cascade(prometheus_url: str, name: str = "tiny") -> dict:
     return doc
 
 
-def apply_tiny(c: Cluster, namespace: str, prometheus_url: str, name: str = "tiny") -> None:
+def apply_tiny(
+    c: Cluster, namespace: str, prometheus_url: str, name: str = "tiny", cascade: dict | None = None
+) -> None:
+    """The tiny profile ConfigMap and cascade (``cascade``: a changed ``tiny_cascade``)."""
     c.kubectl("create", "namespace", namespace, check=False)
     c.kubectl("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "profiles" / "configmap-tiny.yaml"))
-    c.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(tiny_cascade(prometheus_url, name)))
+    doc = cascade or tiny_cascade(prometheus_url, name)
+    c.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
 
 
 def condition(obj: dict, type_: str) -> dict:

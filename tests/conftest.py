@@ -109,6 +109,15 @@ def crd(kube):
     return kube
 
 
+@pytest.fixture(scope="module")
+def stack(kube, tmp_path_factory):
+    """The product as deployed on the real node, one per test module (``tests/realpods.py``)."""
+    from realpods import running_stack
+
+    with running_stack(kube, tmp_path_factory.mktemp("realpods")) as s:
+        yield s
+
+
 @pytest.fixture(scope="session")
 def helm_bin() -> str:
     """Helm, built from its Go module at the pinned version by the control-plane script (cached)."""

@@ -27,6 +27,7 @@ from hadis.operator.builders import (
     router_service,
     tier_capacity,
     worker_deployment,
+    worker_network_policy,
     worker_service,
 )
 from hadis.router.config import parse_config
@@ -65,6 +66,41 @@ def test_worker_deployment_requests_gpus_probes_and_runs_non_root():
     sel = d["spec"]["selector"]["matchLabels"]
     assert all(d["spec"]["template"]["metadata"]["labels"][k] == v for k, v in sel.items())
     assert worker_deployment("e1", "serving", light, 1)["spec"]["selector"] != sel
+
+
+def test_only_the_router_holds_a_service_account_token():
+    light, _ = models_of(SPEC)
+    worker = worker_deployment("e1", "serving", light, 1)["spec"]["template"]["spec"]
+    assert worker["automountServiceAccountToken"] is False and worker["enableServiceLinks"] is False
+    router = router_deployment("e1", "serving", 1)["spec"]["template"]["spec"]
+    assert router["serviceAccountName"] == "e1-router" and "automountServiceAccountToken" not in router
+    for pod in (worker, router):  # what Pod Security's restricted profile asks of every container
+        for c in pod["containers"] + pod.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] and sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_the_network_policy_admits_only_the_routers_to_the_inference_ports():
+    light, _ = models_of(SPEC)
+    policy = worker_network_policy("e1", "serving")["spec"]
+    worker_labels = worker_deployment("e1", "serving", light, 1)["spec"]["template"]["metadata"]["labels"]
+    router_labels = router_deployment("e1", "serving", 1)["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= worker_labels.items()
+    inference, metrics = policy["ingress"]
+    assert inference["from"][0]["podSelector"]["matchLabels"].items() <= router_labels.items()
+    assert not inference["from"][0]["podSelector"]["matchLabels"].items() <= worker_labels.items()
+    assert {p["port"] for p in inference["ports"]} == {8000, 8001}
+    assert "from" not in metrics and [p["port"] for p in metrics["ports"]] == [8002]  # any scraper
+
+
+def test_a_rate_that_cannot_be_planned_for_is_named():
+    from hadis.operator.logic import rate_problem
+
+    assert rate_problem(0.0) is None and rate_problem(3.5) is None
+    assert rate_problem(float("nan")) == "Prometheus answered nan for the arrival rate"
+    assert rate_problem(float("inf")) == "Prometheus answered inf for the arrival rate"
+    assert rate_problem(-2.0) == "Prometheus answered a negative arrival rate (-2 req/s)"
 
 
 def test_images_come_from_the_model_then_the_cascade_then_the_operator():
@@ -368,6 +404,16 @@ def test_replan_clock_replans_early_on_a_rise_and_on_the_interval_otherwise():
     assert held and all(why == "timer" and rate > 6.0 for rate, why in held)
 
 
+def test_replan_clock_checks_at_least_as_often_as_the_interval():
+    """Found by the operator fuzz: ``checkSeconds: 60`` with ``intervalSeconds: 1`` re-planned
+    once a minute."""
+    from hadis.operator.logic import ReplanClock, surge_spec
+
+    clock = ReplanClock.start(1.0, surge_spec({"planner": {"surge": {"checkSeconds": 60}}}), now=0.0, planned_rate=1.0)
+    assert clock.step_s == 1.0
+    assert [clock.tick(float(t), 1.0) for t in (1, 2, 3)] == [(1.0, "timer")] * 3
+
+
 def test_replan_clock_without_surge_plans_on_the_interval_and_reports_metric_failures():
     from hadis.operator.logic import ReplanClock
 
@@ -470,7 +516,10 @@ def test_converge_is_one_planning_pass_for_reconcile_and_replan():
     first = converge(spec, "e1", "serving", bundle, 0.5, {}, [], 3, now, reconcile=True)
     assert first.status is not None and first.status["observedGeneration"] == 3
     kinds = sorted({o["kind"] for o in first.objects})
-    assert kinds == ["ConfigMap", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Role", "RoleBinding", "Service", "ServiceAccount"]
+    off = {**spec, "networkPolicy": {"enabled": False}}
+    assert "NetworkPolicy" not in {o["kind"] for o in converge(off, "e1", "serving", bundle, 0.5, {}, [], 3, now,
+                                                                   reconcile=True).objects}  # fmt: skip
     workers = {o["metadata"]["name"]: o["spec"]["replicas"] for o in first.objects if o["kind"] == "Deployment"}
     assert (
         workers["e1-" + first.decision.plan.config.light] == first.decision.replicas[first.decision.plan.config.light]
@@ -524,3 +573,34 @@ def test_a_refused_apply_waits_for_a_new_spec_or_plan():
     assert moved.objects  # a new plan is applied (it may build valid objects)
     again = converge(spec, "e1", "serving", bundle, 0.5, status, [], 3, now, reconcile=True)
     assert again.objects and {c["reason"] for c in again.status["conditions"]} >= {"Planned", "AsPlanned"}
+
+
+def test_a_failed_rate_query_is_worded_by_what_went_wrong():
+    import requests
+
+    from hadis.operator.handlers import metrics_failure
+
+    assert metrics_failure(requests.ReadTimeout("read timed out"), 2.0) == "Prometheus did not answer within 2s"
+    assert metrics_failure(requests.ConnectionError("refused"), 5) == "Prometheus unreachable (ConnectionError)"
+    bad = metrics_failure(ValueError("HTTP Status Code 400 (bad_data)"), 5)
+    assert bad == "Prometheus query failed (ValueError: HTTP Status Code 400 (bad_data))"
+
+
+def test_pending_worker_pods_are_said_once_and_the_conditions_then_stay():
+    """Found by the operator fuzz: the scheduling problem and the plan's own conditions were
+    written by two steps of one re-plan, so every re-plan flipped Ready and wrote twice."""
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import converge
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
+    spec = e1_with()["spec"]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    status = converge(spec, "e1", "serving", bundle, 0.5, {}, [], 1, now, reconcile=True).status
+    pending = converge(spec, "e1", "serving", bundle, 0.5, status, [], 1, now, unschedulable=3).status
+    conds = {c["type"]: c for c in pending["conditions"]}
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "PodsUnschedulable")
+    assert conds["Degraded"]["message"].startswith("3 worker pod(s) cannot be scheduled")
+    later = now + dt.timedelta(seconds=5)
+    assert converge(spec, "e1", "serving", bundle, 0.5, pending, [], 1, later, unschedulable=3).status is None
+    cleared = converge(spec, "e1", "serving", bundle, 0.5, pending, [], 1, later).status
+    assert {c["type"]: c["status"] for c in cleared["conditions"]}["Ready"] == "True"

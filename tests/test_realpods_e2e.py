@@ -3,8 +3,9 @@ own service account), and the router and tiny worker pods it creates, all in con
 local cluster's real node, with Prometheus discovering them. Requests go through the router
 Service (a ``kubectl port-forward``) with the real ``openai`` client.
 
-The tests share one stack and run in file order; the later ones change the cascade (a rollout, a
-smaller budget, a load step, learned routing, three routers).
+The tests share one stack (``tests/realpods.py``: Pod Security ``restricted`` namespaces) and
+run in file order; the later ones change the cascade (a rollout, a smaller budget, a load step,
+learned routing, three routers).
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import contextlib
 import datetime as dt
 import io
 import json
-import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -32,77 +31,12 @@ sys.path.insert(0, str(ROOT / "hack"))
 import demo  # noqa: E402  (hack/demo.py: what make demo does, one implementation)
 import node  # noqa: E402
 
+from realpods import HARD, SIMPLE, Traffic  # noqa: E402
+from realpods import pods as _pods  # noqa: E402
+from realpods import post as _post  # noqa: E402
+from realpods import ready as _ready  # noqa: E402
+
 pytestmark = pytest.mark.realpods
-
-SIMPLE = ["a cat", "a red apple", "a dog", "a cup of tea", "a blue car", "a green tree", "a small house", "a bird"]
-HARD = [
-    "three glass spheres stacked on top of a blue cube, left of a small green pyramid, seen from above",
-    "an intricate isometric city with reflections at night, two bridges, and a person holding an umbrella",
-]
-
-
-@dataclass
-class Stack:
-    cluster: demo.Cluster
-    namespace: str
-    operator_namespace: str
-    release: str
-    router_url: str
-
-
-@pytest.fixture(scope="module")
-def stack(kube, tmp_path_factory):
-    state = json.loads((demo.CLUSTER_STATE / "state.json").read_text())
-    if not state.get("real_node"):
-        pytest.fail("the local cluster has no real node: `make cluster-down`, then run the tests again")
-    c = demo.Cluster(kube.kubeconfig, Path(state["bin_dir"]))
-    demo.load_images(demo.CONTROL_IMAGE, demo.WORKER_IMAGE)
-    tmp = tmp_path_factory.mktemp("realpods")
-    suffix = uuid.uuid4().hex[:5]
-    ns, op_ns, release = f"realpods-{suffix}", f"realpods-op-{suffix}", f"rp-{suffix}"
-    background: list[subprocess.Popen] = []
-    try:
-        c.kubectl("create", "namespace", ns)
-        demo.install_operator(c, release=release, namespace=op_ns, watch=[ns])
-        procs, prom_url = demo.start_prometheus(c, tmp / "prometheus", [ns])
-        background += procs
-        t0 = time.monotonic()
-        demo.apply_tiny(c, ns, prom_url)
-        demo.wait_until(lambda: demo.cascade_ready(c, ns) and demo.router_ready(c, ns), "the cascade Ready", 300)
-        demo.wait_until(lambda: demo.rolled_out(c, ns), "every worker pod Ready", 300)
-        print(f"\ncascade applied to every pod Ready: {time.monotonic() - t0:.1f}s")
-        pf, router_url = demo.port_forward(c, ns, "svc/tiny-router", 80, tmp / "port-forward.log")
-        background.append(pf)
-        yield Stack(c, ns, op_ns, release, router_url)
-    finally:
-        for p in background:
-            p.terminate()
-        c.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)
-        subprocess.run([str(c.bin_dir / "helm"), f"--kubeconfig={c.kubeconfig}", "uninstall", release, "-n", op_ns,
-                        "--wait"], capture_output=True, check=False)  # fmt: skip
-        c.kubectl("delete", "namespace", op_ns, "--wait=false", check=False)
-
-
-def _pods(c: demo.Cluster, namespace: str, selector: str = "") -> list[dict]:
-    args = ["get", "pods", "-n", namespace] + (["-l", selector] if selector else [])
-    return c.json(*args)["items"]
-
-
-def _post(router_url: str, prompt: str, timeout_s: float = 30.0) -> tuple[int, dict, float]:
-    """One request without the openai client (for load): status, headers (and the first image's
-    degraded_reason, if any, as ``reason``), seconds."""
-    req = urllib.request.Request(
-        f"{router_url}/v1/images/generations",
-        data=json.dumps({"prompt": prompt}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    t = time.monotonic()
-    try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            body = json.loads(r.read())
-            return r.status, {**r.headers, "reason": body["data"][0].get("degraded_reason")}, time.monotonic() - t
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), time.monotonic() - t
 
 
 def test_pods_run_in_containers_on_the_real_node_and_the_openai_client_gets_pngs(stack):
@@ -217,10 +151,6 @@ def test_a_heavy_pod_deleted_under_traffic_keeps_every_request_within_its_deadli
     print(f"heavy pod killed under 2 req/s: {len(ok)}/{len(results)} served, slowest {max(r[2] for r in results):.2f}s")
 
 
-def _ready(p: dict) -> bool:
-    return demo.condition(p, "Ready").get("status") == "True" and not p["metadata"].get("deletionTimestamp")
-
-
 def _metric(url: str, name: str, **labels: str) -> float | None:
     """One sample from a Prometheus text page (``None`` when absent)."""
     text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
@@ -314,38 +244,6 @@ def test_the_operator_pod_holding_the_lease_killed_the_other_takes_over_without_
 def _worker_replicas(c: demo.Cluster, ns: str) -> dict[str, int]:
     deps = c.json("get", "deployments", "-n", ns, "-l", "app.kubernetes.io/component=worker")["items"]
     return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps}
-
-
-class Traffic:
-    """Open-loop requests at ``rate`` per second from a background thread, until stopped."""
-
-    def __init__(self, url: str, rate: float, prompts: list[str]):
-        self.url, self.rate, self.prompts = url, rate, prompts
-        self.stop = threading.Event()
-        self.pool = concurrent.futures.ThreadPoolExecutor(32)
-        self.sent: list[concurrent.futures.Future] = []
-        self.sent_at: list[float] = []  # wall clock, to compare with pods' deletion times
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        t0, k = time.monotonic(), 0
-        while not self.stop.is_set():
-            self.sent_at.append(time.time())
-            self.sent.append(self.pool.submit(_post, self.url, self.prompts[k % len(self.prompts)], 30.0))
-            k += 1
-            time.sleep(max(0.0, t0 + k / self.rate - time.monotonic()))
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.pool.shutdown(wait=True)
-
-    def results(self) -> list[tuple[int, dict, float]]:
-        return [f.result() for f in self.sent]
 
 
 class Draining:

@@ -226,6 +226,9 @@ def worker_deployment(
             "template": {
                 "metadata": {"labels": labels(cascade, "worker", _dns(model.name))},
                 "spec": {
+                    # Least privilege: a worker never calls the API server, so it holds no token.
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True, "fsGroup": USER_ID},
                     **dict(placement or {}),
                     "terminationGracePeriodSeconds": PRESTOP_S + drain_s + 5,
@@ -433,7 +436,10 @@ def router_deployment(
             "template": {
                 "metadata": {"labels": labels(cascade, "router")},
                 "spec": {
+                    # The one token of a cascade's pods: the router watches EndpointSlices
+                    # (``router_rbac``: get, list and watch them in its namespace, nothing else).
                     "serviceAccountName": router_name(cascade),
+                    "enableServiceLinks": False,
                     "securityContext": {"runAsNonRoot": True},
                     **dict(placement or {}),
                     "containers": [
@@ -474,5 +480,35 @@ def router_service(cascade: str, namespace: str) -> dict[str, Any]:
         "spec": {
             "selector": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"},
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }
+
+
+def worker_network_policy(cascade: str, namespace: str) -> dict[str, Any]:
+    """Only the cascade's routers reach its workers' inference ports; their metrics port stays
+    open to any scraper. Enforced only where the cluster's CNI implements NetworkPolicy."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{cascade}-workers", "namespace": namespace, "labels": labels(cascade, "worker")},
+        "spec": {
+            "podSelector": {"matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "worker"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "podSelector": {
+                                "matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"}
+                            }
+                        }
+                    ],
+                    "ports": [
+                        {"protocol": "TCP", "port": WORKER_HTTP},
+                        {"protocol": "TCP", "port": WORKER_GRPC},
+                    ],
+                },
+                {"ports": [{"protocol": "TCP", "port": WORKER_METRICS}]},
+            ],
         },
     }

@@ -85,6 +85,25 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 10
     settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
+    # Serve exactly the namespaces given, and the resources found at start. With scanning, kopf
+    # skips a namespace that is terminating when it starts: an operator restarted while a
+    # watched namespace was being deleted never removed its cascades' finalizers, and the
+    # namespace stayed Terminating for good. The CRD must exist first (``require_crd``).
+    settings.scanning.disabled = True
+    require_crd()
+
+
+CRD_NAME = f"{builders.PLURAL}.{builders.GROUP}"
+
+
+def require_crd() -> None:
+    """Refuse to start without the CRD (kopf would serve nothing and never notice it later)."""
+    try:
+        api("ApiextensionsV1Api").read_custom_resource_definition(CRD_NAME, _request_timeout=30)
+    except ApiException as e:
+        if e.status == 404:
+            raise kopf.PermanentError(f"the CRD {CRD_NAME} is not installed (kubectl apply -f crds/)") from None
+        raise
 
 
 @kopf.on.login()
@@ -113,6 +132,8 @@ def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
         api("RbacAuthorizationV1Api").patch_namespaced_role(name, ns, obj, **kwargs)
     elif kind == "RoleBinding":
         api("RbacAuthorizationV1Api").patch_namespaced_role_binding(name, ns, obj, **kwargs)
+    elif kind == "NetworkPolicy":
+        api("NetworkingV1Api").patch_namespaced_network_policy(name, ns, obj, **kwargs)
     else:  # pragma: no cover
         raise ValueError(f"cannot apply {kind}")
 
@@ -146,6 +167,19 @@ def bundle_of(namespace: str, name: str, profile: tuple[str, dict] | None) -> Bu
     return read_bundle(namespace, name) if profile is None else _bundle(namespace, name, *profile)
 
 
+def checked_bundle(namespace: str, spec: dict, profile: tuple[str, dict] | None) -> tuple[Bundle | None, str, str]:
+    """The cascade's profile, or why it cannot plan with it: ``(None, reason, message)``."""
+    name = spec["profile"]["configMapName"]
+    try:
+        bundle = bundle_of(namespace, name, profile)
+    except DataError as e:
+        return None, ("ProfileMissing" if isinstance(e, NotFound) else "ProfileInvalid"), str(e)
+    missing = logic.missing_models(spec, bundle)
+    if missing:
+        return None, "ProfileMismatch", f"models not in profile {name}: {', '.join(missing)}"
+    return bundle, "", ""
+
+
 def default_images() -> builders.Images:
     """The operator's images (the chart sets both to its own version), else this version's."""
     return builders.Images(
@@ -165,34 +199,14 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
     generation = int(meta.get("generation", 0))
     previous = list(status.get("conditions") or [])
     now = _now()
-    profile_name = spec["profile"]["configMapName"]
-    try:
-        bundle = read_bundle(namespace, profile_name)
-    except DataError as e:
-        reason = "ProfileMissing" if isinstance(e, NotFound) else "ProfileInvalid"
-        kopf.warn(body, reason=reason, message=str(e))
+    bundle, reason, msg = checked_bundle(namespace, spec, None)
+    if bundle is None:
+        kopf.warn(body, reason=reason, message=msg)
         patch.status["observedGeneration"] = generation
         patch.status["conditions"] = logic.merge_conditions(
-            previous,
-            [
-                logic.condition("Ready", False, reason, str(e), generation, now, previous),
-                logic.condition("Degraded", True, reason, str(e), generation, now, previous),
-            ],
+            previous, logic.profile_conditions(reason, msg, generation, now, previous)
         )
         return  # no exception: no crash loop; a change of the spec or the daemon retries
-    missing = [m.name for m in builders.models_of(spec) if m.name not in bundle.profile.names]
-    if missing:
-        msg = f"models not in profile {profile_name}: {', '.join(missing)}"
-        kopf.warn(body, reason="ProfileMismatch", message=msg)
-        patch.status["conditions"] = logic.merge_conditions(
-            previous,
-            [
-                logic.condition("Ready", False, "ProfileMismatch", msg, generation, now, previous),
-                logic.condition("Degraded", True, "ProfileMismatch", msg, generation, now, previous),
-            ],
-        )
-        patch.status["observedGeneration"] = generation
-        return
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
     conv = logic.converge(
         dict(spec), name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images()
@@ -265,12 +279,16 @@ async def replan(
         rate: float | None = None
         error = ""
         window = clock.window or prom.get("window", "30s")
+        timeout_s = float(prom.get("timeoutSeconds", 5))
         try:
             rate = cached_rate(url, name, window)  # another cascade's check just asked
             if rate is None:
-                rate = await asyncio.to_thread(query_rate, url, name, window)
+                rate = await asyncio.to_thread(query_rate, url, name, window, timeout_s)
+            problem = logic.rate_problem(rate)
+            if problem:
+                rate, error = None, f"{problem}; keeping the last plan"
         except Exception as e:
-            error = f"Prometheus unreachable ({type(e).__name__}); keeping the last plan"
+            error = f"{metrics_failure(e, timeout_s)}; keeping the last plan"
         decision = clock.tick(time.monotonic(), rate)
         if decision is None:
             continue  # a quiet check: nothing read from or written to the API server
@@ -291,10 +309,23 @@ async def replan(
 
 @functools.lru_cache(maxsize=64)
 def _prometheus(url: str) -> Any:
-    """One client (and HTTP session) per Prometheus URL."""
+    """One client (and HTTP session) per Prometheus URL. A refused connection is tried once
+    more; a timeout is not (the next check asks again), so a slow Prometheus costs one timeout."""
     from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
 
-    return PrometheusConnect(url=url, disable_ssl=True)
+    return PrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=1, read=False, backoff_factor=0.2))
+
+
+def metrics_failure(e: Exception, timeout_s: float) -> str:
+    """What went wrong reading the arrival rate, in the words of the MetricsUnavailable condition."""
+    import requests
+
+    if isinstance(e, requests.Timeout):
+        return f"Prometheus did not answer within {timeout_s:g}s"
+    if isinstance(e, requests.ConnectionError):
+        return f"Prometheus unreachable ({type(e).__name__})"
+    return f"Prometheus query failed ({type(e).__name__}: {str(e)[:200]})"
 
 
 _RATES: dict[tuple[str, str], tuple[float, dict[str, float]]] = {}
@@ -310,14 +341,15 @@ def cached_rate(url: str, cascade: str, window: str) -> float | None:
     return hit[1].get(cascade, 0.0)
 
 
-def query_rate(url: str, cascade: str, window: str) -> float:
+def query_rate(url: str, cascade: str, window: str, timeout_s: float = 5.0) -> float:
     """The cascade's arrival rate. All cascades' rates come from one query, reused for
     ``RATES_MAX_AGE_S``: 100 cascades checking every 2 s cost Prometheus 0.5 queries/s, not 50."""
     with _RATES_LOCK:
         rate = cached_rate(url, cascade, window)
         if rate is not None:
             return rate
-        result = _prometheus(url).custom_query(logic.ARRIVAL_RATES_QUERY.format(window=window))
+        query = logic.ARRIVAL_RATES_QUERY.format(window=window)
+        result = _prometheus(url).custom_query(query, params={"timeout": f"{timeout_s:g}s"}, timeout=timeout_s)
         rates = {r["metric"].get("cascade", ""): float(r["value"][1]) for r in result}
         _RATES[(url, window)] = (time.monotonic(), rates)
     return rates.get(cascade, 0.0)
@@ -377,14 +409,23 @@ def _patch_status(namespace: str, name: str, status: dict) -> None:
     )
 
 
+def _warn_on_change(body: dict, previous: list, conds: list) -> None:
+    """One Warning event when the Degraded reason becomes a new problem."""
+    now = next((c for c in conds if c["type"] == "Degraded"), None)
+    if now and now["status"] == "True" and logic.condition_reason(previous, "Degraded") != now["reason"]:
+        kopf.warn(body, reason=now["reason"], message=now["message"])
+
+
 def replan_once(
     body: dict, view: ClusterView, logger, rate: float | None, error: str = "", trigger: str = "timer"
 ) -> str:
     """One re-plan: conditions from the cluster, then a plan for ``rate`` (req/s), or, when
     Prometheus failed (``rate`` None), the MetricsUnavailable condition and the last plan kept.
 
-    Writes only when the plan or a condition changed. Returns the outcome, as counted in
-    ``hadis_operator_replans_total``: applied, unchanged or metrics_unavailable."""
+    A profile that is gone, broken or not the models' keeps the last plan too, with its own
+    condition (ProfileMissing, ProfileInvalid, ProfileMismatch). Writes only when the plan or a
+    condition changed. Returns the outcome, as counted in ``hadis_operator_replans_total``:
+    applied, unchanged, metrics_unavailable or profile_unavailable."""
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
     generation = int(meta.get("generation", 0))
@@ -392,39 +433,34 @@ def replan_once(
     now = _now()
     rollout = logic.rollout_condition(view.rollouts, generation, now, previous)
     pending = view.unschedulable
-    if pending:
-        msg = f"{pending} worker pod(s) cannot be scheduled: the cluster has fewer free GPUs than the plan"
-        conds = logic.merge_conditions(
-            previous,
-            [
-                logic.condition("Ready", False, "PodsUnschedulable", msg, generation, now, previous),
-                rollout,
-                logic.condition("Degraded", True, "PodsUnschedulable", msg, generation, now, previous),
-            ],
-        )
-        if logic.condition_reason(previous, "Degraded") != "PodsUnschedulable":
-            kopf.warn(body, reason="PodsUnschedulable", message=msg)
+    bundle, reason, problem = checked_bundle(namespace, spec, view.profile)
+    if bundle is None:  # deleted, broken or not matching the models: keep what runs, say why
+        msg = f"{problem}; keeping the last plan" if status.get("plan") else problem
+        conds = logic.merge_conditions(previous, logic.profile_conditions(reason, msg, generation, now, previous))
+        if logic.condition_reason(previous, "Degraded") != reason:
+            kopf.warn(body, reason=reason, message=msg)
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
-        previous = conds
+        return "profile_unavailable"
     if rate is None:
         msg = error or "no arrival rate; keeping the last plan"
-        if pending:
-            return "metrics_unavailable"  # the scheduling problem is the one to show
-        degraded = logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)
-        conds = logic.merge_conditions(previous, [rollout, degraded])
-        if logic.condition_reason(previous, "Degraded") != "MetricsUnavailable":
-            kopf.warn(body, reason="MetricsUnavailable", message=msg)
+        if pending:  # the scheduling problem is the one to show
+            problems = logic.unschedulable_conditions(pending, generation, now, previous)
+        else:
+            problems = [logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)]
+        conds = logic.merge_conditions(previous, [rollout, *problems])
+        _warn_on_change(body, previous, conds)
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
         return "metrics_unavailable"
-    bundle = bundle_of(namespace, spec["profile"]["configMapName"], view.profile)
     conv = logic.converge(
         spec, name, namespace, bundle, rate, {**status, "conditions": previous}, view.rollouts, generation, now,
-        trigger=trigger, images=default_images(),
+        trigger=trigger, images=default_images(), unschedulable=pending,
     )  # fmt: skip
     if conv.status is None:
         return "unchanged"  # idle: no API writes
+    if pending:
+        _warn_on_change(body, previous, conv.status["conditions"])
     conv.status["conditions"] = apply_pass(conv, body, name, namespace, generation, now, previous)
     if conv.events:
         logger.info("re-planned (%s, %.2f req/s): %s", trigger, rate, conv.decision.plan.summary())

@@ -135,6 +135,10 @@ class LeaseElector:
         self.cfg = cfg
         self.api = api or kubernetes.client.CoordinationV1Api()
         self.state = ElectionState(cfg.identity)
+        # An attempt ends within the renew deadline, as client-go's does: against an API server
+        # that hangs (its etcd away) a call without a timeout blocked the loop for a minute,
+        # the liveness probe saw a stalled election and the kubelet restarted every replica.
+        self.timeout_s = cfg.renew_deadline_s
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt; True when this replica holds the Lease afterwards."""
@@ -142,13 +146,15 @@ class LeaseElector:
 
         cfg, now, wall = self.cfg, time.monotonic(), dt.datetime.now(dt.UTC)
         try:
-            lease = self.api.read_namespaced_lease(cfg.name, cfg.namespace)
+            lease = self.api.read_namespaced_lease(cfg.name, cfg.namespace, _request_timeout=self.timeout_s)
         except ApiException as e:
             if e.status != 404:
                 raise
             record = self.state.claim(None, wall, cfg.lease_duration_s)
             try:
-                self.api.create_namespaced_lease(cfg.namespace, lease_body(cfg, record, None))
+                self.api.create_namespaced_lease(
+                    cfg.namespace, lease_body(cfg, record, None), _request_timeout=self.timeout_s
+                )
             except ApiException as e2:
                 if e2.status == 409:  # another replica created it first
                     return False
@@ -161,7 +167,10 @@ class LeaseElector:
         record = self.state.claim(current, wall, cfg.lease_duration_s)
         try:
             self.api.replace_namespaced_lease(
-                cfg.name, cfg.namespace, lease_body(cfg, record, lease.metadata.resource_version)
+                cfg.name,
+                cfg.namespace,
+                lease_body(cfg, record, lease.metadata.resource_version),
+                _request_timeout=self.timeout_s,
             )
         except ApiException as e:
             if e.status == 409:  # someone else wrote it since we read it

@@ -171,7 +171,9 @@ class ReplanClock:
 
     @property
     def step_s(self) -> float:
-        return self.surge.check_s if self.surge else self.interval_s
+        """Checks every ``check_s``, but never less often than the interval asks for a re-plan
+        (``checkSeconds: 60`` with ``intervalSeconds: 1`` re-plans every second, not minute)."""
+        return min(self.surge.check_s, self.interval_s) if self.surge else self.interval_s
 
     @property
     def window(self) -> str | None:
@@ -186,7 +188,7 @@ class ReplanClock:
             self.last_timer = now
         if rate is None or self.trigger is None or self.surge is None:
             return (rate, "timer") if timer_due else None
-        estimate = self.estimator.update([rate * self.surge.check_s], self.surge.check_s)
+        estimate = self.estimator.update([rate * self.step_s], self.step_s)
         decision = self.trigger.check(now, estimate, timer_due=timer_due)
         return None if decision is None else (decision.rate, decision.reason)
 
@@ -270,6 +272,32 @@ def condition(
         "observedGeneration": generation,
         "lastTransitionTime": stamp,
     }
+
+
+def rate_problem(rate_rps: float) -> str | None:
+    """Why an arrival rate read from Prometheus cannot be planned for (None: it can). A rate
+    of counters is never NaN or negative; a broken exporter, recording rule or proxy can make it so."""
+    if not math.isfinite(rate_rps):
+        return f"Prometheus answered {rate_rps} for the arrival rate"
+    if rate_rps < 0:
+        return f"Prometheus answered a negative arrival rate ({rate_rps:g} req/s)"
+    return None
+
+
+def profile_conditions(
+    reason: str, message: str, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()
+) -> list[dict]:
+    """Ready False and Degraded True for a profile the cascade cannot be planned with
+    (ProfileMissing, ProfileInvalid, ProfileMismatch)."""
+    return [
+        condition("Ready", False, reason, message, generation, now, previous),
+        condition("Degraded", True, reason, message, generation, now, previous),
+    ]
+
+
+def missing_models(spec: Mapping[str, Any], bundle: Bundle) -> list[str]:
+    """The cascade's models that its profile does not describe."""
+    return [m.name for m in builders.models_of(spec) if m.name not in bundle.profile.names]
 
 
 def condition_reason(conditions: Sequence[Mapping[str, Any]], type_: str) -> str | None:
@@ -368,6 +396,17 @@ def rollout_condition(
     )
 
 
+def unschedulable_conditions(
+    pending: int, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()
+) -> list[dict]:
+    """Ready False and Degraded True while worker pods wait for GPUs the cluster does not have."""
+    msg = f"{pending} worker pod(s) cannot be scheduled: the cluster has fewer free GPUs than the plan"
+    return [
+        condition("Ready", False, "PodsUnschedulable", msg, generation, now, previous),
+        condition("Degraded", True, "PodsUnschedulable", msg, generation, now, previous),
+    ]
+
+
 def apply_failed(message: str, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> list:
     """Ready False and Degraded True, reason ApplyFailed: the API server refused an object the
     spec asks for (the message names it and gives the server's reason)."""
@@ -403,7 +442,7 @@ def owned_objects(
     default_images: builders.Images = DEFAULT_IMAGES,
 ) -> list[dict]:
     """Every object a cascade owns, for a decision: worker Deployments and Services per model,
-    the router's config, RBAC, Deployment and Service."""
+    the router's config, RBAC, Deployment and Service, and the workers' NetworkPolicy."""
     models = builders.models_of(spec)
     images = builders.images_of(spec, default_images)
     placement = builders.placement_of(spec)
@@ -448,6 +487,8 @@ def owned_objects(
         )
     )
     objs.append(builders.router_service(name, namespace))
+    if (spec.get("networkPolicy") or {}).get("enabled", True):
+        objs.append(builders.worker_network_policy(name, namespace))
     return objs
 
 
@@ -475,12 +516,15 @@ def converge(
     trigger: str = "",
     reconcile: bool = False,
     images: builders.Images = DEFAULT_IMAGES,
+    unschedulable: int = 0,
 ) -> Convergence:
     """One planning pass, for both the reconcile (``reconcile``: the spec changed, so every
     object is applied) and a re-plan (objects only when the plan changed; nothing at all when
     neither the plan nor a condition did, or when the API server refused the plan's objects,
-    ``ApplyFailed``, and the plan is the same). The caller applies, then folds the rollout it
-    reads back into the status (``rollout_condition``), or the refusal (``apply_failed``)."""
+    ``ApplyFailed``, and the plan is the same). ``unschedulable`` worker pods make Ready False
+    and Degraded True (PodsUnschedulable) in the same pass, so the conditions never alternate
+    between two passes. The caller applies, then folds the rollout it reads back into the status
+    (``rollout_condition``), or the refusal (``apply_failed``)."""
     previous = list(status.get("conditions") or [])
     decision = decide(bundle, PlannerSpec.of(spec), rate_rps, status.get("plan"))
     plan_doc = plan_status(decision.plan, decision.replicas, now, trigger)
@@ -491,6 +535,8 @@ def converge(
             *plan_conditions(decision.plan, generation, now, previous),
         ],
     )
+    if unschedulable:  # pods wait for GPUs: that, not the plan's feasibility, is what Ready says
+        conds = merge_conditions(conds, unschedulable_conditions(unschedulable, generation, now, previous))
     unchanged = same_plan(status.get("plan"), plan_doc)
     if not reconcile and unchanged and (conds == previous or condition_reason(previous, "Degraded") == "ApplyFailed"):
         # Nothing changed; or the API server refused this plan's objects, and only a new spec

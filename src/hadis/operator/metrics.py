@@ -6,9 +6,10 @@ nothing from one that did not happen: re-plans by outcome, reconciles, and the L
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_resident_memory_bytes and the rest, as exporters do
 
 RECONCILES = Counter(
     "hadis_operator_reconciles_total",
@@ -19,7 +20,8 @@ RECONCILES = Counter(
 REPLANS = Counter(
     "hadis_operator_replans_total",
     "Re-plans of a cascade by outcome: applied (the plan changed), unchanged (the same plan; "
-    "no API write unless a condition changed), metrics_unavailable (the last plan kept), failed",
+    "no API write unless a condition changed), metrics_unavailable and profile_unavailable (the "
+    "last plan kept), failed",
     ["namespace", "cascade", "outcome"],
     registry=REGISTRY,
 )

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
 
 from hadis import __version__
 from hadis.core.errors import DataError
@@ -576,5 +576,6 @@ def serve(config_path: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     log.setLevel(os.environ.get("HADIS_LOG_LEVEL", "INFO"))
     log.propagate = False
     router = Router(config_path)
+    ProcessCollector(registry=router.metrics.registry)  # the served process's memory and CPU
     _log(logging.INFO, "router starting", host=host, port=port, cascade=router.cfg.cascade)
     web.run_app(make_app(router), host=host, port=port, print=None, access_log=None)

@@ -88,6 +88,12 @@ def cache_claim(c: demo.Cluster, namespace: str, volume: str) -> None:
         },
     }
     c.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+    # bound before any pod asks for it (a pod scheduled against an unbound claim waits on the
+    # scheduler's back-off)
+    demo.wait_until(
+        lambda: c.json("get", "pvc", CACHE_CLAIM, "-n", namespace)["status"].get("phase") == "Bound",
+        "the cache claim bound", 60,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager

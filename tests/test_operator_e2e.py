@@ -186,6 +186,24 @@ def test_budget_above_the_cluster_leaves_pods_pending_and_says_so(crd, namespace
     assert phases.count("Pending") >= 8 and phases.count("Running") <= 16
 
 
+def test_pods_that_become_schedulable_clear_the_condition(crd, namespace, operator):
+    """Found by the fault tests: a pod unschedulable for a moment stayed counted once it ran
+    (kopf keeps an index value when the function returns None), and Ready stayed False."""
+    _apply_profile(crd, namespace)
+    doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+    doc["spec"]["gpuBudget"] = {"min": 2, "max": 4}
+    doc["spec"]["planner"] = {"intervalSeconds": 1}
+    doc["spec"]["placement"] = {"nodeSelector": {"hadis.dev/test-pool": namespace}}  # no node has it yet
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    _wait(lambda: _with_reason(crd, namespace, "e1", "PodsUnschedulable"), "PodsUnschedulable", 60)
+    try:
+        crd("label", "node", "gpu-node-0", f"hadis.dev/test-pool={namespace}")
+        st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready once the pods are placed", 60)
+        assert _cond(st, "Degraded")["reason"] != "PodsUnschedulable"
+    finally:
+        crd("label", "node", "gpu-node-0", "hadis.dev/test-pool-")
+
+
 def _write_requests(kube) -> float:
     """Create, update and patch requests the API server has served for what the operator touches.
 

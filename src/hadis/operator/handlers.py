@@ -379,9 +379,17 @@ def worker_rollouts(body, namespace, labels, **_: Any) -> dict:
     return {(namespace, labels[builders.CASCADE_LABEL]): logic.rollout_of(body)}
 
 
-@kopf.index("v1", "pods", labels=WORKERS)
-def unschedulable_pods(body, namespace, labels, **_: Any) -> dict | None:
-    return {(namespace, labels[builders.CASCADE_LABEL]): True} if logic.unschedulable(body) else None
+def _is_unschedulable(body, **_: Any) -> bool:
+    return logic.unschedulable(body)
+
+
+# A filter, not a None result: kopf keeps an object's last value when its index function returns
+# None, so a pod that was unschedulable for a moment (its claim not yet bound) stayed counted
+# after it ran, and the cascade said PodsUnschedulable for good. A pod that stops matching the
+# filter is taken out of the index.
+@kopf.index("v1", "pods", labels=WORKERS, when=_is_unschedulable)
+def unschedulable_pods(namespace, labels, **_: Any) -> dict:
+    return {(namespace, labels[builders.CASCADE_LABEL]): True}
 
 
 def _is_profile(body, **_: Any) -> bool:
@@ -448,6 +456,9 @@ def replan_once(
             problems = logic.unschedulable_conditions(pending, generation, now, previous)
         else:
             problems = [logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)]
+            ready = next((c for c in previous if c["type"] == "Ready"), {})
+            if status.get("plan") and ready.get("status") == "False" and ready.get("reason") in logic.PASSING_PROBLEMS:
+                problems.append(logic.last_plan_ready(status["plan"], generation, now, previous))
         conds = logic.merge_conditions(previous, [rollout, *problems])
         _warn_on_change(body, previous, conds)
         if conds != previous:

@@ -396,6 +396,20 @@ def rollout_condition(
     )
 
 
+# Ready=False reasons that a pass which found no such problem has cleared.
+PASSING_PROBLEMS = ("PodsUnschedulable", "ProfileMissing", "ProfileInvalid", "ProfileMismatch")
+
+
+def last_plan_ready(
+    plan_doc: Mapping[str, Any], generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()
+) -> dict:
+    """Ready as the deployed plan has it, when no new plan can be made (no arrival rate) but the
+    problem Ready reported is gone: the pods are placed, the profile is back."""
+    reason = "Planned" if plan_doc.get("feasible", True) else "BudgetInfeasible"
+    msg = f"serving the last plan, {plan_doc.get('pair', '?')}; no arrival rate to re-plan with"
+    return condition("Ready", True, reason, msg, generation, now, previous)
+
+
 def unschedulable_conditions(
     pending: int, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()
 ) -> list[dict]:

@@ -129,10 +129,27 @@ def running_stack(kube, tmp: Path) -> Iterator[Stack]:
         for p in background:
             p.terminate()
         c.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)
+        _unstick(c, ns, op_ns)
         c.kubectl("delete", "persistentvolume", volume, "--wait=false", check=False)
         subprocess.run([str(c.bin_dir / "helm"), f"--kubeconfig={c.kubeconfig}", "uninstall", release, "-n", op_ns,
                         "--wait"], capture_output=True, check=False)  # fmt: skip
         c.kubectl("delete", "namespace", op_ns, "--wait=false", check=False)
+
+
+def _unstick(c: demo.Cluster, ns: str, op_ns: str) -> None:
+    """A namespace still there after its deletion's timeout: say why (the cascades' finalizers,
+    the operator's log), then drop the finalizers so the next module starts clean."""
+    if c.kubectl("get", "namespace", ns, "--ignore-not-found", check=False).strip() == "":
+        return
+    cascades = c.json("get", "dcas", "-n", ns).get("items", [])
+    print(f"\nnamespace {ns} still terminating; cascades: "
+          f"{[(d['metadata']['name'], d['metadata'].get('finalizers')) for d in cascades]}")  # fmt: skip
+    for p in pods(c, op_ns):
+        log = c.kubectl("logs", "-n", op_ns, p["metadata"]["name"], "--tail=40", check=False)
+        print(f"--- {p['metadata']['name']} (last 40 lines)\n{log}")
+    for d in cascades:
+        c.kubectl("patch", "dcas", d["metadata"]["name"], "-n", ns, "--type=merge",
+                  "-p", '{"metadata":{"finalizers":null}}', check=False)  # fmt: skip
 
 
 def pods(c: demo.Cluster, namespace: str, selector: str = "") -> list[dict]:

@@ -604,3 +604,16 @@ def test_pending_worker_pods_are_said_once_and_the_conditions_then_stay():
     assert converge(spec, "e1", "serving", bundle, 0.5, pending, [], 1, later, unschedulable=3).status is None
     cleared = converge(spec, "e1", "serving", bundle, 0.5, pending, [], 1, later).status
     assert {c["type"]: c["status"] for c in cleared["conditions"]}["Ready"] == "True"
+
+
+def test_ready_follows_the_last_plan_once_a_passing_problem_is_gone():
+    from hadis.operator.logic import condition, ready_once_cleared
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    plan = {"pair": "a -> b", "feasible": True}
+    pending = [condition("Ready", False, "PodsUnschedulable", "2 worker pod(s) ...", 1, now)]
+    (ready,) = ready_once_cleared(pending, plan, 1, now)
+    assert (ready["status"], ready["reason"]) == ("True", "Planned") and "a -> b" in ready["message"]
+    refused = [condition("Ready", False, "ApplyFailed", "Deployment ...", 1, now)]
+    assert ready_once_cleared(refused, plan, 1, now) == []  # still true: only a new spec clears it
+    assert ready_once_cleared(pending, None, 1, now) == []  # nothing deployed yet

@@ -204,7 +204,7 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
         kopf.warn(body, reason=reason, message=msg)
         patch.status["observedGeneration"] = generation
         patch.status["conditions"] = logic.merge_conditions(
-            previous, logic.profile_conditions(reason, msg, generation, now, previous)
+            previous, logic.problem_conditions(reason, msg, generation, now, previous)
         )
         return  # no exception: no crash loop; a change of the spec or the daemon retries
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
@@ -444,9 +444,8 @@ def replan_once(
     bundle, reason, problem = checked_bundle(namespace, spec, view.profile)
     if bundle is None:  # deleted, broken or not matching the models: keep what runs, say why
         msg = f"{problem}; keeping the last plan" if status.get("plan") else problem
-        conds = logic.merge_conditions(previous, logic.profile_conditions(reason, msg, generation, now, previous))
-        if logic.condition_reason(previous, "Degraded") != reason:
-            kopf.warn(body, reason=reason, message=msg)
+        conds = logic.merge_conditions(previous, logic.problem_conditions(reason, msg, generation, now, previous))
+        _warn_on_change(body, previous, conds)
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
         return "profile_unavailable"
@@ -455,10 +454,10 @@ def replan_once(
         if pending:  # the scheduling problem is the one to show
             problems = logic.unschedulable_conditions(pending, generation, now, previous)
         else:
-            problems = [logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous)]
-            ready = next((c for c in previous if c["type"] == "Ready"), {})
-            if status.get("plan") and ready.get("status") == "False" and ready.get("reason") in logic.PASSING_PROBLEMS:
-                problems.append(logic.last_plan_ready(status["plan"], generation, now, previous))
+            problems = [
+                logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous),
+                *logic.ready_once_cleared(previous, status.get("plan"), generation, now),
+            ]
         conds = logic.merge_conditions(previous, [rollout, *problems])
         _warn_on_change(body, previous, conds)
         if conds != previous:

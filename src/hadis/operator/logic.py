@@ -284,11 +284,11 @@ def rate_problem(rate_rps: float) -> str | None:
     return None
 
 
-def profile_conditions(
+def problem_conditions(
     reason: str, message: str, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()
 ) -> list[dict]:
-    """Ready False and Degraded True for a profile the cascade cannot be planned with
-    (ProfileMissing, ProfileInvalid, ProfileMismatch)."""
+    """Ready False and Degraded True, for the same reason: a profile the cascade cannot be planned
+    with (ProfileMissing, ProfileInvalid, ProfileMismatch), pods waiting for GPUs."""
     return [
         condition("Ready", False, reason, message, generation, now, previous),
         condition("Degraded", True, reason, message, generation, now, previous),
@@ -400,14 +400,17 @@ def rollout_condition(
 PASSING_PROBLEMS = ("PodsUnschedulable", "ProfileMissing", "ProfileInvalid", "ProfileMismatch")
 
 
-def last_plan_ready(
-    plan_doc: Mapping[str, Any], generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()
-) -> dict:
+def ready_once_cleared(
+    previous: Sequence[Mapping[str, Any]], plan_doc: Mapping[str, Any] | None, generation: int, now: dt.datetime
+) -> list[dict]:
     """Ready as the deployed plan has it, when no new plan can be made (no arrival rate) but the
-    problem Ready reported is gone: the pods are placed, the profile is back."""
+    problem Ready reported is gone (the pods are placed, the profile is back); else nothing."""
+    ready = next((c for c in previous if c.get("type") == "Ready"), {})
+    if not plan_doc or ready.get("status") != "False" or ready.get("reason") not in PASSING_PROBLEMS:
+        return []
     reason = "Planned" if plan_doc.get("feasible", True) else "BudgetInfeasible"
     msg = f"serving the last plan, {plan_doc.get('pair', '?')}; no arrival rate to re-plan with"
-    return condition("Ready", True, reason, msg, generation, now, previous)
+    return [condition("Ready", True, reason, msg, generation, now, previous)]
 
 
 def unschedulable_conditions(
@@ -415,10 +418,7 @@ def unschedulable_conditions(
 ) -> list[dict]:
     """Ready False and Degraded True while worker pods wait for GPUs the cluster does not have."""
     msg = f"{pending} worker pod(s) cannot be scheduled: the cluster has fewer free GPUs than the plan"
-    return [
-        condition("Ready", False, "PodsUnschedulable", msg, generation, now, previous),
-        condition("Degraded", True, "PodsUnschedulable", msg, generation, now, previous),
-    ]
+    return problem_conditions("PodsUnschedulable", msg, generation, now, previous)
 
 
 def apply_failed(message: str, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> list:

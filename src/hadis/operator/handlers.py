@@ -234,9 +234,9 @@ def apply_pass(
             # The API server will never take this object as built from this spec: say which
             # and why, once, and wait for a spec change (the reconcile) rather than retry.
             msg = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {api_message(e)}"
-            if logic.condition_reason(previous, "Degraded") != "ApplyFailed":
-                kopf.warn(body, reason="ApplyFailed", message=msg)
-            return logic.merge_conditions(conds, logic.apply_failed(msg, generation, now, previous))
+            failed = logic.merge_conditions(conds, logic.apply_failed(msg, generation, now, previous))
+            _warn_on_change(body, previous, failed)
+            return failed
     if conv.objects:
         after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
         conds = logic.merge_conditions(conds, [after])
@@ -419,9 +419,9 @@ def _patch_status(namespace: str, name: str, status: dict) -> None:
 
 def _warn_on_change(body: dict, previous: list, conds: list) -> None:
     """One Warning event when the Degraded reason becomes a new problem."""
-    now = next((c for c in conds if c["type"] == "Degraded"), None)
-    if now and now["status"] == "True" and logic.condition_reason(previous, "Degraded") != now["reason"]:
-        kopf.warn(body, reason=now["reason"], message=now["message"])
+    degraded = next((c for c in conds if c["type"] == "Degraded"), None)
+    if degraded and degraded["status"] == "True" and logic.condition_reason(previous, "Degraded") != degraded["reason"]:
+        kopf.warn(body, reason=degraded["reason"], message=degraded["message"])
 
 
 def replan_once(

@@ -424,10 +424,7 @@ def unschedulable_conditions(
 def apply_failed(message: str, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> list:
     """Ready False and Degraded True, reason ApplyFailed: the API server refused an object the
     spec asks for (the message names it and gives the server's reason)."""
-    return [
-        condition("Ready", False, "ApplyFailed", message, generation, now, previous),
-        condition("Degraded", True, "ApplyFailed", message, generation, now, previous),
-    ]
+    return problem_conditions("ApplyFailed", message, generation, now, previous)
 
 
 def plan_conditions(plan: Plan, generation: int, now: dt.datetime, previous: Sequence[Mapping[str, Any]] = ()) -> list:

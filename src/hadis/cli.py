@@ -293,16 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--out", help="output YAML (default: stdout)")
     tm.set_defaults(func=cmd_configmap)
 
-    pr = sub.add_parser("profile", help="latency profiles")
+    pr = sub.add_parser("profile", help="profiles: convert, measure latency, or build a whole one from your variants")
     psub = pr.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
     pc = psub.add_parser("convert", help="convert a HADIS reference YAML or DiffServe CSV to hadis.profile/v1")
     pc.add_argument("source")
     pc.add_argument("--time-scale", type=_positive_float, default=1.0)
     pc.add_argument("--out")
     pc.set_defaults(func=cmd_profile_convert)
+    from hadis import cli_profile
     from hadis.cli_serve import add_profile_latency
 
     add_profile_latency(psub)
+    cli_profile.add_parsers(psub)
 
     pl = sub.add_parser(
         "plan",

@@ -215,17 +215,20 @@ def train_learned(
         aucs = []
         for f in range(folds):
             tr, te = fold_of != f, fold_of == f
+            if hard[te].all() or not hard[te].any():
+                continue  # a small set's fold may hold no hard (or only hard) prompts: no ROC-AUC there
             mu = y[tr].mean()
             alpha = np.linalg.solve(gram[np.ix_(tr, tr)] + lam * np.eye(tr.sum()), y[tr] - mu)
             pred = gram[np.ix_(te, tr)] @ alpha + mu
             aucs.append(roc_auc(hard[te], pred))
+        if not aucs:
+            continue
         cv[f"{lam:g}"] = round(float(np.mean(aucs)), 4)
         if progress:
             progress(f"  ridge lambda {lam:g}: cross-validated ROC-AUC {cv[f'{lam:g}']:.3f}")
         if best is None or cv[f"{lam:g}"] > best[1]:
             best = (lam, cv[f"{lam:g}"])
-    assert best is not None
-    lam = best[0]
+    lam = best[0] if best is not None else 1.0  # no fold could be scored: a middle penalty
     mu = float(y.mean())
     alpha = np.linalg.solve(gram + lam * np.eye(len(y)), y - mu)
     weights = x.T @ alpha

@@ -190,19 +190,30 @@ class Discriminator:
     MEAN = (0.48145466, 0.4578275, 0.40821073)
     STD = (0.26862954, 0.26130258, 0.27577711)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
     @torch.no_grad()
     def confidence(self, images: np.ndarray) -> np.ndarray:
-        """P(real) per image; ``images`` is uint8 [B, H, W, 3]."""
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        """P(real) per image; ``images`` is uint8 [B, H, W, 3]. Runs where the model is (``to``)."""
+        device = self.device
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255.0
         x = torch.nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")
-        mean = torch.tensor(self.MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(self.STD).view(1, 3, 1, 1)
+        mean = torch.tensor(self.MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.STD, device=device).view(1, 3, 1, 1)
         embeds = self.vision(pixel_values=(x - mean) / std).image_embeds
-        return torch.softmax(self.head(embeds), dim=-1)[:, 1].numpy().astype(np.float32)
+        return torch.softmax(self.head(embeds), dim=-1)[:, 1].float().cpu().numpy().astype(np.float32)
+
+    def to(self, device: str) -> Discriminator:
+        """Move both parts to ``device`` (the pipeline's: a CUDA worker must not score on the CPU)."""
+        self.vision.to(device)
+        self.head.to(device)
+        return self
 
 
-def build_discriminator(architecture: str, weights: str | None = None) -> Discriminator:
-    """Random weights unless a safetensors file is given (data only: never pickle)."""
+def build_discriminator(architecture: str, weights: str | None = None, device: str = "cpu") -> Discriminator:
+    """Random weights unless a safetensors file is given (data only: never pickle), on ``device``."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(0)
@@ -230,4 +241,4 @@ def build_discriminator(architecture: str, weights: str | None = None) -> Discri
         if vision_state:
             vision.load_state_dict(vision_state)
         source = "safetensors:" + hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]
-    return Discriminator(vision, head, config.image_size, source)
+    return Discriminator(vision, head, config.image_size, source).to(device)

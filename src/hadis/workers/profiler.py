@@ -1,6 +1,8 @@
 """The latency profiler: ``hadis profile latency --model SPEC --batch-sizes 1,2,4,8 --device cpu|cuda``.
 
-Runs the spec's pipeline at each batch size (warm-up runs, then timed repeats), records p50
+Times what the worker serves at each batch size: the Triton callable's work (``make_generate``:
+the pipeline, PNG encoding and, on a model with a discriminator, its confidences), warm-up
+runs, then timed repeats. Records p50
 and p90 seconds per batch and peak memory, marks a size that runs out of memory infeasible (and
 every larger one), and writes the ``hadis.profile/v1`` format the planner reads: p50 as the
 measured latency, p90 and memory under ``provenance.measurements``.
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hadis.core.profile import LatencyCurve, ModelProfile, Profile
 from hadis.workers.spec import ModelSpec
@@ -75,6 +78,9 @@ def build_profile(
     batch_sizes = tuple(sorted(r.batch for r in results))
     provenance = {
         "source": "hadis profile latency",
+        "timed": "the served callable: pipeline, PNG encoding, discriminator"
+        if spec.discriminator.enabled
+        else "the served callable: pipeline, PNG encoding",
         "weights": "tiny, random" if spec.tiny else spec.source,
         "dtype": spec.dtype,
         "measurements": measurements,
@@ -86,21 +92,27 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or "out of memory" in str(e).lower()
 
 
-def profile_latency(
-    spec: ModelSpec,
-    batch_sizes: Sequence[int],
-    device: str = "cpu",
-    warmup: int = 1,
-    repeats: int = 5,
-    progress: Callable[[str], None] = print,
-    weights_cache: Path | None = None,
-) -> Profile:
-    """Time each batch size; with ``weights_cache``, also the load from the cache (the planner's
-    model-load time: ``load_seconds``)."""
+@dataclass
+class Served:
+    """A loaded variant as a worker serves it: the pipeline, its discriminator and the callable."""
+
+    spec: ModelSpec
+    pipe: Any
+    discriminator: Any
+    generate: Callable[[list[str], list[int]], dict[str, list]]
+    device: str
+    load_s: float | None = None  # from the weight cache, when loaded from one
+
+
+def load_served(
+    spec: ModelSpec, device: str = "cpu", weights_cache: Path | None = None, progress: Callable[[str], None] = print
+) -> Served:
+    """Load the spec's pipeline (and discriminator) on ``device``, as ``hadis worker serve`` does."""
     import torch
 
     from hadis.workers.cache import fetch
-    from hadis.workers.pipelines import load_pipeline, run_pipeline
+    from hadis.workers.pipelines import build_discriminator, load_pipeline
+    from hadis.workers.server import make_generate
 
     weights = None
     if weights_cache is not None:
@@ -115,8 +127,33 @@ def profile_latency(
     load_s = time.perf_counter() - t_load if weights is not None else None
     if load_s is not None:
         progress(f"  loaded from the cache in {load_s:.2f}s")
+    disc = None
+    if spec.discriminator.enabled:
+        disc = build_discriminator(spec.discriminator.architecture, spec.discriminator.weights, device)
+    return Served(spec, pipe, disc, make_generate(spec, pipe, disc), device, load_s)
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def time_served(
+    served: Served,
+    batch_sizes: Sequence[int],
+    warmup: int = 1,
+    repeats: int = 5,
+    progress: Callable[[str], None] = print,
+) -> Profile:
+    """Time the served callable at each batch size; a size that runs out of memory is infeasible,
+    and so is every larger one."""
+    import torch
+
+    device = served.device
     cuda = device.startswith("cuda")
-    device_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
     results: list[BatchResult] = []
     for b in sorted(batch_sizes):
         if results and results[-1].oom:
@@ -125,7 +162,7 @@ def profile_latency(
             continue
 
         def run(b=b) -> None:
-            run_pipeline(pipe, spec, ["a photograph of an astronaut riding a horse"] * b, list(range(b)))
+            served.generate(["a photograph of an astronaut riding a horse"] * b, list(range(b)))
             if cuda:
                 torch.cuda.synchronize(device)
 
@@ -146,13 +183,28 @@ def profile_latency(
             peak = torch.cuda.max_memory_allocated(device) if cuda else _peak_rss()
             results.append(BatchResult(b, tuple(times), peak))
             r = results[-1]
-            progress(f"  batch {b:3d}: p50 {r.p50:.3f}s  p90 {r.p90:.3f}s  peak {peak / 2**20:.0f} MiB")
+            progress(f"  batch {b:3d}: p50 {r.p50:.3f}s  p90 {r.p90:.3f}s  peak {(peak or 0) / 2**20:.0f} MiB")
         except (RuntimeError, MemoryError) as e:
             if not _is_oom(e):
                 raise
             results.append(BatchResult(b, oom=True))
             progress(f"  batch {b:3d}: out of memory, marked infeasible")
-    return build_profile(spec, device_name, results, load_s)
+    return build_profile(served.spec, device_name(device), results, served.load_s)
+
+
+def profile_latency(
+    spec: ModelSpec,
+    batch_sizes: Sequence[int],
+    device: str = "cpu",
+    warmup: int = 1,
+    repeats: int = 5,
+    progress: Callable[[str], None] = print,
+    weights_cache: Path | None = None,
+) -> Profile:
+    """Load, then time each batch size; with ``weights_cache``, also the load from the cache (the
+    planner's model-load time: ``load_seconds``)."""
+    served = load_served(spec, device, weights_cache, progress)
+    return time_served(served, batch_sizes, warmup, repeats, progress)
 
 
 def _reset_peak_rss() -> None:

@@ -134,7 +134,7 @@ def serve(
     )
     disc = None
     if spec.discriminator.enabled:
-        disc = build_discriminator(spec.discriminator.architecture, spec.discriminator.weights)
+        disc = build_discriminator(spec.discriminator.architecture, spec.discriminator.weights, device)
     generate = make_generate(spec, pipe, disc, min_batch_s)
     generate(["warm-up"], [0])  # first call allocates and compiles; keep it out of user latency
     print(

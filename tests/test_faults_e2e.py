@@ -245,6 +245,39 @@ def test_the_profile_configmap_deleted_and_restored(stack):
     assert events and events[0]["type"] == "Warning"
 
 
+def _drift(stack) -> dict:
+    return demo.condition(_cascade(stack), "ProfileDrift")
+
+
+def test_a_slowed_worker_sets_profile_drift_with_both_figures_and_restoring_it_clears_it(stack):
+    """The light workers' batches held to 3 s where the profile says 1 s (their
+    ``--min-batch-seconds`` changed through the cascade, so the Deployment rolls): the operator
+    reads Triton's counters in Prometheus and says so; back to 1 s, the condition clears."""
+    c, ns = stack.cluster, stack.namespace
+    models = _cascade(stack)["spec"]["models"]
+
+    def light_held_to(seconds: str) -> list[dict]:
+        return [{**m, "args": ["--min-batch-seconds", seconds]} if m["name"] == "tiny-light" else m for m in models]
+
+    _patch(stack, {"profileDrift": {"window": "30s", "minBatches": 3, "tolerance": 0.5}})
+    with Traffic(_router_url(stack), 1.0, SIMPLE) as traffic:
+        ok = demo.wait_until(lambda: (d := _drift(stack)).get("status") == "False" and d, "ProfileDrift False", 120)
+        assert "tiny-light 1" in ok["message"], ok  # as profiled: about 1 s per batch
+        _patch(stack, {"models": light_held_to("3.0")})
+        slowed = demo.wait_until(lambda: (d := _drift(stack)).get("status") == "True" and d, "ProfileDrift True", 300)
+        assert slowed["reason"] == "LatencyDrift"
+        assert "tiny-light served 3" in slowed["message"] and "profiled 1s: +2" in slowed["message"], slowed
+        _patch(stack, {"models": light_held_to("1.0")})
+        cleared = demo.wait_until(
+            lambda: (d := _drift(stack)).get("status") == "False" and d, "ProfileDrift clear", 300
+        )
+    _account("a light worker slowed and restored", traffic)
+    print(f"  drift: {slowed['message']}\n  cleared: {cleared['message']}")
+    events = c.json("get", "events", "-n", ns, "--field-selector", "reason=ProfileDrift")["items"]
+    assert events and events[0]["type"] == "Warning" and "profiled 1s" in events[0]["message"]
+    _patch(stack, {"profileDrift": None})
+
+
 def test_a_workers_triton_killed_inside_its_pod_restarts_it_and_no_request_is_lost(stack):
     """SIGKILL to the Triton server inside a worker container: PyTriton sees it gone, the worker
     exits, the kubelet restarts the container; the router sends what that pod had to another."""

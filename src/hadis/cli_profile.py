@@ -80,10 +80,22 @@ def cmd_profile_job(args: argparse.Namespace) -> int:
         gpus=args.gpus,
         configmap=args.configmap,
         node_selector=dict(kv.split("=", 1) for kv in args.node_selector or []),
+        tolerations=[_toleration(t) for t in args.toleration or []],
+        memory=args.memory,
         repeats=args.repeats,
     )
     write_output(dump_manifests(job_manifests(settings)), args.out, "the profiling Job's manifests")
     return 0
+
+
+def _toleration(text: str) -> dict[str, str]:
+    """KEY[=VALUE]:EFFECT as a toleration (Exists without a value)."""
+    key, sep, effect = text.rpartition(":")
+    if not sep or not key:
+        raise SystemExit(f"error: --toleration expects KEY[=VALUE]:EFFECT, got {text!r}")
+    k, eq, v = key.partition("=")
+    return {"key": k, "operator": "Equal", "value": v, "effect": effect} if eq else {
+        "key": k, "operator": "Exists", "effect": effect}  # fmt: skip
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -153,5 +165,9 @@ def add_parsers(psub: argparse._SubParsersAction) -> None:
     j.add_argument("--storage-class", help="storage class of the rendered PVC (default: the cluster's)")
     j.add_argument("--configmap", help="name of the profile ConfigMap the Job writes (default: NAME)")
     j.add_argument("--node-selector", action="append", metavar="KEY=VALUE", help="node selector (repeatable)")
+    j.add_argument(
+        "--toleration", action="append", metavar="KEY[=VALUE]:EFFECT", help="a taint to tolerate (repeatable)"
+    )
+    j.add_argument("--memory", help="the pod's memory request (default: 16Gi with a GPU, 2Gi on the CPU)")
     j.add_argument("--out", help="write the manifests here (default: stdout)")
     j.set_defaults(func=cmd_profile_job)

@@ -26,7 +26,7 @@ from kubernetes.client.rest import ApiException
 
 from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle, from_configmap
 from hadis.core.errors import DataError, NotFound
-from hadis.operator import builders, logic, metrics
+from hadis.operator import builders, drift, logic, metrics
 
 FIELD_MANAGER = "hadis-operator"
 APPLY = "application/apply-patch+yaml"
@@ -293,6 +293,12 @@ async def replan(
         if decision is None:
             continue  # a quiet check: nothing read from or written to the API server
         rate, why = decision
+        served = None
+        if rate is not None and drift.settings(spec)["enabled"]:
+            try:
+                served = await asyncio.to_thread(query_served, url, namespace, name, spec, timeout_s)
+            except Exception as e:  # the condition keeps its last word; the rate's failure is reported
+                logger.debug("served latency not read: %s", e)
         key = (namespace, name)
         view = ClusterView(
             rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
@@ -300,7 +306,7 @@ async def replan(
             profile=next(iter(profile_configmaps.get((namespace, spec["profile"]["configMapName"]), [])), None),
         )
         try:
-            outcome = await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why)
+            outcome = await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why, served)
         except Exception as e:  # a daemon must outlive any one failure
             outcome = "failed"
             logger.warning("re-plan failed: %s", e)
@@ -353,6 +359,40 @@ def query_rate(url: str, cascade: str, window: str, timeout_s: float = 5.0) -> f
         rates = {r["metric"].get("cascade", ""): float(r["value"][1]) for r in result}
         _RATES[(url, window)] = (time.monotonic(), rates)
     return rates.get(cascade, 0.0)
+
+
+def query_served(url: str, namespace: str, name: str, spec: dict, timeout_s: float) -> dict[str, drift.Served]:
+    """What the cascade's workers served over ``spec.profileDrift.window``, by Triton model."""
+    deployments = [builders.worker_name(name, m.name) for m in builders.models_of(spec)]
+    results = {}
+    prom = _prometheus(url)
+    for key, query in drift.queries(namespace, deployments, drift.settings(spec)["window"]).items():
+        answer = prom.custom_query(query, params={"timeout": f"{timeout_s:g}s"}, timeout=timeout_s)
+        results[key] = {r["metric"].get("model", ""): float(r["value"][1]) for r in answer}
+    return drift.served_of(results)
+
+
+def drift_condition(
+    spec: dict, name: str, namespace: str, bundle: Bundle, served: dict[str, drift.Served] | None,
+    generation: int, now: dt.datetime, previous: list,
+) -> dict | None:  # fmt: skip
+    """The ProfileDrift condition (None: not judged this pass), and its gauge per model."""
+    cfg = drift.settings(spec)
+    if served is None or not cfg["enabled"]:
+        return None
+    found = drift.findings(bundle.profile, drift.triton_models(spec), served)
+    for f in found:
+        if f.ratio is not None:
+            metrics.PROFILE_DRIFT.labels(namespace, name, f.model).set(f.ratio)
+    return drift.drift_condition(
+        found, float(cfg["tolerance"]), int(cfg["minBatches"]), cfg["window"], generation, now, previous
+    )
+
+
+def _warn_on_drift(body: dict, previous: list, cond: dict | None) -> None:
+    """One Warning event when the served latency leaves the profile's tolerance."""
+    if cond and cond["status"] == "True" and logic.condition_reason(previous, drift.CONDITION) is None:
+        kopf.warn(body, reason=drift.CONDITION, message=cond["message"])
 
 
 def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
@@ -425,14 +465,21 @@ def _warn_on_change(body: dict, previous: list, conds: list) -> None:
 
 
 def replan_once(
-    body: dict, view: ClusterView, logger, rate: float | None, error: str = "", trigger: str = "timer"
+    body: dict,
+    view: ClusterView,
+    logger,
+    rate: float | None,
+    error: str = "",
+    trigger: str = "timer",
+    served: dict[str, drift.Served] | None = None,
 ) -> str:
     """One re-plan: conditions from the cluster, then a plan for ``rate`` (req/s), or, when
     Prometheus failed (``rate`` None), the MetricsUnavailable condition and the last plan kept.
 
     A profile that is gone, broken or not the models' keeps the last plan too, with its own
-    condition (ProfileMissing, ProfileInvalid, ProfileMismatch). Writes only when the plan or a
-    condition changed. Returns the outcome, as counted in ``hadis_operator_replans_total``:
+    condition (ProfileMissing, ProfileInvalid, ProfileMismatch). ``served`` (what the workers
+    served, from Triton's counters) sets ProfileDrift. Writes only when the plan or a condition
+    changed. Returns the outcome, as counted in ``hadis_operator_replans_total``:
     applied, unchanged, metrics_unavailable or profile_unavailable."""
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
@@ -449,6 +496,9 @@ def replan_once(
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
         return "profile_unavailable"
+    drift_cond = drift_condition(spec, name, namespace, bundle, served, generation, now, previous)
+    _warn_on_drift(body, previous, drift_cond)
+    drifts = [drift_cond] if drift_cond else []
     if rate is None:
         msg = error or "no arrival rate; keeping the last plan"
         if pending:  # the scheduling problem is the one to show
@@ -458,7 +508,7 @@ def replan_once(
                 logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous),
                 *logic.ready_once_cleared(previous, status.get("plan"), generation, now),
             ]
-        conds = logic.merge_conditions(previous, [rollout, *problems])
+        conds = logic.merge_conditions(previous, [rollout, *problems, *drifts])
         _warn_on_change(body, previous, conds)
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
@@ -468,10 +518,14 @@ def replan_once(
         trigger=trigger, images=default_images(), unschedulable=pending,
     )  # fmt: skip
     if conv.status is None:
+        conds = logic.merge_conditions(previous, drifts)
+        if conds != previous:  # only the served latency's verdict moved
+            _patch_status(namespace, name, {"conditions": conds})
         return "unchanged"  # idle: no API writes
     if pending:
         _warn_on_change(body, previous, conv.status["conditions"])
-    conv.status["conditions"] = apply_pass(conv, body, name, namespace, generation, now, previous)
+    conds = apply_pass(conv, body, name, namespace, generation, now, previous)
+    conv.status["conditions"] = logic.merge_conditions(conds, drifts)
     if conv.events:
         logger.info("re-planned (%s, %.2f req/s): %s", trigger, rate, conv.decision.plan.summary())
     _patch_status(namespace, name, conv.status)

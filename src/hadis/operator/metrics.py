@@ -25,6 +25,12 @@ REPLANS = Counter(
     ["namespace", "cascade", "outcome"],
     registry=REGISTRY,
 )
+PROFILE_DRIFT = Gauge(
+    "hadis_operator_profile_drift_ratio",
+    "Served seconds per batch (Triton) over the profile's at the served batch size, per model (1 = as profiled)",
+    ["namespace", "cascade", "model"],
+    registry=REGISTRY,
+)
 LEADER = Gauge("hadis_operator_leader", "1 while this replica holds the Lease and acts", registry=REGISTRY)
 LEASE_ATTEMPTS = Counter(
     "hadis_operator_lease_attempts_total",

@@ -65,9 +65,7 @@ class Moments:
     @classmethod
     def of(cls, features: np.ndarray, ref: Reference) -> Moments:
         """Moments of feature rows [N, D]; centred on the reference mean (keeps the sums small)."""
-        x = np.asarray(features, dtype=np.float64) - ref.mean
-        y = x @ ref.project
-        return cls(len(x), x.sum(axis=0) + len(x) * ref.mean, float(np.einsum("ij,ij->", x, x)), y.T @ y)
+        return Projected.of(features, ref).moments()
 
     def __add__(self, other: Moments) -> Moments:
         return Moments(
@@ -78,6 +76,27 @@ class Moments:
         return Moments(
             self.count - other.count, self.total - other.total, self.sq_norms - other.sq_norms, self.outer - other.outer
         )
+
+
+@dataclass(frozen=True)
+class Projected:
+    """Feature rows centred on the reference mean and projected, once: any subset's moments are
+    then a sum and one small product (``moments``)."""
+
+    centred: np.ndarray  # [N, D]: x - mean_ref
+    projected: np.ndarray  # [N, k]
+    sq_norms: np.ndarray  # [N]
+    mean: np.ndarray  # the reference mean (to give sums of x back)
+
+    @classmethod
+    def of(cls, features: np.ndarray, ref: Reference) -> Projected:
+        x = np.asarray(features, dtype=np.float64) - ref.mean
+        return cls(x, x @ ref.project, np.einsum("ij,ij->i", x, x), ref.mean)
+
+    def moments(self, select: np.ndarray | None = None) -> Moments:
+        x, y, sq = (self.centred, self.projected, self.sq_norms) if select is None else (
+            self.centred[select], self.projected[select], self.sq_norms[select])  # fmt: skip
+        return Moments(len(x), x.sum(axis=0) + len(x) * self.mean, float(sq.sum()), y.T @ y)
 
 
 def frechet_distance(m: Moments, ref: Reference) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 
 from hadis.core.pareto import Config
 from hadis.core.routing import escalates, routes_to_heavy
-from hadis.profiling.fid import Moments, Reference, frechet_distance
+from hadis.profiling.fid import Moments, Projected, Reference, frechet_distance
 
 SHARES = tuple(round(i / 10, 1) for i in range(11))  # HADIS's grid: 0, 0.1, ..., 1
 
@@ -81,10 +81,10 @@ def assemble(
     a, b = cells(inputs, router_shares, disc_shares)
     nr, nd = len(router_shares), len(disc_shares)
     dim = inputs.light.shape[-1]
-    light = inputs.light.reshape(-1, dim)
-    heavy = inputs.heavy.reshape(-1, dim)
+    light = _projected(memo, inputs.light_name, inputs.light.reshape(-1, dim), ref)
+    heavy = _projected(memo, inputs.heavy_name, inputs.heavy.reshape(-1, dim), ref)
     a, b = a.reshape(-1), b.reshape(-1)
-    heavy_all = Moments.of(heavy, ref)
+    heavy_all = heavy.moments()
     # delta[i][j]: light minus heavy moments of the queries in cells beyond (i, j): a > i and b > j.
     # Built a row at a time from the last: suffix(i) = suffix(i + 1) + row i + 1's cells beyond j.
     zero = Moments.zero(ref)
@@ -99,7 +99,7 @@ def assemble(
         for col in range(nd + 1):
             sel = in_row & (b == col)
             if sel.any():
-                row_delta[col] = Moments.of(light[sel], ref) - Moments.of(heavy[sel], ref)
+                row_delta[col] = light.moments(sel) - heavy.moments(sel)
         beyond = zero
         new_suffix = [zero] * nd
         for j in range(nd - 1, -1, -1):
@@ -124,6 +124,14 @@ def assemble(
             lat = None if latency is None else latency(r, d)
             out.append(Config(inputs.light_name, inputs.heavy_name, r, d, round(results[(i, j)], 6), lat))
     return out
+
+
+def _projected(memo: dict, name: str, features: np.ndarray, ref: Reference) -> Projected:
+    """A model's projected features, once per reference (a light model is in several pairs)."""
+    key = ("projected", name, id(ref))
+    if key not in memo:
+        memo[key] = Projected.of(features, ref)
+    return memo[key]
 
 
 def mixed_features(inputs: PairInputs, router_ratio: float, disc_ratio: float) -> np.ndarray:

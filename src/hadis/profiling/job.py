@@ -46,6 +46,7 @@ class JobSettings:
     storage: str = "50Gi"
     storage_class: str | None = None
     gpus: int | None = None
+    memory: str | None = None  # the pod's memory request (default: 16Gi with a GPU, 2Gi on the CPU)
     configmap: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = ()
@@ -152,7 +153,8 @@ def _job(s: JobSettings, claim: str, configmap: str) -> dict[str, Any]:
     if s.inception_weights:
         args += ["--inception-weights", s.inception_weights]
     gpus = s.gpus if s.gpus is not None else (1 if s.device.startswith("cuda") else 0)
-    resources: dict[str, Any] = {"requests": {"cpu": "1", "memory": "4Gi"}}
+    memory = s.memory or ("16Gi" if gpus else "2Gi")  # a pipeline's weights pass through host memory
+    resources: dict[str, Any] = {"requests": {"cpu": "1", "memory": memory}}
     if gpus:
         resources["limits"] = {"nvidia.com/gpu": gpus}
     inputs_volume: dict[str, Any] = {"name": "inputs", "configMap": {"name": f"{s.name}-inputs", "items": [

@@ -1,0 +1,170 @@
+"""Profile drift: the workers' served batch latency against the profile's (pure).
+
+The planner's capacity model is the profile: seconds per batch at each batch size. When the
+workers run slower or faster than that (another GPU model, a new driver, a changed pipeline, a
+noisy neighbour), every plan is wrong by that much. The operator reads what Triton measured in
+Prometheus over ``spec.profileDrift.window``:
+
+- seconds per batch: Triton charges each request in a batch the batch's compute time (input,
+  inference, output), so the compute time summed over requests divided by the requests is the
+  mean batch's time;
+- the mean batch size: requests per execution;
+
+compares the first with the profile's latency at that batch size, and sets ``ProfileDrift``:
+True with both figures when a model is off by more than ``tolerance``, False when the models
+judged are within it, Unknown until some model has executed ``minBatches`` batches in the
+window (a model with fewer is named as not judged: an idle heavy tier says nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hadis.core.profile import Profile
+
+CONDITION = "ProfileDrift"
+DEFAULTS = {"enabled": True, "tolerance": 0.5, "window": "2m", "minBatches": 5}
+
+# {sel}: the cascade's worker pods. Increases over the window, summed over pods, by Triton's model label.
+COMPUTE_US = (
+    "sum by (model) (increase(nv_inference_compute_input_duration_us{{{sel}}}[{window}]) "
+    "+ increase(nv_inference_compute_infer_duration_us{{{sel}}}[{window}]) "
+    "+ increase(nv_inference_compute_output_duration_us{{{sel}}}[{window}]))"
+)
+REQUESTS = "sum by (model) (increase(nv_inference_count{{{sel}}}[{window}]))"
+EXECUTIONS = "sum by (model) (increase(nv_inference_exec_count{{{sel}}}[{window}]))"
+
+
+@dataclass(frozen=True)
+class Served:
+    """One model's serving over the window, from Triton's counters."""
+
+    model: str
+    batch_s: float | None  # mean seconds per batch (None: no request in the window)
+    batch: float | None  # mean batch size
+    batches: float  # executions in the window
+
+
+@dataclass(frozen=True)
+class Finding:
+    model: str
+    served: Served
+    profiled_s: float | None  # the profile's seconds per batch at the served mean batch size
+
+    @property
+    def ratio(self) -> float | None:
+        if self.served.batch_s is None or not self.profiled_s:
+            return None
+        return self.served.batch_s / self.profiled_s
+
+
+def settings(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {**DEFAULTS, **(spec.get("profileDrift") or {})}
+
+
+def triton_models(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The cascade's model name -> the Triton model name its workers serve (the worker spec's name)."""
+    from hadis.core.errors import DataError
+    from hadis.workers.spec import find_spec
+
+    out = {}
+    for m in spec.get("models") or []:
+        try:
+            out[m["name"]] = find_spec(m["workerSpec"]).name
+        except (DataError, OSError):  # a spec file only the worker image has: its file name
+            out[m["name"]] = m["workerSpec"].rsplit("/", 1)[-1].removesuffix(".yaml")
+    return out
+
+
+def pod_selector(namespace: str, deployments: Sequence[str]) -> str:
+    """The label matchers of a cascade's worker pods (``<deployment>-<hash>-<suffix>``)."""
+    names = "|".join(sorted(deployments))
+    return f'namespace="{namespace}",pod=~"({names})-[a-z0-9]+-[a-z0-9]+"'
+
+
+def queries(namespace: str, deployments: Sequence[str], window: str) -> dict[str, str]:
+    sel = pod_selector(namespace, deployments)
+    return {
+        "compute_us": COMPUTE_US.format(sel=sel, window=window),
+        "requests": REQUESTS.format(sel=sel, window=window),
+        "executions": EXECUTIONS.format(sel=sel, window=window),
+    }
+
+
+def served_of(results: Mapping[str, Mapping[str, float]]) -> dict[str, Served]:
+    """Per model, from the three queries' values by model label."""
+    models = set().union(*(set(v) for v in results.values())) if results else set()
+    out = {}
+    for m in sorted(models):
+        compute = results.get("compute_us", {}).get(m, 0.0)
+        requests = results.get("requests", {}).get(m, 0.0)
+        execs = results.get("executions", {}).get(m, 0.0)
+        ok = requests > 0 and execs > 0 and all(math.isfinite(v) for v in (compute, requests, execs))
+        out[m] = Served(
+            m, compute / requests / 1e6 if ok else None, requests / execs if ok else None, execs if ok else 0.0
+        )
+    return out
+
+
+def profiled_seconds(profile: Profile, model: str, batch: float) -> float | None:
+    """The profile's seconds per batch at a (fractional) mean batch size: linear between sizes."""
+    m = profile.model(model)
+    lo = max(1, math.floor(batch))
+    hi = max(lo, math.ceil(batch))
+    a, b = m.batch_latency(lo), m.batch_latency(hi)
+    if a is None or b is None:
+        return a if b is None else b
+    return a if hi == lo else a + (b - a) * (batch - lo) / (hi - lo)
+
+
+def findings(profile: Profile, models: Mapping[str, str], served: Mapping[str, Served]) -> list[Finding]:
+    """``models``: the cascade's model name -> the Triton model name its workers serve."""
+    out = []
+    for name, triton in models.items():
+        s = served.get(triton) or Served(triton, None, None, 0.0)
+        prof = profiled_seconds(profile, name, s.batch) if s.batch else None
+        out.append(Finding(name, s, prof))
+    return out
+
+
+def _pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.0f}%"
+
+
+def drift_condition(
+    found: Sequence[Finding],
+    tolerance: float,
+    min_batches: int,
+    window: str,
+    generation: int,
+    now: dt.datetime,
+    previous: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    from hadis.operator.logic import condition
+
+    def figure(f: Finding) -> str:
+        return (
+            f"{f.model} served {f.served.batch_s:.3g}s per batch (mean batch {f.served.batch:.1f} over {window}), "
+            f"profiled {f.profiled_s:.3g}s: {_pct(f.ratio)}"
+        )
+
+    judged = [f for f in found if f.served.batches >= min_batches and f.ratio is not None]
+    drifted = [f for f in judged if abs(f.ratio - 1) > tolerance]
+    if drifted:
+        msg = "; ".join(figure(f) for f in drifted)
+        msg += f" (tolerance {tolerance * 100:.0f}%): the plan's capacity is off by that much; re-profile"
+        return condition(CONDITION, True, "LatencyDrift", msg, generation, now, previous)
+    waiting = [f.model for f in found if f not in judged]
+    if not judged:
+        msg = f"fewer than {min_batches} batches served in {window} by {', '.join(waiting)}"
+        return condition(CONDITION, None, "NotEnoughTraffic", msg, generation, now, previous)
+    msg = f"served batch latency within {tolerance * 100:.0f}% of the profile: " + ", ".join(
+        f"{f.model} {f.served.batch_s:.3g}s vs {f.profiled_s:.3g}s" for f in judged
+    )
+    if waiting:
+        msg += f"; not judged (fewer than {min_batches} batches in {window}): {', '.join(waiting)}"
+    return condition(CONDITION, False, "WithinTolerance", msg, generation, now, previous)

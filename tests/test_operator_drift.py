@@ -1,0 +1,106 @@
+"""ProfileDrift: the served batch latency (Triton's counters) against the profile's (pure parts)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from hadis.core.profile import load_profile
+from hadis.operator import drift
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+NOW = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+TINY = {
+    "models": [{"name": "tiny-light", "workerSpec": "tiny-light"}, {"name": "tiny-heavy", "workerSpec": "tiny-heavy"}]
+}
+
+
+@pytest.fixture(scope="module")
+def profile():
+    return load_profile(ROOT / "profiles" / "tiny.yaml")
+
+
+def served(light_s: float, heavy_s: float, batches: float = 20.0, batch: float = 2.0) -> dict[str, drift.Served]:
+    """Triton's increases as Prometheus returns them: compute microseconds summed over requests."""
+    requests = batches * batch
+    results = {
+        "compute_us": {"tiny-light": light_s * requests * 1e6, "tiny-heavy": heavy_s * requests * 1e6},
+        "requests": {"tiny-light": requests, "tiny-heavy": requests},
+        "executions": {"tiny-light": batches, "tiny-heavy": batches},
+    }
+    return drift.served_of(results)
+
+
+def test_the_queries_read_the_cascades_worker_pods_only():
+    q = drift.queries("ns", ["tiny-tiny-light", "tiny-tiny-heavy"], "2m")
+    sel = 'namespace="ns",pod=~"(tiny-tiny-heavy|tiny-tiny-light)-[a-z0-9]+-[a-z0-9]+"'
+    assert q["requests"] == f"sum by (model) (increase(nv_inference_count{{{sel}}}[2m]))"
+    assert "nv_inference_compute_infer_duration_us" in q["compute_us"] and sel in q["compute_us"]
+
+
+def test_served_figures_are_per_batch_and_the_mean_batch_size():
+    s = served(1.2, 3.0, batches=10, batch=3)["tiny-light"]
+    assert s.batch_s == pytest.approx(1.2) and s.batch == pytest.approx(3.0) and s.batches == 10
+    idle = drift.served_of({"compute_us": {"m": 0.0}, "requests": {"m": 0.0}, "executions": {"m": 0.0}})["m"]
+    assert idle.batch_s is None and idle.batches == 0
+
+
+def test_profiled_seconds_interpolate_between_batch_sizes(profile):
+    from hadis.core.profile import LatencyCurve, ModelProfile, Profile
+
+    curve = LatencyCurve(measured={1: 1.0, 2: 1.5, 4: 2.5})
+    p = Profile("x", (ModelProfile("m", "s", 1, 0.0, 64, curve),), (1, 2, 4))
+    assert drift.profiled_seconds(p, "m", 1.0) == 1.0
+    assert drift.profiled_seconds(p, "m", 1.5) == pytest.approx(1.25)
+    assert drift.profiled_seconds(p, "m", 3.0) == pytest.approx(2.0)
+    assert drift.profiled_seconds(profile, "tiny-heavy", 2.7) == pytest.approx(3.0)
+
+
+def test_a_slowed_model_is_drift_with_both_figures(profile):
+    found = drift.findings(profile, drift.triton_models(TINY), served(3.1, 3.05))
+    cond = drift.drift_condition(found, 0.5, 5, "2m", 3, NOW)
+    assert (cond["type"], cond["status"], cond["reason"]) == ("ProfileDrift", "True", "LatencyDrift")
+    assert "tiny-light served 3.1s per batch" in cond["message"] and "profiled 1s: +210%" in cond["message"]
+    assert "tiny-heavy" not in cond["message"]  # within tolerance: not named
+    assert cond["observedGeneration"] == 3
+
+
+def test_within_tolerance_and_not_enough_traffic(profile):
+    models = drift.triton_models(TINY)
+    ok = drift.drift_condition(drift.findings(profile, models, served(1.05, 3.1)), 0.5, 5, "2m", 1, NOW)
+    assert (ok["status"], ok["reason"]) == ("False", "WithinTolerance")
+    assert "tiny-light 1.05s vs 1s" in ok["message"] and "tiny-heavy 3.1s vs 3s" in ok["message"]
+    idle_heavy = served(1.05, 3.0)
+    idle_heavy["tiny-heavy"] = drift.Served("tiny-heavy", 3.0, 1.0, 2)
+    partial = drift.drift_condition(drift.findings(profile, models, idle_heavy), 0.5, 5, "2m", 1, NOW)
+    assert partial["status"] == "False" and partial["message"].endswith(
+        "not judged (fewer than 5 batches in 2m): tiny-heavy"
+    )
+    few = drift.drift_condition(drift.findings(profile, models, served(1.0, 3.0, batches=2)), 0.5, 5, "2m", 1, NOW)
+    assert (few["status"], few["reason"]) == ("Unknown", "NotEnoughTraffic")
+    assert few["message"] == "fewer than 5 batches served in 2m by tiny-light, tiny-heavy"
+    none = drift.drift_condition(drift.findings(profile, models, {}), 0.5, 5, "2m", 1, NOW)
+    assert none["status"] == "Unknown"
+    # a faster worker drifts too: the plan then leaves capacity unused
+    fast = drift.drift_condition(drift.findings(profile, models, served(0.3, 3.0)), 0.5, 5, "2m", 1, NOW)
+    assert fast["status"] == "True" and "-70%" in fast["message"]
+
+
+def test_the_transition_time_moves_only_when_the_verdict_does(profile):
+    models = drift.triton_models(TINY)
+    first = drift.drift_condition(drift.findings(profile, models, served(3.0, 3.0)), 0.5, 5, "2m", 1, NOW)
+    later = NOW + dt.timedelta(minutes=5)
+    again = drift.drift_condition(drift.findings(profile, models, served(3.2, 3.0)), 0.5, 5, "2m", 1, later, [first])
+    assert again["lastTransitionTime"] == first["lastTransitionTime"]
+    cleared = drift.drift_condition(drift.findings(profile, models, served(1.0, 3.0)), 0.5, 5, "2m", 1, later, [again])
+    assert cleared["status"] == "False" and cleared["lastTransitionTime"] != first["lastTransitionTime"]
+
+
+def test_settings_default_and_the_triton_model_names():
+    assert drift.settings({}) == {"enabled": True, "tolerance": 0.5, "window": "2m", "minBatches": 5}
+    assert drift.settings({"profileDrift": {"tolerance": 0.2}})["tolerance"] == 0.2
+    spec = {
+        "models": [{"name": "fast", "workerSpec": "sdxl-lightning-2step"}, {"name": "x", "workerSpec": "/s/my.yaml"}]
+    }
+    assert drift.triton_models(spec) == {"fast": "sdxl-lightning-2step", "x": "my"}

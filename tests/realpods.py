@@ -128,6 +128,9 @@ def running_stack(kube, tmp: Path) -> Iterator[Stack]:
     finally:
         for p in background:
             p.terminate()
+        # the cascades first, while the operator still holds its RoleBinding in the namespace: a
+        # namespace deletion removes the binding too, and the finalizer then can never be taken off
+        c.kubectl("delete", "dcas", "--all", "-n", ns, "--wait=true", "--timeout=120s", check=False)
         c.kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)
         _unstick(c, ns, op_ns)
         c.kubectl("delete", "persistentvolume", volume, "--wait=false", check=False)

@@ -253,6 +253,7 @@ def test_a_run_needs_two_variants_and_enough_prompts(tmp_path):
 def _job_settings(tmp_path, **kw):
     from hadis.profiling.job import JobSettings
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     prompts, ref = _inputs(tmp_path, 12)
     base = dict(name="pair", namespace="prof", models=("tiny-light", "tiny-heavy"), prompts=prompts,
                 reference_images=ref, device="cpu", feature_net="random")  # fmt: skip

@@ -145,12 +145,14 @@ def add_parsers(psub: argparse._SubParsersAction) -> None:
 
     j = psub.add_parser(
         "job",
-        help="render the Kubernetes Job that runs 'hadis profile run' on a GPU node (kubectl apply -f -)",
+        help="render the Kubernetes Job that runs 'hadis profile run' on a GPU node (kubectl apply --server-side -f -)",
         description="Renders a PVC (images, features and the run folder: a rescheduled pod resumes), a ConfigMap "
         "of the prompts (and small reference sets), a ServiceAccount allowed to write ConfigMaps, and the Job. "
         "The Job writes the profile ConfigMap the cascade names in spec.profile.configMapName. Example: hadis "
         "profile job --name sdxl-pair --model sdxl-lightning-2step --model sd3.5-large --prompts prompts.txt "
-        "--reference-claim coco-val:images --inception-weights /work/weights/inception.pth | kubectl apply -f -",
+        "--reference-claim coco-val:images --inception-weights /work/weights/inception.pth | kubectl apply "
+        "--server-side -f - (server-side: a reference set in the inputs ConfigMap is too large for client-side "
+        "apply's annotation)",
     )
     _common(j)
     j.add_argument("--name", required=True, help="name of the Job and its objects")

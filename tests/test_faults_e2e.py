@@ -268,8 +268,10 @@ def test_a_slowed_worker_sets_profile_drift_with_both_figures_and_restoring_it_c
         assert slowed["reason"] == "LatencyDrift"
         assert "tiny-light served 3" in slowed["message"] and "profiled 1s: +2" in slowed["message"], slowed
         _patch(stack, {"models": light_held_to("1.0")})
-        cleared = demo.wait_until(
-            lambda: (d := _drift(stack)).get("status") == "False" and d, "ProfileDrift clear", 300
+        cleared = demo.wait_until(  # the restored light workers judged again, as profiled
+            lambda: (d := _drift(stack)).get("status") == "False" and "tiny-light 1" in d["message"] and d,
+            "ProfileDrift clear",
+            300,
         )
     _account("a light worker slowed and restored", traffic)
     print(f"  drift: {slowed['message']}\n  cleared: {cleared['message']}")

@@ -22,13 +22,6 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def cmd_profile_run(args: argparse.Namespace) -> int:
     from hadis.profiling.run import RunSettings, run
 
@@ -99,6 +92,8 @@ def _toleration(text: str) -> dict[str, str]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from hadis.cli import _positive_int as _positive
+
     p.add_argument(
         "--model",
         action="append",

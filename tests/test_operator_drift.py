@@ -32,11 +32,21 @@ def served(light_s: float, heavy_s: float, batches: float = 20.0, batch: float =
     return drift.served_of(results)
 
 
-def test_the_queries_read_the_cascades_worker_pods_only():
-    q = drift.queries("ns", ["tiny-tiny-light", "tiny-tiny-heavy"], "2m")
-    sel = 'namespace="ns",pod=~"(tiny-tiny-heavy|tiny-tiny-light)-[a-z0-9]+-[a-z0-9]+"'
-    assert q["requests"] == f"sum by (model) (increase(nv_inference_count{{{sel}}}[2m]))"
-    assert "nv_inference_compute_infer_duration_us" in q["compute_us"] and sel in q["compute_us"]
+def test_one_answer_serves_every_cascade_and_each_takes_its_own_worker_pods():
+    q = drift.queries("2m")
+    assert q["requests"] == "sum by (namespace, pod, model) (increase(nv_inference_count[2m]))"
+    assert "nv_inference_compute_infer_duration_us[2m]" in q["compute_us"]
+    series = {
+        "requests": {
+            ("ns", "tiny-tiny-light-6d9f7c8b5-x2k9q", "tiny-light"): 10.0,
+            ("ns", "tiny-tiny-light-6d9f7c8b5-abcde", "tiny-light"): 5.0,
+            ("ns", "tiny-tiny-heavy-7c5d8f9b4-zzzzz", "tiny-heavy"): 2.0,
+            ("ns", "tiny2-tiny-light-6d9f7c8b5-qqqqq", "tiny-light"): 100.0,  # another cascade
+            ("other", "tiny-tiny-light-6d9f7c8b5-x2k9q", "tiny-light"): 100.0,  # another namespace
+        }
+    }
+    totals = drift.cascade_totals(series, "ns", ["tiny-tiny-light", "tiny-tiny-heavy"])
+    assert totals == {"requests": {"tiny-light": 15.0, "tiny-heavy": 2.0}}
 
 
 def test_served_figures_are_per_batch_and_the_mean_batch_size():

@@ -41,7 +41,7 @@ PROFILED = ["sdxl-lightning-2step", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-
 GOOD_QUANTITIES = ["100m", "1", "1.5", "2Gi", "512Mi", "1e3", "0"]
 BAD_QUANTITIES = ["lots", "-", "1.2.3", "2 Gi"]
 REFUSED = ["long name", "bad name", "name and model too long", "dots collide", "duplicate model", "one model",
-           "gpus per replica", "quantity", "slo", "budget", "objective"]  # fmt: skip
+           "gpus per replica", "quantity", "slo", "budget", "objective", "drift"]  # fmt: skip
 
 
 def resources(draw) -> dict:
@@ -95,6 +95,13 @@ def cascades(draw) -> dict:
     if draw(st.booleans()):
         spec["networkPolicy"] = {"enabled": draw(st.booleans())}
     if draw(st.booleans()):
+        spec["profileDrift"] = {
+            "enabled": draw(st.booleans()),
+            "tolerance": draw(st.sampled_from([0.01, 0.5, 10])),
+            "window": draw(st.sampled_from(["30s", "2m", "1h"])),
+            "minBatches": draw(st.sampled_from([1, 5, 100000])),
+        }
+    if draw(st.booleans()):
         spec["modelCache"] = draw(
             st.sampled_from([{"persistentVolumeClaim": {"claimName": "w"}}, {"hostPath": {"path": "/c"}}])
         )
@@ -120,6 +127,8 @@ def cascades(draw) -> dict:
         spec["sloSeconds"] = draw(st.sampled_from([0, -1]))
     elif fault == "budget":
         spec["gpuBudget"] = draw(st.sampled_from([{"max": 1}, {"min": 5, "max": 4}, {"max": 0}]))
+    elif fault == "drift":
+        spec["profileDrift"] = draw(st.sampled_from([{"tolerance": 0}, {"window": "2 minutes"}, {"minBatches": 0}]))
     elif fault == "objective":
         spec["planner"]["objective"] = draw(st.sampled_from([{"maxFid": 24.0, "spareGpus": "Keep"}, {"maxFid": 0}]))
     return {"apiVersion": "serving.hadis.dev/v1alpha1", "kind": "DiffusionCascade",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,14 +30,17 @@ from hadis.core.profile import Profile
 CONDITION = "ProfileDrift"
 DEFAULTS = {"enabled": True, "tolerance": 0.5, "window": "2m", "minBatches": 5}
 
-# {sel}: the cascade's worker pods. Increases over the window, summed over pods, by Triton's model label.
-COMPUTE_US = (
-    "sum by (model) (increase(nv_inference_compute_input_duration_us{{{sel}}}[{window}]) "
-    "+ increase(nv_inference_compute_infer_duration_us{{{sel}}}[{window}]) "
-    "+ increase(nv_inference_compute_output_duration_us{{{sel}}}[{window}]))"
-)
-REQUESTS = "sum by (model) (increase(nv_inference_count{{{sel}}}[{window}]))"
-EXECUTIONS = "sum by (model) (increase(nv_inference_exec_count{{{sel}}}[{window}]))"
+# Increases over the window per (namespace, pod, model) of every Triton in Prometheus: one answer
+# serves every cascade (``cascade_totals`` picks a cascade's pods), so 100 cascades do not cost
+# Prometheus 300 queries per re-plan interval.
+BY = "namespace, pod, model"
+QUERIES = {
+    "compute_us": f"sum by ({BY}) (increase(nv_inference_compute_input_duration_us[{{window}}]) "
+    f"+ increase(nv_inference_compute_infer_duration_us[{{window}}]) "
+    f"+ increase(nv_inference_compute_output_duration_us[{{window}}]))",
+    "requests": f"sum by ({BY}) (increase(nv_inference_count[{{window}}]))",
+    "executions": f"sum by ({BY}) (increase(nv_inference_exec_count[{{window}}]))",
+}
 
 
 @dataclass(frozen=True)
@@ -80,19 +84,29 @@ def triton_models(spec: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def pod_selector(namespace: str, deployments: Sequence[str]) -> str:
-    """The label matchers of a cascade's worker pods (``<deployment>-<hash>-<suffix>``)."""
-    names = "|".join(sorted(deployments))
-    return f'namespace="{namespace}",pod=~"({names})-[a-z0-9]+-[a-z0-9]+"'
+def queries(window: str) -> dict[str, str]:
+    return {k: q.format(window=window) for k, q in QUERIES.items()}
 
 
-def queries(namespace: str, deployments: Sequence[str], window: str) -> dict[str, str]:
-    sel = pod_selector(namespace, deployments)
-    return {
-        "compute_us": COMPUTE_US.format(sel=sel, window=window),
-        "requests": REQUESTS.format(sel=sel, window=window),
-        "executions": EXECUTIONS.format(sel=sel, window=window),
-    }
+def pod_pattern(deployments: Sequence[str]) -> re.Pattern[str]:
+    """A cascade's worker pods: ``<deployment>-<replica set hash>-<suffix>``."""
+    names = "|".join(re.escape(d) for d in sorted(deployments))
+    return re.compile(f"^({names})-[a-z0-9]+-[a-z0-9]+$")
+
+
+def cascade_totals(
+    series: Mapping[str, Mapping[tuple[str, str, str], float]], namespace: str, deployments: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Each query's values summed over the cascade's worker pods, by model."""
+    pods = pod_pattern(deployments)
+    out: dict[str, dict[str, float]] = {}
+    for key, values in series.items():
+        sums: dict[str, float] = {}
+        for (ns, pod, model), v in values.items():
+            if ns == namespace and pods.match(pod):
+                sums[model] = sums.get(model, 0.0) + v
+        out[key] = sums
+    return out
 
 
 def served_of(results: Mapping[str, Mapping[str, float]]) -> dict[str, Served]:

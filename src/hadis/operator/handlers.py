@@ -361,15 +361,28 @@ def query_rate(url: str, cascade: str, window: str, timeout_s: float = 5.0) -> f
     return rates.get(cascade, 0.0)
 
 
+_SERVED: dict[tuple[str, str], tuple[float, dict]] = {}
+_SERVED_LOCK = threading.Lock()
+SERVED_MAX_AGE_S = 5.0  # served figures move slowly (a window of minutes): one answer serves all cascades
+
+
 def query_served(url: str, namespace: str, name: str, spec: dict, timeout_s: float) -> dict[str, drift.Served]:
     """What the cascade's workers served over ``spec.profileDrift.window``, by Triton model."""
+    window = drift.settings(spec)["window"]
+    with _SERVED_LOCK:
+        hit = _SERVED.get((url, window))
+        if hit is None or time.monotonic() - hit[0] > SERVED_MAX_AGE_S:
+            series = {}
+            for key, query in drift.queries(window).items():
+                answer = _prometheus(url).custom_query(query, params={"timeout": f"{timeout_s:g}s"}, timeout=timeout_s)
+                series[key] = {
+                    (r["metric"].get("namespace", ""), r["metric"].get("pod", ""), r["metric"].get("model", "")):
+                    float(r["value"][1]) for r in answer
+                }  # fmt: skip
+            hit = (time.monotonic(), series)
+            _SERVED[(url, window)] = hit
     deployments = [builders.worker_name(name, m.name) for m in builders.models_of(spec)]
-    results = {}
-    prom = _prometheus(url)
-    for key, query in drift.queries(namespace, deployments, drift.settings(spec)["window"]).items():
-        answer = prom.custom_query(query, params={"timeout": f"{timeout_s:g}s"}, timeout=timeout_s)
-        results[key] = {r["metric"].get("model", ""): float(r["value"][1]) for r in answer}
-    return drift.served_of(results)
+    return drift.served_of(drift.cascade_totals(hit[1], namespace, deployments))
 
 
 def drift_condition(

@@ -18,9 +18,9 @@ help:
 	@echo "make images    build the control and worker images (debootstrap base, cached)"
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
-	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; under a minute)"
+	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; about 90 s)"
 	@echo "make fuzz      the router's API and the operator fuzzed, longer budgets than make test's"
-	@echo "make bench     planner, simulator, surge, router, data-plane and operator benchmarks (print figures)"
+	@echo "make bench     planner, simulator, surge, router, data-plane, profiling-grid and operator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"
 	@echo "make format    apply ruff formatting"
 	@echo "make up        start the tiny local data plane (two Triton workers and the router)"
@@ -92,6 +92,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_surge.py
 	$(BIN)/python benchmarks/bench_router.py
 	$(BIN)/python benchmarks/bench_dataplane.py
+	$(BIN)/python benchmarks/bench_profile_grid.py
 	$(MAKE) control-plane
 	$(BIN)/python benchmarks/bench_operator.py
 	$(MAKE) images

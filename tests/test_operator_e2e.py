@@ -125,6 +125,8 @@ def test_an_object_the_api_server_refuses_is_named_in_a_condition_until_the_spec
     message = _cond(st, "Degraded")["message"]
     assert message.startswith(f"Deployment {namespace}/e1-") and "gpu pool!" in message
     assert _cond(st, "Ready")["status"] == "False"
+    # the first re-plan's verdict on the served latency (no workers serve: Unknown) is its one write
+    _wait(lambda: _cond(_status(crd, namespace, "e1"), "ProfileDrift").get("status") == "Unknown", "ProfileDrift")
     version = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))["metadata"]["resourceVersion"]
     start = _replans(namespace, "unchanged")
     _wait(lambda: _replans(namespace, "unchanged") >= start + 3, "3 re-plans after the refusal")  # none retries

@@ -19,16 +19,26 @@ import gc
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from hadis.core.bundle import LABELS, Bundle, to_configmap
 from hadis.core.errors import DataError
+from hadis.core.pareto import ParetoTable, QualityGrid, format_table, heavy_share, pareto_filter
+from hadis.core.profile import Profile, dump_profile, parse_profile
+from hadis.core.routing import percentiles
+from hadis.operator.builders import ROUTER_MODEL_KEY
 from hadis.profiling import store
+from hadis.profiling.fid import Moments, Reference, frechet_distance
+from hadis.profiling.grid import PairInputs, assemble
+from hadis.scoring.evaluate import hardness_target
+from hadis.scoring.model import dump_model, train_learned
 from hadis.workers.spec import ModelSpec
 
 Say = Callable[[str], None]
@@ -152,8 +162,6 @@ def run(settings: RunSettings, say: Say = print) -> RunResult:
 
 def _model_phases(spec: ModelSpec, light: bool, prompts: list[str], s: RunSettings, say: Say) -> dict:
     """Latency, images and (for a light variant) confidences of one variant, loaded once."""
-    from hadis.core.profile import dump_profile, parse_profile
-
     lat_path = s.out / "latency" / f"{spec.name}.yaml"
     k = s.images_per_prompt
     total = len(prompts) * k
@@ -295,17 +303,6 @@ def _load_chunks(out: Path, kind: str, model: str, total: int) -> np.ndarray:
 def _assemble(
     specs: list[ModelSpec], prompts: list[str], latency_docs: dict, info: dict, manifest: dict, s: RunSettings, say: Say
 ) -> RunResult:
-    import time
-
-    from hadis.core.bundle import Bundle, to_configmap
-    from hadis.core.pareto import ParetoTable, QualityGrid, format_table, heavy_share, pareto_filter
-    from hadis.core.profile import dump_profile, parse_profile
-    from hadis.core.routing import percentiles
-    from hadis.profiling.fid import Moments, Reference, frechet_distance
-    from hadis.profiling.grid import PairInputs, assemble
-    from hadis.scoring.evaluate import hardness_target
-    from hadis.scoring.model import dump_model, train_learned
-
     k = s.images_per_prompt
     p = len(prompts)
     total = p * k
@@ -353,12 +350,9 @@ def _assemble(
                 inputs, ref, lambda r, d, ll=ll, lh=lh: round((1 - r) * ll + heavy_share(r, d) * lh, 6),
                 s.shares, s.shares, memo,
             )  # fmt: skip
-    say(f"grid: {len(grid)} configurations' FID in {time.perf_counter() - t0:.2f}s ({len(memo)} distinct mixes)")
+    mixes = sum(key[0] != "projected" for key in memo)
+    say(f"grid: {len(grid)} configurations' FID in {time.perf_counter() - t0:.2f}s ({mixes} distinct mixes)")
     rows = pareto_filter(grid)
-
-    from dataclasses import replace
-
-    from hadis.core.profile import Profile
 
     device = next(iter(profiles.values())).device
     models = tuple(
@@ -420,9 +414,6 @@ def provenance_annotations(prov: dict) -> dict[str, str]:
 
 
 def router_configmap(name: str, namespace: str | None, model_json: str, prov: dict) -> dict[str, Any]:
-    from hadis.core.bundle import LABELS
-    from hadis.operator.builders import ROUTER_MODEL_KEY
-
     metadata: dict[str, Any] = {
         "name": name,
         "labels": {**LABELS, "app.kubernetes.io/component": "router-model"},

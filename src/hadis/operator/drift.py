@@ -160,10 +160,12 @@ def drift_condition(
 ) -> dict[str, Any]:
     from hadis.operator.logic import condition
 
+    # Two significant figures: the message (and so the status) moves when the served time moves
+    # by a few percent, not with every scrape.
     def figure(f: Finding) -> str:
         return (
-            f"{f.model} served {f.served.batch_s:.3g}s per batch (mean batch {f.served.batch:.1f} over {window}), "
-            f"profiled {f.profiled_s:.3g}s: {_pct(f.ratio)}"
+            f"{f.model} served {f.served.batch_s:.2g}s per batch (batch {f.served.batch:.0f}, over {window}), "
+            f"profiled {f.profiled_s:.2g}s: {_pct(float(f'{f.ratio:.2g}'))}"
         )
 
     judged = [f for f in found if f.served.batches >= min_batches and f.ratio is not None]
@@ -177,7 +179,7 @@ def drift_condition(
         msg = f"fewer than {min_batches} batches served in {window} by {', '.join(waiting)}"
         return condition(CONDITION, None, "NotEnoughTraffic", msg, generation, now, previous)
     msg = f"served batch latency within {tolerance * 100:.0f}% of the profile: " + ", ".join(
-        f"{f.model} {f.served.batch_s:.3g}s vs {f.profiled_s:.3g}s" for f in judged
+        f"{f.model} {f.served.batch_s:.2g}s vs {f.profiled_s:.2g}s" for f in judged
     )
     if waiting:
         msg += f"; not judged (fewer than {min_batches} batches in {window}): {', '.join(waiting)}"

@@ -201,8 +201,8 @@ def _batch(g: int, size: int, total: int) -> range:
 
 def _images(served, prompts: list[str], missing: list[int], batch: int, total: int, s: RunSettings, say: Say) -> None:
     name, k = served.spec.name, s.images_per_prompt
-    n_batches = math.ceil(total / batch)
-    done = sum(len(_batch(g, batch, total)) for g in range(n_batches) if g not in set(missing))
+    todo = set(missing)
+    done = sum(len(_batch(g, batch, total)) for g in range(math.ceil(total / batch)) if g not in todo)
     bar = store.Progress(f"images {name}", total, done, say)
     for g in missing:
         queries = _batch(g, batch, total)

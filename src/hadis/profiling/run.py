@@ -150,18 +150,16 @@ def run(settings: RunSettings, say: Say = print) -> RunResult:
         f"images, {len(refs)} reference images, into {out}"
     )
     lights = specs[:-1]  # every variant but the heaviest can be a pair's light model
-    latency_docs = {}
-    for spec in specs:
-        latency_docs[spec.name] = _model_phases(spec, spec in lights, prompts, settings, say)
+    profiles = {spec.name: _model_phases(spec, spec in lights, prompts, settings, say) for spec in specs}
     feature_info = _feature_phase(specs, refs, len(prompts), settings, say)
-    return _assemble(specs, prompts, latency_docs, feature_info, manifest, settings, say)
+    return _assemble(specs, prompts, profiles, feature_info, manifest, settings, say)
 
 
 # ------------------------------------------------------------------------------ phases 1 to 3
 
 
-def _model_phases(spec: ModelSpec, light: bool, prompts: list[str], s: RunSettings, say: Say) -> dict:
-    """Latency, images and (for a light variant) confidences of one variant, loaded once."""
+def _model_phases(spec: ModelSpec, light: bool, prompts: list[str], s: RunSettings, say: Say) -> Profile:
+    """Latency, images and (for a light variant) confidences of one variant; its latency profile."""
     lat_path = s.out / "latency" / f"{spec.name}.yaml"
     k = s.images_per_prompt
     total = len(prompts) * k
@@ -175,7 +173,7 @@ def _model_phases(spec: ModelSpec, light: bool, prompts: list[str], s: RunSettin
     missing_conf = [c for c in conf_chunks if not store.chunk_path(s.out, "confidence", spec.name, c).exists()]
     if lat_path.exists() and not missing_batches and not missing_conf:
         say(f"{spec.name}: latency, {total} images{' and confidences' if light else ''} done in an earlier run")
-        return yaml.safe_load(lat_path.read_text())
+        return parse_profile(lat_path.read_text(), str(lat_path))
     from hadis.workers.profiler import load_served, time_served
 
     served = load_served(spec, s.device, progress=say)
@@ -191,8 +189,7 @@ def _model_phases(spec: ModelSpec, light: bool, prompts: list[str], s: RunSettin
     del served
     gc.collect()
     _free_device(s.device)
-    parse_profile(lat_path.read_text(), str(lat_path))  # a broken file stops here, by name
-    return yaml.safe_load(lat_path.read_text())
+    return parse_profile(lat_path.read_text(), str(lat_path))  # a broken file stops here, by name
 
 
 def _batch(g: int, size: int, total: int) -> range:
@@ -301,7 +298,13 @@ def _load_chunks(out: Path, kind: str, model: str, total: int) -> np.ndarray:
 
 
 def _assemble(
-    specs: list[ModelSpec], prompts: list[str], latency_docs: dict, info: dict, manifest: dict, s: RunSettings, say: Say
+    specs: list[ModelSpec],
+    prompts: list[str],
+    profiles: dict[str, Profile],
+    info: dict,
+    manifest: dict,
+    s: RunSettings,
+    say: Say,
 ) -> RunResult:
     k = s.images_per_prompt
     p = len(prompts)
@@ -309,7 +312,6 @@ def _assemble(
     n_ref = manifest["reference_images"]
     ref = Reference.of(_load_chunks(s.out, "features", "reference", n_ref))
     feats = {spec.name: _load_chunks(s.out, "features", spec.name, total).reshape(p, k, -1) for spec in specs}
-    profiles = {n: parse_profile(yaml.safe_dump(doc), f"latency/{n}.yaml") for n, doc in latency_docs.items()}
     lat1 = {}
     for n, prof in profiles.items():
         one = prof.models[0].latency.latency(1)

@@ -10,7 +10,7 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format test test-fast fuzz e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane host-deps images demo demo-down clean
+.PHONY: help install lint format gitops-tools test test-fast fuzz e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane host-deps images demo demo-down clean
 
 help:
 	@echo "make demo      the product in real pods: cluster with a real node, images, helm install, tiny cascade, prompts, a load step"
@@ -65,12 +65,17 @@ host-deps:
 images: host-deps
 	bash hack/images.sh
 
-test: lint $(PROMETHEUS) control-plane images
+# Lua 5.1 with lua-cjson (the Argo CD health check) and kstatus (sigs.k8s.io/cli-utils, what
+# Flux and Helm 4 read status with), for the GitOps health tests.
+gitops-tools:
+	bash hack/gitops-tools.sh
+
+test: lint $(PROMETHEUS) control-plane images gitops-tools
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest
 
 # The inner loop: everything but the tests marked cluster (the local control plane) or dataplane
 # (real worker and router processes); see the README's "Tests".
-test-fast: lint
+test-fast: lint gitops-tools
 	$(BIN)/python -m pytest -m "not cluster and not dataplane"
 
 # The router's HTTP API fuzzed from its own /openapi.json (schemathesis), and the operator with

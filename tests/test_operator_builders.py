@@ -284,7 +284,44 @@ def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):
     c3 = condition("Ready", False, "ProfileMissing", "gone", 3, now + dt.timedelta(minutes=2), [c2])
     assert c3["lastTransitionTime"] != c1["lastTransitionTime"]
     merged = merge_conditions([c2], [c3, condition("Degraded", True, "ProfileMissing", "gone", 3, now)])
-    assert [c["type"] for c in merged] == ["Ready", "Degraded"] and merged[0]["status"] == "False"
+    assert [c["type"] for c in merged] == ["Ready", "Degraded", "Stalled"] and merged[0]["status"] == "False"
+    assert merged[2]["status"] == "False"  # a missing profile may yet be created: not stalled
+
+
+def test_kstatus_conditions_follow_progressing_and_terminal_problems():
+    from hadis.operator.logic import WorkerRollout as W
+    from hadis.operator.logic import apply_failed, condition, merge_conditions, rollout_condition
+
+    now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
+    later = now + dt.timedelta(minutes=1)
+
+    def by_type(conds):
+        return {c["type"]: c for c in conds}
+
+    scaling = merge_conditions([], [rollout_condition([W("light", 2, 1, 2, True)], 4, now),
+                                    condition("Ready", True, "Planned", "ok", 4, now)])  # fmt: skip
+    rec, stalled = by_type(scaling)["Reconciling"], by_type(scaling)["Stalled"]
+    assert (rec["status"], rec["reason"], rec["message"], rec["observedGeneration"]) == (
+        "True",
+        "ScalingWorkers",
+        "light 1/2 ready",
+        4,
+    )
+    assert stalled["status"] == "False"
+    done = merge_conditions(scaling, [rollout_condition([W("light", 2, 2, 2, True)], 4, later, scaling)])
+    rec = by_type(done)["Reconciling"]
+    assert (rec["status"], rec["reason"], rec["lastTransitionTime"]) == ("False", "Reconciled", "2026-11-25T00:01:00Z")
+    again = merge_conditions(done, [condition("Ready", True, "Planned", "ok", 4, later + dt.timedelta(minutes=5))])
+    assert by_type(again)["Reconciling"]["lastTransitionTime"] == rec["lastTransitionTime"]  # no transition
+    refused = merge_conditions(done, apply_failed("Deployment x: forbidden", 5, later, done))
+    st = by_type(refused)["Stalled"]
+    assert (st["status"], st["reason"], st["message"], st["observedGeneration"]) == (
+        "True",
+        "ApplyFailed",
+        "Deployment x: forbidden",
+        5,
+    )
+    assert [c["type"] for c in refused] == ["Ready", "Progressing", "Degraded", "Reconciling", "Stalled"]
 
 
 def test_progressing_while_any_worker_is_short_of_its_replicas():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gitops import judged
 from hadis.local import running_prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,15 +72,34 @@ def _rolled_out(kube, namespace: str, name: str) -> dict | None:
     return st if _cond(st, "Progressing").get("reason") == "RolloutComplete" else None
 
 
+def _health(kube, namespace: str, name: str, label: str) -> tuple[str, str]:
+    """(Argo CD health, kstatus status) of the live cascade."""
+    obj = json.loads(kube("get", "dcas", name, "-n", namespace, "-o", "json"))
+    argocd, kst = judged(obj, label)
+    return argocd["status"], kst["status"]
+
+
 def _scheduled_workers(kube, namespace: str) -> list[dict]:
     pods = json.loads(kube("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker", "-o", "json"))
     return [p for p in pods["items"] if p["spec"].get("nodeName", "").startswith("gpu-node-")]
+
+
+def test_a_cascade_no_operator_has_planned_reads_progressing_not_current(crd, namespace):
+    """No operator runs: the CRD's status default (observedGeneration 0) is all there is."""
+    crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
+    obj = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))
+    assert obj["metadata"]["generation"] == 1 and obj["status"] == {"observedGeneration": 0}
+    assert _health(crd, namespace, "e1", "unplanned") == ("Progressing", "InProgress")
 
 
 def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, operator):
     _apply_profile(crd, namespace)
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
     st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
+    if _cond(st, "Progressing").get("status") == "True":  # its workers are still starting
+        assert _health(crd, namespace, "e1", "planned-scaling") in {
+            ("Progressing", "InProgress"), ("Healthy", "Current")  # the rollout may finish in between
+        }  # fmt: skip
     plan = st["plan"]
     assert plan["pair"].count("->") == 1 and plan["feasible"] is True
     deps = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
@@ -99,6 +119,7 @@ def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, o
     st = _wait(lambda: _rolled_out(crd, namespace, "e1"), "Progressing=False RolloutComplete", 60)
     assert _cond(st, "Progressing")["status"] == "False"
     assert _cond(st, "Progressing")["message"] == f"all {want} worker replicas ready"
+    assert _health(crd, namespace, "e1", "ready") == ("Healthy", "Current")
 
 
 def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator):
@@ -106,6 +127,7 @@ def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator)
     st = _wait(lambda: _with_reason(crd, namespace, "tiny", "ProfileMissing"), "ProfileMissing condition")
     assert _cond(st, "Degraded")["status"] == "True"
     assert "hadis-tiny" in _cond(st, "Ready")["message"]
+    assert _health(crd, namespace, "tiny", "profile-missing") == ("Degraded", "InProgress")  # it may yet appear
     events = _wait(lambda: "ProfileMissing" in crd("get", "events", "-n", namespace), "the ProfileMissing event")
     assert events
 
@@ -125,6 +147,7 @@ def test_an_object_the_api_server_refuses_is_named_in_a_condition_until_the_spec
     message = _cond(st, "Degraded")["message"]
     assert message.startswith(f"Deployment {namespace}/e1-") and "gpu pool!" in message
     assert _cond(st, "Ready")["status"] == "False"
+    assert _health(crd, namespace, "e1", "apply-failed") == ("Degraded", "Failed")  # Stalled: only a fix helps
     # the first re-plan's verdict on the served latency (no workers serve: Unknown) is its one write
     _wait(lambda: _cond(_status(crd, namespace, "e1"), "ProfileDrift").get("status") == "Unknown", "ProfileDrift")
     version = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))["metadata"]["resourceVersion"]
@@ -137,6 +160,36 @@ def test_an_object_the_api_server_refuses_is_named_in_a_condition_until_the_spec
     crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", '{"spec":{"placement":{"nodeSelector":null}}}')
     st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready after the fix")
     assert _cond(st, "Degraded")["reason"] == "AsPlanned"
+
+
+def test_profile_problems_and_an_slo_no_budget_meets_read_degraded(crd, namespace, operator):
+    """A broken profile (only a new one helps: Stalled, kstatus Failed), a profile of other models
+    (the same), and a fallback plan (serving, Degraded, kstatus Current): what GitOps shows."""
+    broken = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "hadis-l40s"},
+              "data": {"profile.yaml": "models: [", "pareto.csv": "light,heavy\n"}}  # fmt: skip
+    crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(broken))
+    crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
+    _wait(lambda: _with_reason(crd, namespace, "e1", "ProfileInvalid"), "ProfileInvalid")
+    assert _health(crd, namespace, "e1", "profile-invalid") == ("Degraded", "Failed")
+    crd("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "profiles" / "configmap-tiny.yaml"))
+    crd(
+        "patch",
+        "dcas",
+        "e1",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"profile":{"configMapName":"hadis-tiny"}}}',
+    )
+    _wait(lambda: _with_reason(crd, namespace, "e1", "ProfileMismatch"), "ProfileMismatch")
+    assert _health(crd, namespace, "e1", "profile-mismatch") == ("Degraded", "Failed")
+    _apply_profile(crd, namespace)
+    crd("patch", "dcas", "e1", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"profile":{"configMapName":"hadis-l40s"},"sloSeconds":0.05}}')  # fmt: skip
+    st = _wait(lambda: _with_reason(crd, namespace, "e1", "BudgetInfeasible"), "BudgetInfeasible")
+    assert _cond(st, "Ready")["status"] == "True" and _cond(st, "Stalled")["status"] == "False"
+    assert _health(crd, namespace, "e1", "budget-infeasible") == ("Degraded", "Current")
 
 
 def test_deleting_the_cascade_garbage_collects_what_it_owns(crd, namespace, operator):
@@ -170,6 +223,7 @@ def test_prometheus_unreachable_keeps_the_plan_and_says_so(crd, namespace, opera
         30,
     )
     assert "keeping the last plan" in _cond(st, "Degraded")["message"]
+    assert _health(crd, namespace, "e1", "metrics-unavailable")[0] == "Degraded"
     assert replicas() == before  # nothing scaled, in particular not to zero
     assert sum(before.values()) > 1
 
@@ -183,6 +237,7 @@ def test_budget_above_the_cluster_leaves_pods_pending_and_says_so(crd, namespace
     st = _wait(lambda: _with_reason(crd, namespace, "e1", "PodsUnschedulable"), "PodsUnschedulable condition", 60)
     assert "cannot be scheduled" in _cond(st, "Ready")["message"]
     assert _cond(st, "Degraded")["status"] == "True"
+    assert _health(crd, namespace, "e1", "pods-unschedulable") == ("Degraded", "InProgress")
     pods = json.loads(crd("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker", "-o", "json"))
     phases = [p["status"]["phase"] for p in pods["items"]]
     assert phases.count("Pending") >= 8 and phases.count("Running") <= 16

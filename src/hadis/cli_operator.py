@@ -48,7 +48,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     from hadis.operator import handlers  # importing registers the kopf handlers
     from hadis.operator.health import HealthState
     from hadis.operator.leader import ElectionConfig, LeaseElector, LostLeadership, run_as_leader
-    from hadis.operator.metrics import LEADER
+    from hadis.operator.metrics import LEADER, forget_plans
 
     kopf.configure(verbose=args.verbose)
     logging.getLogger("hadis").setLevel(logging.INFO)
@@ -85,6 +85,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
             watcher.cancel()
             health.kopf_ready = False
             LEADER.set(0)
+            forget_plans()  # the next leader reports the plans
 
     async def main() -> None:
         if not args.leader_elect:

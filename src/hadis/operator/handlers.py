@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -196,6 +197,14 @@ def default_images() -> builders.Images:
 @kopf.on.update(builders.GROUP, builders.VERSION, builders.PLURAL, field="spec")
 def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any) -> None:
     metrics.RECONCILES.labels(namespace, name).inc()
+    try:
+        _reconcile(body, spec, name, namespace, meta, status, patch, logger)
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(namespace, name, "reconcile").inc()
+        raise  # kopf retries it
+
+
+def _reconcile(body, spec, name, namespace, meta, status, patch, logger) -> None:
     generation = int(meta.get("generation", 0))
     previous = list(status.get("conditions") or [])
     now = _now()
@@ -208,14 +217,32 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
         )
         return  # no exception: no crash loop; a change of the spec or the daemon retries
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
-    conv = logic.converge(
-        dict(spec), name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images()
-    )
+    conv = planned(
+        spec, name, namespace, "reconcile", now,
+        lambda: logic.converge(
+            dict(spec), name, namespace, bundle, rate, status, [], generation, now, reconcile=True,
+            images=default_images(),
+        ),
+    )  # fmt: skip
     assert conv.status is not None  # a reconcile always writes
     conv.status["conditions"] = apply_pass(conv, body, name, namespace, generation, now, previous)
     for key, value in conv.status.items():
         patch.status[key] = value
     logger.info("reconciled: %s", json.dumps(conv.status["plan"]["replicas"]))
+
+
+def planned(
+    spec: dict, name: str, namespace: str, trigger: str, now: dt.datetime, plan: Callable[[], logic.Convergence]
+) -> logic.Convergence:
+    """One planning pass (``plan``), timed and counted by trigger; the plan it decides becomes
+    the plan gauges (whether or not it changed anything)."""
+    t0 = time.perf_counter()
+    conv = plan()
+    metrics.PLAN_DURATION.observe(time.perf_counter() - t0)
+    metrics.PLANS.labels(namespace, name, trigger or "timer").inc()
+    doc = logic.plan_status(conv.decision.plan, conv.decision.replicas, now)
+    metrics.record_plan(namespace, name, doc, float(spec["sloSeconds"]))
+    return conv
 
 
 def apply_pass(
@@ -266,51 +293,57 @@ async def replan(
     and with ``spec.planner.surge`` (the default) early, when a check every ``checkSeconds``
     finds the rate risen (``hadis.core.surge``; the estimator is ``FastRiseEstimator``, as in
     the simulator)."""
-    clock: logic.ReplanClock | None = None
-    while not stopped:
-        interval = float((spec.get("planner") or {}).get("intervalSeconds", 10))
-        surge = logic.surge_spec(spec)
-        if clock is None or (clock.interval_s, clock.surge) != (interval, surge):  # new, or the spec changed
-            planned = ((body.get("status") or {}).get("plan") or {}).get("demandRps")
-            clock = logic.ReplanClock.start(interval, surge, time.monotonic(), planned)
-        await asyncio.sleep(clock.step_s)
-        prom = spec.get("prometheus") or {}
-        url = prom.get("url", "http://prometheus-operated:9090")
-        rate: float | None = None
-        error = ""
-        window = clock.window or prom.get("window", "30s")
-        timeout_s = float(prom.get("timeoutSeconds", 5))
-        try:
-            rate = cached_rate(url, name, window)  # another cascade's check just asked
-            if rate is None:
-                rate = await asyncio.to_thread(query_rate, url, name, window, timeout_s)
-            problem = logic.rate_problem(rate)
-            if problem:
-                rate, error = None, f"{problem}; keeping the last plan"
-        except Exception as e:
-            error = f"{metrics_failure(e, timeout_s)}; keeping the last plan"
-        decision = clock.tick(time.monotonic(), rate)
-        if decision is None:
-            continue  # a quiet check: nothing read from or written to the API server
-        rate, why = decision
-        served = None
-        if rate is not None and drift.settings(spec)["enabled"]:
+    try:
+        clock: logic.ReplanClock | None = None
+        while not stopped:
+            interval = float((spec.get("planner") or {}).get("intervalSeconds", 10))
+            surge = logic.surge_spec(spec)
+            if clock is None or (clock.interval_s, clock.surge) != (interval, surge):  # new, or the spec changed
+                planned = ((body.get("status") or {}).get("plan") or {}).get("demandRps")
+                clock = logic.ReplanClock.start(interval, surge, time.monotonic(), planned)
+            await asyncio.sleep(clock.step_s)
+            prom = spec.get("prometheus") or {}
+            url = prom.get("url", "http://prometheus-operated:9090")
+            rate: float | None = None
+            error = ""
+            window = clock.window or prom.get("window", "30s")
+            timeout_s = float(prom.get("timeoutSeconds", 5))
             try:
-                served = await asyncio.to_thread(query_served, url, namespace, name, spec, timeout_s)
-            except Exception as e:  # the condition keeps its last word; the rate's failure is reported
-                logger.debug("served latency not read: %s", e)
-        key = (namespace, name)
-        view = ClusterView(
-            rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
-            unschedulable=len(list(unschedulable_pods.get(key, []))),
-            profile=next(iter(profile_configmaps.get((namespace, spec["profile"]["configMapName"]), [])), None),
-        )
-        try:
-            outcome = await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why, served)
-        except Exception as e:  # a daemon must outlive any one failure
-            outcome = "failed"
-            logger.warning("re-plan failed: %s", e)
-        metrics.REPLANS.labels(namespace, name, outcome).inc()
+                rate = cached_rate(url, name, window)  # another cascade's check just asked
+                if rate is None:
+                    rate = await asyncio.to_thread(query_rate, url, name, window, timeout_s)
+                problem = logic.rate_problem(rate)
+                if problem:
+                    rate, error = None, f"{problem}; keeping the last plan"
+            except Exception as e:
+                error = f"{metrics_failure(e, timeout_s)}; keeping the last plan"
+            decision = clock.tick(time.monotonic(), rate)
+            if decision is None:
+                continue  # a quiet check: nothing read from or written to the API server
+            rate, why = decision
+            served = None
+            if rate is not None and drift.settings(spec)["enabled"]:
+                try:
+                    served = await asyncio.to_thread(query_served, url, namespace, name, spec, timeout_s)
+                except Exception as e:  # the condition keeps its last word; the rate's failure is reported
+                    logger.debug("served latency not read: %s", e)
+            key = (namespace, name)
+            view = ClusterView(
+                rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
+                unschedulable=len(list(unschedulable_pods.get(key, []))),
+                profile=next(iter(profile_configmaps.get((namespace, spec["profile"]["configMapName"]), [])), None),
+            )
+            metrics.METRICS_AVAILABLE.labels(namespace, name).set(0 if rate is None else 1)
+            metrics.UNSCHEDULABLE.labels(namespace, name).set(view.unschedulable)
+            try:
+                outcome = await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why, served)
+            except Exception as e:  # a daemon must outlive any one failure
+                outcome = "failed"
+                metrics.RECONCILE_ERRORS.labels(namespace, name, "replan").inc()
+                logger.warning("re-plan failed: %s", e)
+            metrics.REPLANS.labels(namespace, name, outcome).inc()
+    finally:  # deleted (or the operator stops): its series go with it
+        metrics.forget(namespace, name)
 
 
 @functools.lru_cache(maxsize=64)
@@ -526,9 +559,12 @@ def replan_once(
         if conds != previous:
             _patch_status(namespace, name, {"conditions": conds})
         return "metrics_unavailable"
-    conv = logic.converge(
-        spec, name, namespace, bundle, rate, {**status, "conditions": previous}, view.rollouts, generation, now,
-        trigger=trigger, images=default_images(), unschedulable=pending,
+    conv = planned(
+        spec, name, namespace, trigger, now,
+        lambda: logic.converge(
+            spec, name, namespace, bundle, rate, {**status, "conditions": previous}, view.rollouts, generation, now,
+            trigger=trigger, images=default_images(), unschedulable=pending,
+        ),
     )  # fmt: skip
     if conv.status is None:
         conds = logic.merge_conditions(previous, drifts)

@@ -308,12 +308,56 @@ def condition_reason(conditions: Sequence[Mapping[str, Any]], type_: str) -> str
     return None
 
 
+# Ready=False reasons that no amount of waiting clears: the spec or its profile must change.
+# kstatus (Flux, Helm 4, kpt) reads them as Failed through the Stalled condition.
+STALLED_REASONS = ("ApplyFailed", "ProfileInvalid", "ProfileMismatch")
+
+
 def merge_conditions(previous: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """``new`` over ``previous`` by type, with kstatus's Reconciling and Stalled derived."""
     by_type = {c["type"]: dict(c) for c in previous}
     for c in new:
         by_type[c["type"]] = dict(c)
-    order = ["Ready", "Progressing", "Degraded"]
+    by_type.update({c["type"]: c for c in kstatus_conditions(by_type)})
+    order = ["Ready", "Progressing", "Degraded", "Reconciling", "Stalled"]
     return sorted(by_type.values(), key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
+
+
+def kstatus_conditions(by_type: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """Reconciling and Stalled, the abnormal-true conditions kstatus reads (Ready alone reads
+    as Current the moment the first plan is written, while its workers are still starting):
+
+    - Reconciling True while Progressing is (worker Deployments scaling or rolling out);
+    - Stalled True while Ready is False for a reason only a change can clear (STALLED_REASONS).
+
+    Each carries its source's generation, and its transition time (kept while its status is)."""
+    out = []
+    progressing, ready = by_type.get("Progressing"), by_type.get("Ready")
+    if progressing:
+        busy = progressing.get("status") == "True"
+        out.append(_derived(by_type.get("Reconciling"), "Reconciling", busy,
+                            progressing["reason"] if busy else "Reconciled", progressing, ))  # fmt: skip
+    if ready:
+        stuck = ready.get("status") == "False" and ready.get("reason") in STALLED_REASONS
+        out.append(
+            _derived(by_type.get("Stalled"), "Stalled", stuck, ready["reason"] if stuck else "NotStalled", ready)
+        )
+    return out
+
+
+def _derived(
+    previous: Mapping[str, Any] | None, type_: str, status: bool, reason: str, source: Mapping[str, Any]
+) -> dict:
+    value = "True" if status else "False"
+    same = previous is not None and previous.get("status") == value and previous.get("lastTransitionTime")
+    return {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": source.get("message", "") if status else "",
+        "observedGeneration": source.get("observedGeneration", 0),
+        "lastTransitionTime": previous["lastTransitionTime"] if same else source.get("lastTransitionTime", ""),
+    }
 
 
 def plan_message(plan: Plan) -> str:

@@ -97,3 +97,21 @@ class RouterMetrics:
             ["cascade", "model"],
             registry=r,
         )
+
+    def expose(self, cascade: str, models: tuple[str, ...]) -> None:
+        """Create every series of a cascade at zero, so a rate or a share over them is 0 (not an
+        empty answer) before the first escalation, shed or violation: dashboards and alerts
+        then read "none" rather than "no data"."""
+        c = cascade
+        self.arrivals.labels(c)
+        self.slo_violations.labels(c)
+        self.latency.labels(c)
+        for decision in ("light", "direct_heavy", "escalated", "heavy_fallback"):
+            self.decisions.labels(c, decision)
+        for reason in ("invalid", "overload", "unavailable"):
+            self.rejected.labels(c, reason)
+        for reason in ("heavy_unavailable", "heavy_saturated"):
+            self.degraded.labels(c, reason)
+        for model in models:
+            self.images.labels(c, model)
+            self.worker_errors.labels(c, model)

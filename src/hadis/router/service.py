@@ -216,6 +216,7 @@ class Router:
         plane = self.plane
         c = plane.cfg.cascade
         routers = self.peers or plane.cfg.routers.replicas
+        self.metrics.expose(c, tuple(plane.tier(name).name for name in TIERS))
         self.metrics.ratio.labels(c, "router").set(plane.cfg.router_ratio)
         self.metrics.ratio.labels(c, "disc").set(plane.cfg.disc_ratio)
         self.metrics.routers.labels(c).set(routers)

@@ -152,15 +152,20 @@ def prometheus_config(targets_file: Path, scrape_interval: str = "1s") -> dict:
     without the Kubernetes one; ``sync_targets`` keeps the file current from the API server)."""
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [{"job_name": "hadis", "file_sd_configs": [{"files": [str(targets_file)]}]}],
+        # honor_labels: the operator's series name the cascade's namespace, not its own pod's
+        # (the chart's monitors set honorLabels for the same reason)
+        "scrape_configs": [
+            {"job_name": "hadis", "honor_labels": True, "file_sd_configs": [{"files": [str(targets_file)]}]}
+        ],
     }
 
 
-SCRAPE_PORTS = {"router": 8080, "worker": 8002}  # the router's http port, Triton's metrics port
+# the router's http port, Triton's metrics port, the operator's health port (its /metrics)
+SCRAPE_PORTS = {"router": 8080, "worker": 8002, "operator": 8080}
 
 
 def pod_targets(c: Cluster, namespaces: list[str]) -> list[dict]:
-    """The Running router and worker pods of ``namespaces`` as file_sd target groups."""
+    """The Running router, worker and operator pods of ``namespaces`` as file_sd target groups."""
     groups = []
     for ns in namespaces:
         pods = c.json("get", "pods", "-n", ns, "-l", "app.kubernetes.io/part-of=hadis")["items"]
@@ -324,7 +329,7 @@ def up(args: argparse.Namespace) -> int:
     install_operator(c)
     log(f"  operator pods Ready in {time.monotonic() - t:.1f}s")
     log("== Prometheus (pods discovered through the API server) ==")
-    (prom, sync), prom_url = start_prometheus(c, STATE / "prometheus", [DEMO_NS])
+    (prom, sync), prom_url = start_prometheus(c, STATE / "prometheus", [DEMO_NS, OPERATOR_NS])
     _save_pid("prometheus", prom.pid)
     _save_pid("prometheus targets", sync.pid)
     log(f"  {prom_url}")

@@ -66,6 +66,38 @@ def test_pods_run_in_containers_on_the_real_node_and_the_openai_client_gets_pngs
     assert served <= {"tiny-light", "tiny-heavy"} and served
 
 
+def test_every_dashboard_panel_returns_data_under_traffic(stack):
+    """The shipped Grafana dashboard against the stack's real Prometheus, which scrapes the
+    routers, the workers' Triton and the operator pods: with traffic, every query of every panel
+    answers for this cascade."""
+    from prometheus_api_client import PrometheusConnect
+
+    from observability import dashboard, panel_queries
+
+    prom = PrometheusConnect(stack.prometheus_url, disable_ssl=True)
+    queries = panel_queries(dashboard(str(stack.cluster.bin_dir / "helm")), stack.namespace, "tiny")
+    assert len(queries) >= 30
+    answered: dict[tuple[str, str], list] = {}
+
+    def all_answer() -> bool:
+        for title, ref, q in queries:
+            if (title, ref) not in answered and (result := prom.custom_query(q)):
+                answered[(title, ref)] = result
+        return len(answered) == len(queries)
+
+    with Traffic(stack.router_url, 1.0, SIMPLE + HARD):
+        try:
+            demo.wait_until(all_answer, "every dashboard query answered", 240)
+        except Exception:
+            missing = [(t, r, q) for t, r, q in queries if (t, r) not in answered]
+            raise AssertionError(f"{len(missing)} of {len(queries)} queries returned no data: {missing}") from None
+    for (title, ref), result in sorted(answered.items()):
+        print(f"{title} [{ref}]: {[(r['metric'], r['value'][1]) for r in result][:3]}")
+    plan = answered[("Plan in force", "A")][0]["metric"]
+    assert plan["namespace"] == stack.namespace and plan["cascade"] == "tiny" and plan["light"] and plan["heavy"]
+    assert float(answered[("Operator leader", "A")][0]["value"][1]) == 1  # one of the two replicas leads
+
+
 def test_a_restarted_worker_pod_loads_its_weights_from_the_cache(stack):
     """spec.modelCache (the node's folder in the tiny example): the init container finds the
     weights a previous pod fetched, and the worker loads them from disk."""

@@ -52,6 +52,9 @@ app.kubernetes.io/part-of: hadis
 {{- if not (and (lt (int $le.retryPeriodSeconds) (int $le.renewDeadlineSeconds)) (lt (int $le.renewDeadlineSeconds) (int $le.leaseDurationSeconds))) }}
 {{- fail "leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds" }}
 {{- end }}
+{{- if and .Values.metrics.podMonitor.enabled .Values.metrics.serviceMonitor.enabled }}
+{{- fail "enable metrics.podMonitor or metrics.serviceMonitor, not both: every series would be scraped twice" }}
+{{- end }}
 {{- end }}
 
 {{/* The router image the operator gives its cascades: routerImage, else the operator's own. */}}

@@ -197,6 +197,8 @@ def default_images() -> builders.Images:
 @kopf.on.update(builders.GROUP, builders.VERSION, builders.PLURAL, field="spec")
 def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any) -> None:
     metrics.RECONCILES.labels(namespace, name).inc()
+    for handler in ("reconcile", "replan"):  # at zero from the start: a rate of errors reads 0, not "no data"
+        metrics.RECONCILE_ERRORS.labels(namespace, name, handler)
     try:
         _reconcile(body, spec, name, namespace, meta, status, patch, logger)
     except Exception:

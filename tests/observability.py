@@ -14,9 +14,10 @@ CHART = ROOT / "charts" / "hadis-operator"
 
 
 def render(helm: str, *sets: str) -> list[dict]:
+    """``sets`` are --set values; ``json:key=value`` is --set-json (a number: --set makes 0.95 a string)."""
     args = [helm, "template", "hop", str(CHART), "-n", "hadis-system", "--kube-version", "1.34.2"]
     for s in sets:
-        args += ["--set", s]
+        args += ["--set-json", s.removeprefix("json:")] if s.startswith("json:") else ["--set", s]
     out = subprocess.run(args, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise AssertionError(f"helm template failed:\n{out.stderr}")

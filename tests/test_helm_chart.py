@@ -105,6 +105,10 @@ def test_watch_namespaces_bind_per_namespace_and_pass_flags(helm_bin):
         (["image.pullPolicy=Sometimes"], "image/pullPolicy"),
         (["replicaCount=2", "leaderElection.enabled=false"], "replicaCount > 1 needs leaderElection.enabled=true"),
         (["leaderElection.retryPeriodSeconds=12"], "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"),
+        (["metrics.podMonitor.enabled=true", "metrics.serviceMonitor.enabled=true"], "not both"),
+        (["alerts.sloObjective=1.5"], "at '/alerts/sloObjective'"),
+        (["alerts.shedShare=lots"], "at '/alerts/shedShare'"),
+        (["metrics.podMonitor.interval=soon"], "does not match pattern"),
     ],
 )
 def test_bad_values_are_refused_with_a_readable_message(helm_bin, values, message):

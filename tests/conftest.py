@@ -130,3 +130,24 @@ def helm_bin() -> str:
 
 
 # ---------------------------------------------------------------- Prometheus: hadis.local.running_prometheus
+
+
+@pytest.fixture
+def operator(crd, namespace, monkeypatch):
+    """The operator in this process (kopf's runner), watching the test's namespace."""
+    from kopf.testing import KopfRunner
+
+    monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers", "--verbose"]
+    with KopfRunner(args, timeout=60) as runner:
+        yield runner
+    assert runner.exception is None, runner.output[-3000:]
+
+
+@pytest.fixture
+def empty_prometheus(tmp_path):
+    """A real Prometheus with nothing to scrape: every rate is 0."""
+    from hadis.local import running_prometheus
+
+    with running_prometheus(tmp_path / "prometheus", [], "5s") as url:
+        yield url

@@ -31,17 +31,6 @@ def _wait(fn, what: str, timeout_s: float = 60.0):
     raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
 
 
-@pytest.fixture
-def operator(crd, namespace, monkeypatch):
-    from kopf.testing import KopfRunner
-
-    monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
-    args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers", "--verbose"]
-    with KopfRunner(args, timeout=60) as runner:
-        yield runner
-    assert runner.exception is None, runner.output[-3000:]
-
-
 def _apply_profile(kube, namespace: str) -> None:
     """The shipped L40S planning ConfigMap, under the name the E1 example refers to."""
     cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
@@ -286,13 +275,6 @@ def _versions(kube, namespace: str) -> dict[str, str]:
                 meta["generation"] if kind == "deployments" else meta["resourceVersion"]
             )
     return out
-
-
-@pytest.fixture
-def empty_prometheus(tmp_path):
-    """A real Prometheus with nothing to scrape: every rate is 0."""
-    with running_prometheus(tmp_path / "prometheus", [], "5s") as url:
-        yield url
 
 
 def _replans(namespace: str, outcome: str, cascade: str = "e1") -> float:

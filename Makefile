@@ -74,7 +74,7 @@ test: lint $(PROMETHEUS) control-plane images gitops-tools
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python -m pytest
 
 # The inner loop: everything but the tests marked cluster (the local control plane) or dataplane
-# (real worker and router processes); see the README's "Tests".
+# (real worker and router processes); see docs/testing.md.
 test-fast: lint gitops-tools
 	$(BIN)/python -m pytest -m "not cluster and not dataplane"
 

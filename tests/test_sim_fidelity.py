@@ -1,5 +1,5 @@
 """The replay as the HADIS artifact runs it: its controller's signals, dispatch, worker timing
-and baselines (README, "Fidelity to the artifact")."""
+and baselines (docs/simulator.md, "Fidelity to the artifact")."""
 
 import math
 

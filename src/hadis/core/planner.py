@@ -33,12 +33,12 @@ from hadis.core.profile import Profile
 from hadis.core.queueing import pool_latency
 
 # The Erlang-C tail overstates the wait of deterministic batched service; 0.7 was chosen by a
-# sweep on the MAF traces (README, "Planner calibration") and keeps violations near zero there.
+# sweep on the MAF traces (docs/planner.md, "Planner calibration") and keeps violations near zero there.
 DEFAULT_QUANTILE = 0.7
 DEFAULT_MAX_UTILISATION = 0.97
 # What moving one GPU to another model costs when the planner knows the current allocation: a
 # row must be this much better in FID per GPU moved, a split this much better in worst-path
-# latency (as a share of the SLO) per GPU moved. Chosen by the surge sweep (README, "Surges").
+# latency (as a share of the SLO) per GPU moved. Chosen by the surge sweep (docs/surges.md).
 DEFAULT_MOVE_PENALTY_FID = 0.05
 DEFAULT_MOVE_PENALTY_SLO = 0.02
 

@@ -5,7 +5,7 @@ PyPI, and ``wordfreq``, whose English list costs ~30 MB of memory. We reproduce 
 definitions with a regex tokenizer shaped like spaCy's, a lexicon tagger (the concreteness
 norms' dominant part of speech, closed-class word lists and suffix rules) and a shallow
 phrase reading for the dependency roles. Per-feature agreement with HADIS's precomputed values
-is measured by ``hadis route eval`` and documented in the README.
+is measured by ``hadis route eval`` and documented in docs/router.md.
 
 Definitions (HADIS's, as the authors' code computes them):
 

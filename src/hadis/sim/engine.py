@@ -12,7 +12,7 @@ a cascade to one model by its share, and queue it by the system's dispatch rule:
   requests queued or running among the ready ones (our router's ``EndpointPool`` over the
   EndpointSlices); a GPU that changes model finishes its running batch and returns what
   waits at it to the router, which sends it on (in a cluster the terminating pod would drain
-  it instead, up to its drain time: the README's fidelity table counts this a departure).
+  it instead, up to its drain time: the fidelity table in docs/simulator.md counts this a departure).
 
 A free GPU takes up to its plan's batch size from its queue, dropping at dequeue any request
 whose elapsed time plus the expected batch time exceeds the plan's ``drop_factor`` x SLO

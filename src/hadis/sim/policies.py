@@ -4,7 +4,7 @@ The baselines and ``hadis-ref`` are the HADIS artifact's controllers (``qizhengy
 ``hadis/src/controller/``), planning from what that controller sees (``ControllerSignals``:
 the requests in the system, EWMA half-life 3 over 20 one-second samples, x1.05; per model the
 smoothed arrivals and queue) and dispatched as the artifact does (one FIFO per GPU, a GPU of
-the right model drawn at random). The README's fidelity table lists each choice and its file.
+the right model drawn at random). The fidelity table in docs/simulator.md lists each choice and its file.
 
 - ``clipper-light`` / ``clipper-heavy``: every GPU on the lightest / heaviest model, the
   largest batch within the SLO; clipper-heavy starts only what it can finish within 1.0x SLO;

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from docs import documented
 from gitops import judged
 from observability import CHART
 
 ROOT = Path(__file__).resolve().parents[1]
 GITOPS = ROOT / "examples" / "gitops"
 OVERLAY = GITOPS / "overlays" / "production"
-DOCS = ROOT / "docs" / "operations.md"
 
 
 def _build(kubectl: str, path: Path) -> list[dict]:
@@ -37,7 +36,12 @@ def _kubectl(kube) -> str:
 def test_the_overlay_builds_patches_the_cascade_and_serves_when_applied(crd, namespace, operator, empty_prometheus,
                                                                          tmp_path):  # fmt: skip
     kubectl = _kubectl(crd)
-    docs = _build(kubectl, OVERLAY)
+    # built by the command docs/operations.md gives, as written there
+    env = {**os.environ, "PATH": f"{Path(kubectl).parent}:{os.environ['PATH']}"}
+    shown = subprocess.run(["bash", "-euo", "pipefail", "-c", documented("docs/operations.md", "kubectl kustomize")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    docs = [d for d in yaml.safe_load_all(shown.stdout) if d]
     assert sorted((d["kind"], d["metadata"]["name"]) for d in docs) == [
         ("ConfigMap", "hadis-l40s"), ("DiffusionCascade", "e1"), ("Namespace", "hadis-serving")
     ]  # fmt: skip
@@ -127,7 +131,7 @@ def test_flux_objects_name_paths_that_build_and_values_that_render(crd, helm_bin
 def test_the_documented_argocd_cm_command_adds_the_health_check_and_keeps_the_rest(crd, tmp_path):
     """The command in docs/operations.md, run as written against an argocd-cm that has settings."""
     kubectl = _kubectl(crd)
-    (command,) = [b for b in re.findall(r"```bash\n(.*?)```", DOCS.read_text(), re.S) if "argocd-cm" in b]
+    command = documented("docs/operations.md", "argocd-cm")
     crd("create", "namespace", "argocd")
     try:
         existing = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cm", "namespace": "argocd",

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from docs import documented
 from hadis.core.errors import DataError
 from hadis.workers.spec import PIPELINES, SPECS_DIR, find_spec, load_spec, parse_spec
 
@@ -159,6 +160,11 @@ def test_hadis_up_tiny_serves_the_moment_it_prints_the_router_and_stops_cleanly(
         line = proc.stdout.readline().strip()
         assert line.startswith("router: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
         url = line.split(" ", 1)[1]
+        # the request docs/architecture.md shows, as written there
+        curl = next(c for c in documented("docs/architecture.md", "curl -s").splitlines() if c.startswith("curl"))
+        shown = subprocess.run(["bash", "-c", curl.replace("http://127.0.0.1:PORT", url)], capture_output=True,
+                               text=True, timeout=60, check=False)  # fmt: skip
+        assert shown.returncode == 0 and json.loads(shown.stdout)["data"][0]["b64_json"], shown
         with concurrent.futures.ThreadPoolExecutor(4) as pool:  # at once, 4 at a time
             statuses = list(pool.map(lambda k: _generate(url, k), range(12)))
         assert statuses == [200] * 12, (statuses, (tmp_path / "router.log").read_text()[-2000:])

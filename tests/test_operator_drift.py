@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import pytest
 
@@ -116,3 +117,32 @@ def test_settings_default_and_the_triton_model_names():
         "models": [{"name": "fast", "workerSpec": "sdxl-lightning-2step"}, {"name": "x", "workerSpec": "/s/my.yaml"}]
     }
     assert drift.triton_models(spec) == {"fast": "sdxl-lightning-2step", "x": "my"}
+
+
+def test_plan_gauges_follow_the_plan_in_force_and_go_with_the_lease():
+    from hadis.operator import metrics
+
+    plan = {"light": "a", "heavy": "b", "routerRatio": 0.3, "discRatio": 0.1, "replicas": {"a": 2, "b": 1},
+            "demandRps": 4.5, "predictedLatencySeconds": None, "feasible": False}  # fmt: skip
+    metrics.record_plan("ns", "c1", plan, 6.0)
+    assert metrics.sample("hadis_operator_plan_info", namespace="ns", cascade="c1", light="a", heavy="b") == 1
+    assert metrics.sample("hadis_operator_plan_replicas", namespace="ns", cascade="c1", model="a") == 2
+    assert metrics.sample("hadis_operator_plan_feasible", namespace="ns", cascade="c1") == 0
+    assert metrics.sample("hadis_operator_slo_seconds", namespace="ns", cascade="c1") == 6.0
+    assert math.isnan(metrics.REGISTRY.get_sample_value(
+        "hadis_operator_plan_predicted_latency_seconds", {"namespace": "ns", "cascade": "c1"}))  # fmt: skip
+    # a new pair: one pair series, not two; a model that left the plan has no series
+    metrics.record_plan("ns", "c1", {**plan, "heavy": "d", "replicas": {"a": 3, "d": 1}, "feasible": True}, 6.0)
+    pairs = [s for s in metrics.PLAN_INFO.collect()[0].samples if s.labels["cascade"] == "c1"]
+    assert [(s.labels["light"], s.labels["heavy"]) for s in pairs] == [("a", "d")]
+    assert metrics.REGISTRY.get_sample_value("hadis_operator_plan_replicas", {"namespace": "ns", "cascade": "c1",
+                                                                             "model": "b"}) is None  # fmt: skip
+    metrics.PLANS.labels("ns", "c1", "timer").inc()
+    metrics.forget_plans()  # the Lease lost: the gauges go, the counters stay
+    assert (
+        metrics.REGISTRY.get_sample_value("hadis_operator_plan_feasible", {"namespace": "ns", "cascade": "c1"}) is None
+    )
+    assert metrics.sample("hadis_operator_plans_total", namespace="ns", cascade="c1", trigger="timer") >= 1
+    metrics.forget("ns", "c1")  # deleted: nothing of it left
+    left = {"namespace": "ns", "cascade": "c1", "trigger": "timer"}
+    assert metrics.REGISTRY.get_sample_value("hadis_operator_plans_total", left) is None

@@ -97,7 +97,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     from hadis.local import run_up_tiny
 
     if not args.tiny:
-        raise SystemExit("error: only 'hadis up --tiny' runs locally; real models run on a cluster (see docs/operator.md)")
+        raise SystemExit(
+            "error: only 'hadis up --tiny' runs locally; real models run on a cluster (see docs/operator.md)"
+        )
     return run_up_tiny(args)
 
 

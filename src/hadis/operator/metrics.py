@@ -37,7 +37,7 @@ PROFILE_DRIFT = Gauge(
 PLANS = Counter(
     "hadis_operator_plans_total",
     "Planning passes by trigger: reconcile (create, spec change, operator start), timer (the "
-    "planner interval), surge_rise and the other surge reasons (hadis.core.surge)",
+    "planner interval), and the surge trigger's initial, rise, backlog and fall (hadis.core.surge)",
     ["namespace", "cascade", "trigger"],
     registry=REGISTRY,
 )

@@ -18,7 +18,7 @@ help:
 	@echo "make images    build the control and worker images (debootstrap base, cached)"
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
-	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; about 90 s)"
+	@echo "make test-fast lint and run the tests of pure logic (no cluster, no worker processes; about 2 minutes)"
 	@echo "make fuzz      the router's API and the operator fuzzed, longer budgets than make test's"
 	@echo "make bench     planner, simulator, surge, router, data-plane, profiling-grid and operator benchmarks (print figures)"
 	@echo "make profiles  regenerate the shipped profiles/ from $(DATA)"

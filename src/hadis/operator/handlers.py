@@ -528,10 +528,15 @@ def replan_once(
     condition (ProfileMissing, ProfileInvalid, ProfileMismatch). ``served`` (what the workers
     served, from Triton's counters) sets ProfileDrift. Writes only when the plan or a condition
     changed. Returns the outcome, as counted in ``hadis_operator_replans_total``:
-    applied, unchanged, metrics_unavailable or profile_unavailable."""
+    applied, unchanged, metrics_unavailable, profile_unavailable or awaiting_reconcile."""
     spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
     generation = int(meta.get("generation", 0))
+    if int(status.get("observedGeneration") or 0) < generation:
+        # A new spec the reconcile has not written its status for yet: conditions built on the
+        # old status would overwrite what the reconcile is about to write (a refused object's
+        # ApplyFailed, kept forever once written back). The next check re-plans.
+        return "awaiting_reconcile"
     previous = list(status.get("conditions") or [])
     now = _now()
     rollout = logic.rollout_condition(view.rollouts, generation, now, previous)

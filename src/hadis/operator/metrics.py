@@ -24,7 +24,7 @@ REPLANS = Counter(
     "hadis_operator_replans_total",
     "Re-plans of a cascade by outcome: applied (the plan changed), unchanged (the same plan; "
     "no API write unless a condition changed), metrics_unavailable and profile_unavailable (the "
-    "last plan kept), failed",
+    "last plan kept), awaiting_reconcile (a new spec not yet reconciled), failed",
     ["namespace", "cascade", "outcome"],
     registry=REGISTRY,
 )

@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from hadis.core.bundle import parse_configmap  # noqa: E402
 from hadis.local import api_request_counts, free_port, running_prometheus, wait_http_ok  # noqa: E402
 from hadis.operator.builders import CASCADE_LABEL, MODEL_LABEL  # noqa: E402
-from hadis.operator.logic import PlannerSpec, decide  # noqa: E402
+from hadis.operator.logic import decide  # noqa: E402
+from hadis.operator.spec import CascadeSpec  # noqa: E402
 
 LIGHT = "sdxl-lightning-2step"
 LOW_RPS, HIGH_RPS = 1.0, 8.0
@@ -165,8 +166,8 @@ def main() -> int:
     # the planner the operator runs, offline: the step must change the light tier's replicas
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     spec = cascade_spec("http://unused", args.interval)
-    low = decide(bundle, PlannerSpec.of(spec), LOW_RPS, None).replicas
-    high = decide(bundle, PlannerSpec.of(spec), HIGH_RPS, None).replicas
+    low = decide(bundle, CascadeSpec.parse(spec), LOW_RPS, None).replicas
+    high = decide(bundle, CascadeSpec.parse(spec), HIGH_RPS, None).replicas
     assert low[LIGHT] < high[LIGHT], (low, high)
     print(f"plan at {LOW_RPS} req/s: {low}; at {HIGH_RPS} req/s: {high}", flush=True)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from hadis.operator import builders
 from hadis.operator.builders import (
     CASCADE_LABEL,
     MODEL_LABEL,
@@ -17,9 +18,6 @@ from hadis.operator.builders import (
     Images,
     cpu_threads,
     drain_seconds,
-    images_of,
-    models_of,
-    placement_of,
     router_config,
     router_configmap,
     router_deployment,
@@ -30,6 +28,7 @@ from hadis.operator.builders import (
     worker_network_policy,
     worker_service,
 )
+from hadis.operator.spec import CascadeSpec
 from hadis.router.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +40,42 @@ models:
   - {name: sd3.5-large, workerSpec: sd3.5-large, gpusPerReplica: 2, resources: {requests: {memory: 64Gi}}}
 """
 )
+
+
+BASE = {
+    "sloSeconds": 10,
+    "gpuBudget": {"max": 8},
+    "profile": {"configMapName": "p"},
+    "models": [{"name": "a", "workerSpec": "a"}, {"name": "b", "workerSpec": "b"}],
+}
+
+
+def parsed(spec: dict) -> CascadeSpec:
+    """A typed spec of ``spec``'s fields over a minimal valid one."""
+    return CascadeSpec.parse({**BASE, **spec})
+
+
+typed = CascadeSpec.parse
+
+
+def models_of(spec: dict) -> list:
+    return list(parsed(spec).models)
+
+
+def images_of(spec: dict, defaults: Images) -> Images:
+    return builders.images_of(parsed(spec), defaults)
+
+
+def placement_of(spec: dict) -> dict:
+    return builders.placement_of(parsed(spec))
+
+
+def model_cache_volume(spec: dict) -> dict | None:
+    return builders.model_cache_volume(parsed(spec))
+
+
+def surge_spec(spec: dict):
+    return parsed(spec).surge
 
 
 def test_worker_deployment_requests_gpus_probes_and_runs_non_root():
@@ -230,8 +265,6 @@ def test_a_terminating_worker_serves_on_then_drains_within_its_grace_period():
 
 
 def test_a_model_cache_adds_a_fetch_step_and_the_worker_loads_from_it():
-    from hadis.operator.builders import model_cache_volume
-
     assert model_cache_volume({}) is None
     spec = {**SPEC, "modelCache": {"hostPath": {"path": "/var/cache/models"}}}
     spec["models"] = [{**SPEC["models"][0], "revision": "abc123"}]
@@ -257,12 +290,12 @@ def test_plan_replicas_and_status_from_the_shipped_profile(data_dir):
     import datetime as dt
 
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import PlannerSpec, condition, decide, merge_conditions, plan_status, same_plan
+    from hadis.operator.logic import condition, decide, merge_conditions, plan_status, same_plan
 
     root = data_dir.parents[1]
     bundle = parse_configmap((root / "profiles" / "configmap-l40s.yaml").read_text())
     spec = yaml.safe_load((root / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
-    ps = PlannerSpec.of(spec)
+    ps = CascadeSpec.parse(spec)
     (low, r_low), (high, r_high) = (
         (d.plan, d.replicas) for d in (decide(bundle, ps, 0.5, None), decide(bundle, ps, 40.0, None))
     )
@@ -350,10 +383,10 @@ def test_progressing_while_any_worker_is_short_of_its_replicas():
 
 def test_plan_conditions_ready_and_degraded_follow_feasibility():
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import PlannerSpec, make_plan, plan_conditions
+    from hadis.operator.logic import make_plan, plan_conditions
 
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    spec = PlannerSpec.of(yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"])
+    spec = CascadeSpec.parse(yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"])
     now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
     ready, degraded = plan_conditions(make_plan(bundle, spec, 2.0), 1, now)
     assert (ready["status"], ready["reason"], degraded["status"]) == ("True", "Planned", "False")
@@ -364,10 +397,10 @@ def test_plan_conditions_ready_and_degraded_follow_feasibility():
 def test_condition_messages_do_not_move_with_demand_noise():
     """Status is rewritten only when a condition changes: scrape noise in the demand must not."""
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import PlannerSpec, make_plan, plan_conditions
+    from hadis.operator.logic import make_plan, plan_conditions
 
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    spec = PlannerSpec.of(yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"])
+    spec = CascadeSpec.parse(yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"])
     now = dt.datetime(2026, 11, 25, tzinfo=dt.UTC)
     for low, high in ((1.0, 1.07), (500.0, 530.0)):
         a, b = make_plan(bundle, spec, low), make_plan(bundle, spec, high)
@@ -404,7 +437,6 @@ def test_rollout_and_unschedulable_read_the_api_objects():
 def test_surge_spec_fills_what_a_cascade_leaves_out_from_the_crd_defaults():
     """A cascade that sets one surge field gets that field and the CRD's defaults for the rest
     (what the API server would fill in); ``enabled: false`` turns early re-plans off."""
-    from hadis.operator.logic import surge_spec
 
     crd = yaml.safe_load((ROOT / "crds" / "diffusioncascades.serving.hadis.dev.yaml").read_text())
     props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
@@ -420,11 +452,11 @@ def test_surge_spec_fills_what_a_cascade_leaves_out_from_the_crd_defaults():
 
 
 def test_replan_clock_replans_early_on_a_rise_and_on_the_interval_otherwise():
-    from hadis.operator.logic import ReplanClock, surge_spec
+    from hadis.operator.logic import ReplanClock
 
     spec = {"planner": {"surge": {"checkSeconds": 2, "cooldownSeconds": 0, "scaleDownDelaySeconds": 20}}}
     clock = ReplanClock.start(10.0, surge_spec(spec), now=0.0, planned_rate=1.0)
-    assert clock.step_s == 2 and clock.window == "5s"
+    assert clock.step_s == 2 and clock.window == "1m"
     assert clock.tick(2.0, 1.1) is None  # quiet: no re-plan, no API calls
     assert clock.tick(4.0, 1.0) is None
     rate, why = clock.tick(6.0, 8.0)  # the surge: planned at once, 4 s before the interval
@@ -444,7 +476,7 @@ def test_replan_clock_replans_early_on_a_rise_and_on_the_interval_otherwise():
 def test_replan_clock_checks_at_least_as_often_as_the_interval():
     """Found by the operator fuzz: ``checkSeconds: 60`` with ``intervalSeconds: 1`` re-planned
     once a minute."""
-    from hadis.operator.logic import ReplanClock, surge_spec
+    from hadis.operator.logic import ReplanClock
 
     clock = ReplanClock.start(1.0, surge_spec({"planner": {"surge": {"checkSeconds": 60}}}), now=0.0, planned_rate=1.0)
     assert clock.step_s == 1.0
@@ -462,12 +494,12 @@ def test_replan_clock_without_surge_plans_on_the_interval_and_reports_metric_fai
 
 def test_status_plan_records_the_trigger_but_a_trigger_alone_is_no_change():
     from hadis.core.bundle import from_configmap
-    from hadis.operator.logic import PlannerSpec, decide, plan_status, same_plan
+    from hadis.operator.logic import decide, plan_status, same_plan
 
     cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     bundle = from_configmap(cm, "test")
     spec = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
-    plan, replicas = (lambda d: (d.plan, d.replicas))(decide(bundle, PlannerSpec.of(spec), 4.0, None))
+    plan, replicas = (lambda d: (d.plan, d.replicas))(decide(bundle, CascadeSpec.parse(spec), 4.0, None))
     now = dt.datetime(2026, 1, 1)
     a, b = plan_status(plan, replicas, now, "rise"), plan_status(plan, replicas, now, "timer")
     assert a["trigger"] == "rise" and same_plan(a, b)
@@ -475,13 +507,13 @@ def test_status_plan_records_the_trigger_but_a_trigger_alone_is_no_change():
 
 def test_operator_plans_count_the_gpus_it_would_move():
     from hadis.core.bundle import from_configmap
-    from hadis.operator.logic import PlannerSpec, current_gpus, make_plan
+    from hadis.operator.logic import current_gpus, make_plan
 
     cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     bundle = from_configmap(cm, "test")
     doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-e1.yaml").read_text())["spec"]
     doc["planner"]["objective"] = {"spareGpus": "Keep"}  # the whole budget: every split of it serves
-    spec = PlannerSpec.of(doc)
+    spec = CascadeSpec.parse(doc)
     assert current_gpus(None, models_of(doc)) is None
     now = current_gpus({"replicas": {"sdxl-lightning-2step": 2, "sd3.5-large-turbo": 14}}, models_of(doc))
     assert now == {"sdxl-lightning-2step": 2, "sd3.5-large-turbo": 14, "sd3.5-medium": 0, "sd3.5-large": 0}
@@ -509,11 +541,11 @@ def test_the_operator_deploys_what_it_plans_within_the_budget():
     """gpusPerReplica 2 on the heaviest models: whole replicas, never outside gpuBudget, both
     tiers served, and a trickle does not hold the whole budget."""
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import PlannerSpec, decide, plan_status
+    from hadis.operator.logic import decide, plan_status
 
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     per = {"sd3.5-medium": 2, "sd3.5-large": 2, "sd3.5-large-turbo": 2}
-    spec = PlannerSpec.of(e1_with(per_replica=per)["spec"])
+    spec = CascadeSpec.parse(e1_with(per_replica=per)["spec"])
     for rate in (0.5, 5, 20, 40, 80):
         d = decide(bundle, spec, rate, None)
         gpus = sum(n * per.get(m, 1) for m, n in d.replicas.items())
@@ -525,21 +557,21 @@ def test_the_operator_deploys_what_it_plans_within_the_budget():
         assert plan_status(d.plan, d.replicas, dt.datetime(2026, 1, 1))["gpus"] == gpus
         if rate == 0.5:
             assert gpus < 16
-    keep = PlannerSpec.of(e1_with({"spareGpus": "Keep"}, per)["spec"])
+    keep = CascadeSpec.parse(e1_with({"spareGpus": "Keep"}, per)["spec"])
     assert decide(bundle, keep, 0.5, None).plan.total_gpus == 16  # Keep spends the budget
 
 
 def test_a_max_fid_objective_buys_the_fewest_gpus_that_reach_it():
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import PlannerSpec, decide
+    from hadis.operator.logic import decide
 
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    best = decide(bundle, PlannerSpec.of(e1_with()["spec"]), 10.0, None).plan
-    loose = decide(bundle, PlannerSpec.of(e1_with({"maxFid": 29.8})["spec"]), 10.0, None).plan
+    best = decide(bundle, CascadeSpec.parse(e1_with()["spec"]), 10.0, None).plan
+    loose = decide(bundle, CascadeSpec.parse(e1_with({"maxFid": 29.8})["spec"]), 10.0, None).plan
     assert best.feasible and loose.feasible and loose.objective_met
     assert loose.predicted_quality <= 29.8 and loose.total_gpus < best.total_gpus
     assert loose.predicted_quality >= best.predicted_quality  # fewer GPUs, no better FID
-    unreachable = decide(bundle, PlannerSpec.of(e1_with({"maxFid": 1.0})["spec"]), 10.0, None).plan
+    unreachable = decide(bundle, CascadeSpec.parse(e1_with({"maxFid": 1.0})["spec"]), 10.0, None).plan
     assert not unreachable.objective_met and unreachable.config == best.config and unreachable.reason
 
 
@@ -550,12 +582,12 @@ def test_converge_is_one_planning_pass_for_reconcile_and_replan():
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     spec = e1_with()["spec"]
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    first = converge(spec, "e1", "serving", bundle, 0.5, {}, [], 3, now, reconcile=True)
+    first = converge(typed(spec), "e1", "serving", bundle, 0.5, {}, [], 3, now, reconcile=True)
     assert first.status is not None and first.status["observedGeneration"] == 3
     kinds = sorted({o["kind"] for o in first.objects})
     assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Role", "RoleBinding", "Service", "ServiceAccount"]
     off = {**spec, "networkPolicy": {"enabled": False}}
-    assert "NetworkPolicy" not in {o["kind"] for o in converge(off, "e1", "serving", bundle, 0.5, {}, [], 3, now,
+    assert "NetworkPolicy" not in {o["kind"] for o in converge(typed(off), "e1", "serving", bundle, 0.5, {}, [], 3, now,
                                                                    reconcile=True).objects}  # fmt: skip
     workers = {o["metadata"]["name"]: o["spec"]["replicas"] for o in first.objects if o["kind"] == "Deployment"}
     assert (
@@ -567,13 +599,15 @@ def test_converge_is_one_planning_pass_for_reconcile_and_replan():
     folded = merge_conditions(first.status["conditions"], [rollout_condition(done, 3, now)])
     status = {**first.status, "conditions": folded}
     # The same demand again: nothing to apply, nothing to write, no event.
-    idle = converge(spec, "e1", "serving", bundle, 0.5, status, done, 3, now + dt.timedelta(seconds=5))
+    idle = converge(
+        CascadeSpec.parse(spec), "e1", "serving", bundle, 0.5, status, done, 3, now + dt.timedelta(seconds=5)
+    )
     assert (idle.objects, idle.status, idle.events) == ((), None, ())
     # A reconcile (the spec changed) applies everything, with no event when the plan is the same.
-    again = converge(spec, "e1", "serving", bundle, 0.5, status, done, 4, now, reconcile=True)
+    again = converge(typed(spec), "e1", "serving", bundle, 0.5, status, done, 4, now, reconcile=True)
     assert again.objects and again.status and again.events == ()
     # A rise: the objects, a status naming the trigger, and a Replanned event saying why.
-    rise = converge(spec, "e1", "serving", bundle, 8.0, status, done, 3, now, trigger="rise")
+    rise = converge(typed(spec), "e1", "serving", bundle, 8.0, status, done, 3, now, trigger="rise")
     assert rise.objects and rise.status["plan"]["trigger"] == "rise"
     assert rise.events[0][0] == "Replanned" and rise.events[0][1].startswith("rise, 8.00 req/s: [hadis]")
     assert rise.status["plan"]["gpus"] == rise.decision.plan.total_gpus > status["plan"]["gpus"]
@@ -583,12 +617,12 @@ def test_every_status_plan_field_is_in_the_crd_schema():
     """The API server prunes unknown status fields: one missing from the schema would differ on
     every re-plan, and the operator would rewrite an idle cascade forever."""
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import PlannerSpec, decide, plan_status
+    from hadis.operator.logic import decide, plan_status
 
     crd = yaml.safe_load((ROOT / "crds" / "diffusioncascades.serving.hadis.dev.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["plan"]
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
-    d = decide(bundle, PlannerSpec.of(e1_with()["spec"]), 4.0, None)
+    d = decide(bundle, CascadeSpec.parse(e1_with()["spec"]), 4.0, None)
     doc = plan_status(d.plan, d.replicas, dt.datetime(2026, 1, 1), "rise")
     assert set(doc) <= set(schema["properties"]), set(doc) - set(schema["properties"])
 
@@ -596,26 +630,26 @@ def test_every_status_plan_field_is_in_the_crd_schema():
 def test_a_refused_apply_waits_for_a_new_spec_or_plan():
     """ApplyFailed stays until a reconcile or a different plan: no flip back to Ready, no retries."""
     from hadis.core.bundle import parse_configmap
-    from hadis.operator.logic import PlannerSpec, apply_failed, converge, decide, merge_conditions, plan_status
+    from hadis.operator.logic import apply_failed, converge, decide, merge_conditions, plan_status
 
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     spec = e1_with()["spec"]
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    d = decide(bundle, PlannerSpec.of(spec), 0.5, None)
+    d = decide(bundle, CascadeSpec.parse(spec), 0.5, None)
     failed = merge_conditions([], apply_failed("Service serving/e1-x: invalid", 2, now))
     status = {"plan": plan_status(d.plan, d.replicas, now), "conditions": failed}
-    same = converge(spec, "e1", "serving", bundle, 0.5, status, [], 2, now)
+    same = converge(typed(spec), "e1", "serving", bundle, 0.5, status, [], 2, now)
     assert (same.objects, same.status) == ((), None)  # the same plan: nothing retried or rewritten
-    moved = converge(spec, "e1", "serving", bundle, 8.0, status, [], 2, now, trigger="rise")
+    moved = converge(typed(spec), "e1", "serving", bundle, 8.0, status, [], 2, now, trigger="rise")
     assert moved.objects  # a new plan is applied (it may build valid objects)
-    again = converge(spec, "e1", "serving", bundle, 0.5, status, [], 3, now, reconcile=True)
+    again = converge(typed(spec), "e1", "serving", bundle, 0.5, status, [], 3, now, reconcile=True)
     assert again.objects and {c["reason"] for c in again.status["conditions"]} >= {"Planned", "AsPlanned"}
 
 
 def test_a_failed_rate_query_is_worded_by_what_went_wrong():
     import requests
 
-    from hadis.operator.handlers import metrics_failure
+    from hadis.operator.prom import metrics_failure
 
     assert metrics_failure(requests.ReadTimeout("read timed out"), 2.0) == "Prometheus did not answer within 2s"
     assert metrics_failure(requests.ConnectionError("refused"), 5) == "Prometheus unreachable (ConnectionError)"
@@ -632,14 +666,16 @@ def test_pending_worker_pods_are_said_once_and_the_conditions_then_stay():
     bundle = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
     spec = e1_with()["spec"]
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    status = converge(spec, "e1", "serving", bundle, 0.5, {}, [], 1, now, reconcile=True).status
-    pending = converge(spec, "e1", "serving", bundle, 0.5, status, [], 1, now, unschedulable=3).status
+    status = converge(typed(spec), "e1", "serving", bundle, 0.5, {}, [], 1, now, reconcile=True).status
+    pending = converge(
+        CascadeSpec.parse(spec), "e1", "serving", bundle, 0.5, status, [], 1, now, unschedulable=3
+    ).status
     conds = {c["type"]: c for c in pending["conditions"]}
     assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "PodsUnschedulable")
     assert conds["Degraded"]["message"].startswith("3 worker pod(s) cannot be scheduled")
     later = now + dt.timedelta(seconds=5)
-    assert converge(spec, "e1", "serving", bundle, 0.5, pending, [], 1, later, unschedulable=3).status is None
-    cleared = converge(spec, "e1", "serving", bundle, 0.5, pending, [], 1, later).status
+    assert converge(typed(spec), "e1", "serving", bundle, 0.5, pending, [], 1, later, unschedulable=3).status is None
+    cleared = converge(typed(spec), "e1", "serving", bundle, 0.5, pending, [], 1, later).status
     assert {c["type"]: c["status"] for c in cleared["conditions"]}["Ready"] == "True"
 
 

@@ -9,12 +9,16 @@ import pytest
 
 from hadis.core.profile import load_profile
 from hadis.operator import drift
+from hadis.operator.spec import CascadeSpec, DriftSpec, ModelEntry
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 NOW = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
 TINY = {
     "models": [{"name": "tiny-light", "workerSpec": "tiny-light"}, {"name": "tiny-heavy", "workerSpec": "tiny-heavy"}]
 }
+
+
+TINY_MODELS = tuple(ModelEntry.parse(m) for m in TINY["models"])
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,7 @@ def test_profiled_seconds_interpolate_between_batch_sizes(profile):
 
 
 def test_a_slowed_model_is_drift_with_both_figures(profile):
-    found = drift.findings(profile, drift.triton_models(TINY), served(3.1, 3.05))
+    found = drift.findings(profile, drift.triton_models(TINY_MODELS), served(3.1, 3.05))
     cond = drift.drift_condition(found, 0.5, 5, "2m", 3, NOW)
     assert (cond["type"], cond["status"], cond["reason"]) == ("ProfileDrift", "True", "LatencyDrift")
     assert "tiny-light served 3.1s per batch" in cond["message"] and "profiled 1s: +210%" in cond["message"]
@@ -78,7 +82,7 @@ def test_a_slowed_model_is_drift_with_both_figures(profile):
 
 
 def test_within_tolerance_and_not_enough_traffic(profile):
-    models = drift.triton_models(TINY)
+    models = drift.triton_models(TINY_MODELS)
     ok = drift.drift_condition(drift.findings(profile, models, served(1.04, 3.1)), 0.5, 5, "2m", 1, NOW)
     assert (ok["status"], ok["reason"]) == ("False", "WithinTolerance")
     assert "tiny-light 1s vs 1s" in ok["message"] and "tiny-heavy 3.1s vs 3s" in ok["message"]
@@ -99,7 +103,7 @@ def test_within_tolerance_and_not_enough_traffic(profile):
 
 
 def test_the_transition_time_moves_only_when_the_verdict_does(profile):
-    models = drift.triton_models(TINY)
+    models = drift.triton_models(TINY_MODELS)
     first = drift.drift_condition(drift.findings(profile, models, served(3.0, 3.0)), 0.5, 5, "2m", 1, NOW)
     later = NOW + dt.timedelta(minutes=5)
     again = drift.drift_condition(drift.findings(profile, models, served(3.2, 3.0)), 0.5, 5, "2m", 1, later, [first])
@@ -111,12 +115,14 @@ def test_the_transition_time_moves_only_when_the_verdict_does(profile):
 
 
 def test_settings_default_and_the_triton_model_names():
-    assert drift.settings({}) == {"enabled": True, "tolerance": 0.5, "window": "2m", "minBatches": 5}
-    assert drift.settings({"profileDrift": {"tolerance": 0.2}})["tolerance"] == 0.2
-    spec = {
-        "models": [{"name": "fast", "workerSpec": "sdxl-lightning-2step"}, {"name": "x", "workerSpec": "/s/my.yaml"}]
+    base = {**TINY, "sloSeconds": 5, "gpuBudget": {"max": 4}, "profile": {"configMapName": "p"}}
+    assert CascadeSpec.parse(base).drift == DriftSpec(enabled=True, tolerance=0.5, window="2m", min_batches=5)
+    assert CascadeSpec.parse({**base, "profileDrift": {"tolerance": 0.2}}).drift.tolerance == 0.2
+    models = [{"name": "fast", "workerSpec": "sdxl-lightning-2step"}, {"name": "x", "workerSpec": "/s/my.yaml"}]
+    assert drift.triton_models(CascadeSpec.parse({**base, "models": models}).models) == {
+        "fast": "sdxl-lightning-2step",
+        "x": "my",
     }
-    assert drift.triton_models(spec) == {"fast": "sdxl-lightning-2step", "x": "my"}
 
 
 def test_plan_gauges_follow_the_plan_in_force_and_go_with_the_lease():

@@ -193,17 +193,17 @@ def _plan_cascade_file(bundle, path: str, rate: float):
 
     from hadis.core.errors import DataError
     from hadis.operator import logic
+    from hadis.operator.spec import CascadeSpec
 
     try:
         doc = yaml.safe_load(Path(path).read_text())
-        spec = doc["spec"]
-        ps = logic.PlannerSpec.of(spec)
+        ps = CascadeSpec.parse(doc["spec"])
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
         raise DataError(path, f"not a DiffusionCascade with spec.gpuBudget.max, sloSeconds and models: {e}") from None
-    missing = [m.name for m in ps.models if m.name not in bundle.profile.names]
-    if missing:
-        raise DataError(path, f"models not in the profile: {', '.join(missing)}")
-    decision = logic.decide(bundle, ps, rate, None)
+    checked = logic.plannable(ps, bundle, "given")
+    if checked.bundle is None:
+        raise DataError(path, checked.message)
+    decision = logic.decide(checked.bundle, ps, rate, None)
     return decision.plan, decision.replicas
 
 

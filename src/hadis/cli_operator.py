@@ -45,7 +45,7 @@ async def _health_server(host: str, port: int, health, retry_period_s: float) ->
 def cmd_operator_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from hadis.operator import handlers  # importing registers the kopf handlers
+    from hadis.operator import cluster, handlers  # noqa: F401 (importing handlers registers them)
     from hadis.operator.health import HealthState
     from hadis.operator.leader import ElectionConfig, LeaseElector, LostLeadership, run_as_leader
     from hadis.operator.metrics import LEADER, forget_plans
@@ -92,7 +92,7 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
             health.last_attempt = float("inf")  # no election loop to stall
         server = await _health_server(args.health_host, args.health_port, health, args.retry_period)
         try:
-            handlers.load_client_config()
+            cluster.load_client_config()
             if not args.leader_elect:
                 await operate(asyncio.Event())
                 return

@@ -7,8 +7,8 @@ is text in data-only formats, and reading it back gives equal objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import yaml
@@ -33,6 +33,24 @@ class Bundle:
         missing = [m for m in self.table.models if m not in self.profile.names]
         if missing:
             raise DataError("pareto.csv", f"models not in the profile: {', '.join(missing)}")
+
+    def restricted(self, names: Sequence[str]) -> Bundle | None:
+        """The bundle of only ``names``' models, in the profile's order: the table's and the
+        grid's rows of pairs of two of them. None when no row pairs two of them (nothing to
+        plan). A cascade that lists some of its profile's models is planned with this, so no
+        plan ever names a model the cascade does not run."""
+        keep = set(names)
+        if set(self.profile.names) <= keep:
+            return self
+        rows = [c for c in self.table.rows if c.light in keep and c.heavy in keep]
+        if not rows:
+            return None
+        grid = self.table.grid
+        if grid is not None:
+            configs = [c for c in grid.configs if c.light in keep and c.heavy in keep]
+            grid = QualityGrid(configs) if configs else None
+        profile = replace(self.profile, models=tuple(m for m in self.profile.models if m.name in keep))
+        return Bundle(profile, ParetoTable(rows, grid))
 
 
 def to_configmap(bundle: Bundle, name: str, namespace: str | None = None) -> dict[str, Any]:

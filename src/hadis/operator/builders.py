@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hadis import __version__
+from hadis.core.bundle import Bundle
+from hadis.core.planner import Plan
 from hadis.core.profile import Profile
+from hadis.operator.spec import CascadeSpec, ModelEntry
 from hadis.router.config import (
     Capacity,
     Discovery,
@@ -47,36 +50,22 @@ ROUTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"
 
 
 @dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    worker_spec: str
-    image: str | None = None
-    gpus_per_replica: int = 1
-    resources: Mapping[str, Any] | None = None
-    args: tuple[str, ...] = ()
-    revision: str | None = None
-
-
-@dataclass(frozen=True)
 class Images:
     router: str = ROUTER_IMAGE
     worker: str = WORKER_IMAGE
 
 
-def images_of(spec: Mapping[str, Any], defaults: Images) -> Images:
+def images_of(spec: CascadeSpec, defaults: Images) -> Images:
     """A cascade's images: ``spec.router.image`` and ``spec.workerImage`` over the operator's."""
-    return Images(
-        router=(spec.get("router") or {}).get("image") or defaults.router,
-        worker=spec.get("workerImage") or defaults.worker,
-    )
+    return Images(router=spec.router.image or defaults.router, worker=spec.worker_image or defaults.worker)
 
 
 WEIGHTS_DIR = "/models/weights"
 
 
-def model_cache_volume(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+def model_cache_volume(spec: CascadeSpec) -> dict[str, Any] | None:
     """The pod volume of ``spec.modelCache`` (None: an emptyDir per pod, no fetch step)."""
-    cache = spec.get("modelCache") or {}
+    cache = spec.model_cache or {}
     if cache.get("hostPath"):
         return {"name": "model-cache", "hostPath": {"path": cache["hostPath"]["path"], "type": "DirectoryOrCreate"}}
     if cache.get("persistentVolumeClaim"):
@@ -85,9 +74,9 @@ def model_cache_volume(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def placement_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+def placement_of(spec: CascadeSpec) -> dict[str, Any]:
     """The pod-spec fields of ``spec.placement`` (node selector, tolerations) that are set."""
-    placement = spec.get("placement") or {}
+    placement = spec.placement or {}
     return {k: placement[k] for k in ("nodeSelector", "tolerations") if placement.get(k)}
 
 
@@ -103,21 +92,6 @@ def cpu_threads(resources: Mapping[str, Any] | None) -> int | None:
     except ValueError:  # not a quantity: the API server refuses the pod spec and says why
         return None
     return max(1, math.ceil(cores))
-
-
-def models_of(spec: Mapping[str, Any]) -> list[ModelEntry]:
-    return [
-        ModelEntry(
-            name=m["name"],
-            worker_spec=m["workerSpec"],
-            image=m.get("image"),
-            gpus_per_replica=int(m.get("gpusPerReplica", 1)),
-            resources=m.get("resources"),
-            args=tuple(m.get("args") or ()),
-            revision=m.get("revision"),
-        )
-        for m in spec["models"]
-    ]
 
 
 def labels(cascade: str, component: str, model: str | None = None) -> dict[str, str]:
@@ -512,3 +486,91 @@ def worker_network_policy(cascade: str, namespace: str) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _slowest_batch(profile: Profile, model: str) -> float | None:
+    try:
+        return max((s for _, s in profile.feasible_batches(model)), default=None)
+    except KeyError:  # a model the profile does not know: the SLO bounds its drain
+        return None
+
+
+def owned_objects(
+    spec: CascadeSpec,
+    name: str,
+    namespace: str,
+    bundle: Bundle,
+    plan: Plan,
+    replicas: Mapping[str, int],
+    default_images: Images = Images(),
+) -> list[dict]:
+    """Every object a cascade owns, for a plan and its replicas per model: worker Deployments and
+    Services per model, the router's config, RBAC, Deployment and Service, and the workers'
+    NetworkPolicy. What a cascade owned and this set no longer has is pruned (``prunable``)."""
+    images = images_of(spec, default_images)
+    placement = placement_of(spec)
+    cache = model_cache_volume(spec)
+    profile = bundle.profile
+    light = profile.model(plan.config.light)
+    capacities = {
+        m: tier_capacity(profile, m, spec.slo_s, replicas.get(m, 0)) for m in (plan.config.light, plan.config.heavy)
+    }
+    learned = spec.router.scoring == "learned"
+    cfg = router_config(
+        name,
+        namespace,
+        plan.config.light,
+        plan.config.heavy,
+        plan.config.router_ratio,
+        plan.config.disc_ratio,
+        spec.slo_s,
+        f"{light.resolution}x{light.resolution}",
+        spec.router.scoring,
+        f"{ROUTER_MODEL_DIR}/{ROUTER_MODEL_KEY}" if learned else None,
+        capacities,
+        spec.router.replicas,
+    )
+    objs: list[dict] = []
+    for m in spec.models:
+        drain = drain_seconds(spec.slo_s, _slowest_batch(profile, m.name))
+        objs.append(
+            worker_deployment(name, namespace, m, replicas.get(m.name, 0), images.worker, placement, drain, cache)
+        )
+        objs.append(worker_service(name, namespace, m))
+    objs.append(router_configmap(name, namespace, cfg))
+    objs += router_rbac(name, namespace)
+    objs.append(
+        router_deployment(
+            name, namespace, spec.router.replicas, images.router, placement, spec.router.model_configmap,
+            spec.router.resources,
+        )
+    )  # fmt: skip
+    objs.append(router_service(name, namespace))
+    if spec.network_policy:
+        objs.append(worker_network_policy(name, namespace))
+    return objs
+
+
+# The kinds a cascade owns, and so may prune (``prunable``).
+PRUNED_KINDS = ("Deployment", "Service")
+
+
+def prunable(existing: Mapping[str, list[str]], owned: list[dict]) -> list[tuple[str, str]]:
+    """``(kind, name)`` of the cascade's objects (found by its label: ``existing``, names by kind)
+    that the owned set built from its spec no longer has: the workers of a model removed from
+    ``spec.models``. Only PRUNED_KINDS: the router's objects are always in the set."""
+    keep = {(o["kind"], o["metadata"]["name"]) for o in owned}
+    return sorted((kind, n) for kind in PRUNED_KINDS for n in existing.get(kind, []) if (kind, n) not in keep)
+
+
+def name_conflicts(taken: Mapping[tuple[str, str], str], cascade: str, owned: list[dict]) -> list[str]:
+    """Objects the cascade would build whose names another cascade's objects already hold
+    (``taken``: ``(kind, name)`` -> the owning cascade's label). Names join the cascade's and the
+    model's (``a`` + ``b-c`` and ``a-b`` + ``c`` are both ``a-b-c``); applying would take the
+    other cascade's object over, so the operator refuses and says which."""
+    out = []
+    for o in owned:
+        other = taken.get((o["kind"], o["metadata"]["name"]))
+        if other is not None and other != cascade:
+            out.append(f"{o['kind']} {o['metadata']['name']} belongs to cascade {other}")
+    return out

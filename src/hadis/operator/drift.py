@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hadis.core.profile import Profile
+from hadis.operator.spec import ModelEntry
 
 CONDITION = "ProfileDrift"
-DEFAULTS = {"enabled": True, "tolerance": 0.5, "window": "2m", "minBatches": 5}
 
 # Increases over the window per (namespace, pod, model) of every Triton in Prometheus: one answer
 # serves every cascade (``cascade_totals`` picks a cascade's pods), so 100 cascades do not cost
@@ -66,21 +66,17 @@ class Finding:
         return self.served.batch_s / self.profiled_s
 
 
-def settings(spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {**DEFAULTS, **(spec.get("profileDrift") or {})}
-
-
-def triton_models(spec: Mapping[str, Any]) -> dict[str, str]:
+def triton_models(models: Sequence[ModelEntry]) -> dict[str, str]:
     """The cascade's model name -> the Triton model name its workers serve (the worker spec's name)."""
     from hadis.core.errors import DataError
     from hadis.workers.spec import find_spec
 
     out = {}
-    for m in spec.get("models") or []:
+    for m in models:
         try:
-            out[m["name"]] = find_spec(m["workerSpec"]).name
+            out[m.name] = find_spec(m.worker_spec).name
         except (DataError, OSError):  # a spec file only the worker image has: its file name
-            out[m["name"]] = m["workerSpec"].rsplit("/", 1)[-1].removesuffix(".yaml")
+            out[m.name] = m.worker_spec.rsplit("/", 1)[-1].removesuffix(".yaml")
     return out
 
 

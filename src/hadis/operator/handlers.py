@@ -12,54 +12,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import kopf
-import kubernetes
 from kubernetes.client.rest import ApiException
 
-from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle, from_configmap
+from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle
 from hadis.core.errors import DataError, NotFound
-from hadis.operator import builders, drift, logic, metrics
-
-FIELD_MANAGER = "hadis-operator"
-APPLY = "application/apply-patch+yaml"
+from hadis.operator import builders, cluster, drift, logic, metrics, prom
+from hadis.operator.spec import CascadeSpec
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-_API: dict[str, Any] = {}
-
-
-def api(kind: str) -> Any:
-    """One API object per kind over one shared client: the connection pool (and its TLS
-    sessions) is reused across calls instead of a new handshake per request."""
-    if kind not in _API:
-        if "client" not in _API:
-            cfg = kubernetes.client.Configuration.get_default_copy()
-            cfg.connection_pool_maxsize = 32  # the daemons' threads share it (urllib3's default: 10)
-            _API["client"] = kubernetes.client.ApiClient(cfg)
-        _API[kind] = getattr(kubernetes.client, kind)(_API["client"])
-    return _API[kind]
-
-
-def load_client_config() -> None:
-    """The kubernetes client's credentials: the service account in a pod, else $KUBECONFIG."""
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        # read KUBECONFIG now: the client's default was fixed when the module was imported
-        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    _API.clear()  # clients made before now carry the old configuration
 
 
 def _quiet_indexers(record: logging.LogRecord) -> bool:
@@ -69,7 +39,7 @@ def _quiet_indexers(record: logging.LogRecord) -> bool:
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    load_client_config()
+    cluster.load_client_config()
     # kopf turns its per-object log records into Events from this level up. Keep it at WARNING:
     # at INFO every index update of every watched pod would post an Event. The operator posts
     # its own Normal events (Planned, Replanned) explicitly with kopf.event.
@@ -91,20 +61,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # watched namespace was being deleted never removed its cascades' finalizers, and the
     # namespace stayed Terminating for good. The CRD must exist first (``require_crd``).
     settings.scanning.disabled = True
-    require_crd()
-
-
-CRD_NAME = f"{builders.PLURAL}.{builders.GROUP}"
-
-
-def require_crd() -> None:
-    """Refuse to start without the CRD (kopf would serve nothing and never notice it later)."""
-    try:
-        api("ApiextensionsV1Api").read_custom_resource_definition(CRD_NAME, _request_timeout=30)
-    except ApiException as e:
-        if e.status == 404:
-            raise kopf.PermanentError(f"the CRD {CRD_NAME} is not installed (kubectl apply -f crds/)") from None
-        raise
+    cluster.require_crd()
 
 
 @kopf.on.login()
@@ -113,72 +70,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-# ------------------------------------------------------------------------------------- apply
-
-
-def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
-    """Server-side apply with the operator's field manager: it owns only the fields it sets."""
-    kopf.adopt(obj, owner=owner)
-    ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
-    kwargs = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY}
-    if kind == "Deployment":
-        api("AppsV1Api").patch_namespaced_deployment(name, ns, obj, **kwargs)
-    elif kind == "Service":
-        api("CoreV1Api").patch_namespaced_service(name, ns, obj, **kwargs)
-    elif kind == "ConfigMap":
-        api("CoreV1Api").patch_namespaced_config_map(name, ns, obj, **kwargs)
-    elif kind == "ServiceAccount":
-        api("CoreV1Api").patch_namespaced_service_account(name, ns, obj, **kwargs)
-    elif kind == "Role":
-        api("RbacAuthorizationV1Api").patch_namespaced_role(name, ns, obj, **kwargs)
-    elif kind == "RoleBinding":
-        api("RbacAuthorizationV1Api").patch_namespaced_role_binding(name, ns, obj, **kwargs)
-    elif kind == "NetworkPolicy":
-        api("NetworkingV1Api").patch_namespaced_network_policy(name, ns, obj, **kwargs)
-    else:  # pragma: no cover
-        raise ValueError(f"cannot apply {kind}")
-
-
-_BUNDLES: dict[tuple[str, str], tuple[str, Bundle]] = {}
-
-
-def _bundle(namespace: str, name: str, version: str, data: dict) -> Bundle:
-    """Parse a profile ConfigMap's data once per version (its ``resourceVersion``)."""
-    cached = _BUNDLES.get((namespace, name))
-    if cached and cached[0] == version:
-        return cached[1]
-    bundle = from_configmap({"data": data}, f"ConfigMap {namespace}/{name}")
-    _BUNDLES[(namespace, name)] = (version, bundle)
-    return bundle
-
-
-def read_bundle(namespace: str, name: str) -> Bundle:
-    """The profile ConfigMap, read now."""
+def checked_bundle(namespace: str, spec: CascadeSpec, profile: tuple[str, dict] | None) -> logic.Plannable:
+    """The cascade's profile restricted to its models, or why it cannot plan with it."""
     try:
-        cm = api("CoreV1Api").read_namespaced_config_map(name, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            raise NotFound(f"ConfigMap {namespace}/{name}", "not found") from None
-        raise
-    return _bundle(namespace, name, cm.metadata.resource_version or "", cm.data or {})
-
-
-def bundle_of(namespace: str, name: str, profile: tuple[str, dict] | None) -> Bundle:
-    """The parsed profile: from the index when it has the ConfigMap, else read now."""
-    return read_bundle(namespace, name) if profile is None else _bundle(namespace, name, *profile)
-
-
-def checked_bundle(namespace: str, spec: dict, profile: tuple[str, dict] | None) -> tuple[Bundle | None, str, str]:
-    """The cascade's profile, or why it cannot plan with it: ``(None, reason, message)``."""
-    name = spec["profile"]["configMapName"]
-    try:
-        bundle = bundle_of(namespace, name, profile)
+        bundle = cluster.bundle_of(namespace, spec.profile_configmap, profile)
     except DataError as e:
-        return None, ("ProfileMissing" if isinstance(e, NotFound) else "ProfileInvalid"), str(e)
-    missing = logic.missing_models(spec, bundle)
-    if missing:
-        return None, "ProfileMismatch", f"models not in profile {name}: {', '.join(missing)}"
-    return bundle, "", ""
+        return logic.Plannable(None, "ProfileMissing" if isinstance(e, NotFound) else "ProfileInvalid", str(e))
+    return logic.plannable(spec, bundle, spec.profile_configmap)
 
 
 def default_images() -> builders.Images:
@@ -200,41 +98,41 @@ def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any
     for handler in ("reconcile", "replan"):  # at zero from the start: a rate of errors reads 0, not "no data"
         metrics.RECONCILE_ERRORS.labels(namespace, name, handler)
     try:
-        _reconcile(body, spec, name, namespace, meta, status, patch, logger)
+        _reconcile(body, CascadeSpec.parse(spec), name, namespace, meta, status, patch, logger)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(namespace, name, "reconcile").inc()
         raise  # kopf retries it
 
 
-def _reconcile(body, spec, name, namespace, meta, status, patch, logger) -> None:
+def _reconcile(body, spec: CascadeSpec, name, namespace, meta, status, patch, logger) -> None:
     generation = int(meta.get("generation", 0))
     previous = list(status.get("conditions") or [])
     now = _now()
-    bundle, reason, msg = checked_bundle(namespace, spec, None)
-    if bundle is None:
-        kopf.warn(body, reason=reason, message=msg)
+    checked = checked_bundle(namespace, spec, None)
+    if checked.bundle is None:
+        kopf.warn(body, reason=checked.reason, message=checked.message)
         patch.status["observedGeneration"] = generation
         patch.status["conditions"] = logic.merge_conditions(
-            previous, logic.problem_conditions(reason, msg, generation, now, previous)
+            previous, logic.problem_conditions(checked.reason, checked.message, generation, now, previous)
         )
         return  # no exception: no crash loop; a change of the spec or the daemon retries
     rate = float((status.get("plan") or {}).get("demandRps") or 0.0)
+    bundle = checked.bundle
     conv = planned(
         spec, name, namespace, "reconcile", now,
         lambda: logic.converge(
-            dict(spec), name, namespace, bundle, rate, status, [], generation, now, reconcile=True,
-            images=default_images(),
+            spec, name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images()
         ),
     )  # fmt: skip
     assert conv.status is not None  # a reconcile always writes
-    conv.status["conditions"] = apply_pass(conv, body, name, namespace, generation, now, previous)
+    conv.status["conditions"] = apply_pass(conv, body, name, namespace, generation, now, previous, prune=True)
     for key, value in conv.status.items():
         patch.status[key] = value
     logger.info("reconciled: %s", json.dumps(conv.status["plan"]["replicas"]))
 
 
 def planned(
-    spec: dict, name: str, namespace: str, trigger: str, now: dt.datetime, plan: Callable[[], logic.Convergence]
+    spec: CascadeSpec, name: str, namespace: str, trigger: str, now: dt.datetime, plan: Callable[[], logic.Convergence]
 ) -> logic.Convergence:
     """One planning pass (``plan``), timed and counted by trigger; the plan it decides becomes
     the plan gauges (whether or not it changed anything)."""
@@ -243,53 +141,58 @@ def planned(
     metrics.PLAN_DURATION.observe(time.perf_counter() - t0)
     metrics.PLANS.labels(namespace, name, trigger or "timer").inc()
     doc = logic.plan_status(conv.decision.plan, conv.decision.replicas, now)
-    metrics.record_plan(namespace, name, doc, float(spec["sloSeconds"]))
+    metrics.record_plan(namespace, name, doc, spec.slo_s)
     return conv
 
 
 def apply_pass(
-    conv: logic.Convergence, body: dict, name: str, namespace: str, generation: int, now: dt.datetime, previous: list
-) -> list[dict]:
+    conv: logic.Convergence, body: dict, name: str, namespace: str, generation: int, now: dt.datetime,
+    previous: list, prune: bool = False,
+) -> list[dict]:  # fmt: skip
     """Apply what a planning pass wants applied and post its events; the conditions with the
-    rollout read back after the apply (the one I/O both paths share)."""
+    rollout read back after the apply (the one I/O both paths share). ``prune`` (the reconcile
+    of a spec) then deletes the objects the spec no longer asks for (a model removed)."""
     assert conv.status is not None
     conds = conv.status["conditions"]
-    for obj in conv.objects:
-        try:
-            apply(obj, body)
-        except ApiException as e:
-            if not refused(e):
-                raise  # the API server is away or overloaded: the next pass tries again
-            # The API server will never take this object as built from this spec: say which
-            # and why, once, and wait for a spec change (the reconcile) rather than retry.
-            msg = f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {api_message(e)}"
-            failed = logic.merge_conditions(conds, logic.apply_failed(msg, generation, now, previous))
-            _warn_on_change(body, previous, failed)
-            return failed
+    refusal = _refusal(conv.objects, body, name, namespace)
+    if refusal is not None:
+        # The API server will never take an object as built from this spec, or another cascade
+        # holds its name: say which and why, once, and wait for a spec change (the reconcile).
+        failed = logic.merge_conditions(conds, logic.problem_conditions(*refusal, generation, now, previous))
+        _warn_on_change(body, previous, failed)
+        return failed
+    if prune and conv.objects:
+        for gone in cluster.prune(namespace, name, conv.objects):
+            kopf.event(body, type="Normal", reason="Pruned", message=f"{gone}: no longer in spec.models")
     if conv.objects:
-        after = logic.rollout_condition(worker_rollout(name, namespace), generation, now, previous)
+        after = logic.rollout_condition(cluster.worker_rollout(name, namespace), generation, now, previous)
         conds = logic.merge_conditions(conds, [after])
     for reason, message in conv.events:
         kopf.event(body, type="Normal", reason=reason, message=message)
     return conds
 
 
-def refused(e: ApiException) -> bool:
-    """A 4xx other than a conflict or throttling: the request itself is wrong (invalid, forbidden)."""
-    return e.status is not None and 400 <= e.status < 500 and e.status not in (409, 429)
-
-
-def api_message(e: ApiException) -> str:
-    """The API server's own words for a refusal (its Status message), else the HTTP reason."""
-    try:
-        return str(json.loads(e.body or "{}").get("message") or e.reason)
-    except (ValueError, AttributeError):
-        return str(e.reason)
+def _refusal(objects: Sequence[dict], body: dict, name: str, namespace: str) -> tuple[str, str] | None:
+    """Apply ``objects``; ``(reason, message)`` when one cannot be: NameConflict (another cascade
+    holds its name) or ApplyFailed (the API server refused it, in its own words)."""
+    if not objects:
+        return None
+    conflicts = cluster.name_conflicts(namespace, name, objects)
+    if conflicts:
+        return "NameConflict", "; ".join(conflicts) + ": rename this cascade or its models"
+    for obj in objects:
+        try:
+            cluster.apply(obj, body)
+        except ApiException as e:
+            if not cluster.refused(e):
+                raise  # the API server is away or overloaded: the next pass tries again
+            return "ApplyFailed", f"{obj['kind']} {namespace}/{obj['metadata']['name']}: {cluster.api_message(e)}"
+    return None
 
 
 @kopf.daemon(builders.GROUP, builders.VERSION, builders.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)
 async def replan(
-    stopped, body, spec, name, namespace, logger, worker_rollouts, unschedulable_pods, profile_configmaps, **_: Any
+    stopped, body, name, namespace, logger, worker_rollouts, unschedulable_pods, profile_configmaps, **_: Any
 ) -> None:
     """Re-plan from the router's arrival rate in Prometheus: on ``spec.planner.intervalSeconds``,
     and with ``spec.planner.surge`` (the default) early, when a check every ``checkSeconds``
@@ -298,42 +201,22 @@ async def replan(
     try:
         clock: logic.ReplanClock | None = None
         while not stopped:
-            interval = float((spec.get("planner") or {}).get("intervalSeconds", 10))
-            surge = logic.surge_spec(spec)
-            if clock is None or (clock.interval_s, clock.surge) != (interval, surge):  # new, or the spec changed
-                planned = ((body.get("status") or {}).get("plan") or {}).get("demandRps")
-                clock = logic.ReplanClock.start(interval, surge, time.monotonic(), planned)
+            spec = CascadeSpec.parse(body["spec"])  # kopf keeps body current: a spec change shows here
+            if clock is None or (clock.interval_s, clock.surge) != (spec.interval_s, spec.surge):
+                planned_rate = ((body.get("status") or {}).get("plan") or {}).get("demandRps")
+                clock = logic.ReplanClock.start(spec.interval_s, spec.surge, time.monotonic(), planned_rate)
             await asyncio.sleep(clock.step_s)
-            prom = spec.get("prometheus") or {}
-            url = prom.get("url", "http://prometheus-operated:9090")
-            rate: float | None = None
-            error = ""
-            window = clock.window or prom.get("window", "30s")
-            timeout_s = float(prom.get("timeoutSeconds", 5))
-            try:
-                rate = cached_rate(url, name, window)  # another cascade's check just asked
-                if rate is None:
-                    rate = await asyncio.to_thread(query_rate, url, name, window, timeout_s)
-                problem = logic.rate_problem(rate)
-                if problem:
-                    rate, error = None, f"{problem}; keeping the last plan"
-            except Exception as e:
-                error = f"{metrics_failure(e, timeout_s)}; keeping the last plan"
+            rate, error = await read_rate(spec, namespace, name, clock.window or spec.prometheus.window)
             decision = clock.tick(time.monotonic(), rate)
             if decision is None:
                 continue  # a quiet check: nothing read from or written to the API server
             rate, why = decision
-            served = None
-            if rate is not None and drift.settings(spec)["enabled"]:
-                try:
-                    served = await asyncio.to_thread(query_served, url, namespace, name, spec, timeout_s)
-                except Exception as e:  # the condition keeps its last word; the rate's failure is reported
-                    logger.debug("served latency not read: %s", e)
+            served = await read_served(spec, namespace, name, logger) if rate is not None else None
             key = (namespace, name)
             view = ClusterView(
                 rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
                 unschedulable=len(list(unschedulable_pods.get(key, []))),
-                profile=next(iter(profile_configmaps.get((namespace, spec["profile"]["configMapName"]), [])), None),
+                profile=next(iter(profile_configmaps.get((namespace, spec.profile_configmap), [])), None),
             )
             metrics.METRICS_AVAILABLE.labels(namespace, name).set(0 if rate is None else 1)
             metrics.UNSCHEDULABLE.labels(namespace, name).set(view.unschedulable)
@@ -348,111 +231,53 @@ async def replan(
         metrics.forget(namespace, name)
 
 
-@functools.lru_cache(maxsize=64)
-def _prometheus(url: str) -> Any:
-    """One client (and HTTP session) per Prometheus URL. A refused connection is tried once
-    more; a timeout is not (the next check asks again), so a slow Prometheus costs one timeout."""
-    from prometheus_api_client import PrometheusConnect
-    from urllib3.util.retry import Retry
-
-    return PrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=1, read=False, backoff_factor=0.2))
-
-
-def metrics_failure(e: Exception, timeout_s: float) -> str:
-    """What went wrong reading the arrival rate, in the words of the MetricsUnavailable condition."""
-    import requests
-
-    if isinstance(e, requests.Timeout):
-        return f"Prometheus did not answer within {timeout_s:g}s"
-    if isinstance(e, requests.ConnectionError):
-        return f"Prometheus unreachable ({type(e).__name__})"
-    return f"Prometheus query failed ({type(e).__name__}: {str(e)[:200]})"
+async def read_rate(spec: CascadeSpec, namespace: str, name: str, window: str) -> tuple[float | None, str]:
+    """The cascade's arrival rate, or None and why not (the MetricsUnavailable message)."""
+    url, timeout_s = spec.prometheus.url, spec.prometheus.timeout_s
+    try:
+        rate = prom.cached_rate(url, namespace, name, window)  # another cascade's check just asked
+        if rate is None:
+            rate = await asyncio.to_thread(prom.query_rate, url, namespace, name, window, timeout_s)
+    except Exception as e:
+        return None, f"{prom.metrics_failure(e, timeout_s)}; keeping the last plan"
+    problem = logic.rate_problem(rate)
+    return (None, f"{problem}; keeping the last plan") if problem else (rate, "")
 
 
-_RATES: dict[tuple[str, str], tuple[float, dict[str, float]]] = {}
-_RATES_LOCK = threading.Lock()
-RATES_MAX_AGE_S = 0.9  # below the shortest check period (1 s)
-
-
-def cached_rate(url: str, cascade: str, window: str) -> float | None:
-    """The cascade's rate from a fresh enough shared answer, or None (no I/O: safe on the loop)."""
-    hit = _RATES.get((url, window))
-    if hit is None or time.monotonic() - hit[0] > RATES_MAX_AGE_S:
+async def read_served(spec: CascadeSpec, namespace: str, name: str, logger) -> dict[str, drift.Served] | None:
+    """What the cascade's workers served over ``spec.profileDrift.window`` (None: not judged)."""
+    if not spec.drift.enabled:
         return None
-    return hit[1].get(cascade, 0.0)
-
-
-def query_rate(url: str, cascade: str, window: str, timeout_s: float = 5.0) -> float:
-    """The cascade's arrival rate. All cascades' rates come from one query, reused for
-    ``RATES_MAX_AGE_S``: 100 cascades checking every 2 s cost Prometheus 0.5 queries/s, not 50."""
-    with _RATES_LOCK:
-        rate = cached_rate(url, cascade, window)
-        if rate is not None:
-            return rate
-        query = logic.ARRIVAL_RATES_QUERY.format(window=window)
-        result = _prometheus(url).custom_query(query, params={"timeout": f"{timeout_s:g}s"}, timeout=timeout_s)
-        rates = {r["metric"].get("cascade", ""): float(r["value"][1]) for r in result}
-        _RATES[(url, window)] = (time.monotonic(), rates)
-    return rates.get(cascade, 0.0)
-
-
-_SERVED: dict[tuple[str, str], tuple[float, dict]] = {}
-_SERVED_LOCK = threading.Lock()
-SERVED_MAX_AGE_S = 5.0  # served figures move slowly (a window of minutes): one answer serves all cascades
-
-
-def query_served(url: str, namespace: str, name: str, spec: dict, timeout_s: float) -> dict[str, drift.Served]:
-    """What the cascade's workers served over ``spec.profileDrift.window``, by Triton model."""
-    window = drift.settings(spec)["window"]
-    with _SERVED_LOCK:
-        hit = _SERVED.get((url, window))
-        if hit is None or time.monotonic() - hit[0] > SERVED_MAX_AGE_S:
-            series = {}
-            for key, query in drift.queries(window).items():
-                answer = _prometheus(url).custom_query(query, params={"timeout": f"{timeout_s:g}s"}, timeout=timeout_s)
-                series[key] = {
-                    (r["metric"].get("namespace", ""), r["metric"].get("pod", ""), r["metric"].get("model", "")):
-                    float(r["value"][1]) for r in answer
-                }  # fmt: skip
-            hit = (time.monotonic(), series)
-            _SERVED[(url, window)] = hit
-    deployments = [builders.worker_name(name, m.name) for m in builders.models_of(spec)]
-    return drift.served_of(drift.cascade_totals(hit[1], namespace, deployments))
+    deployments = [builders.worker_name(name, m.name) for m in spec.models]
+    try:
+        return await asyncio.to_thread(
+            prom.query_served, spec.prometheus.url, namespace, deployments, spec.drift.window,
+            spec.prometheus.timeout_s,
+        )  # fmt: skip
+    except Exception as e:  # the condition keeps its last word; the rate's failure is reported
+        logger.debug("served latency not read: %s", e)
+        return None
 
 
 def drift_condition(
-    spec: dict, name: str, namespace: str, bundle: Bundle, served: dict[str, drift.Served] | None,
+    spec: CascadeSpec, name: str, namespace: str, bundle: Bundle, served: dict[str, drift.Served] | None,
     generation: int, now: dt.datetime, previous: list,
 ) -> dict | None:  # fmt: skip
     """The ProfileDrift condition (None: not judged this pass), and its gauge per model."""
-    cfg = drift.settings(spec)
-    if served is None or not cfg["enabled"]:
+    cfg = spec.drift
+    if served is None or not cfg.enabled:
         return None
-    found = drift.findings(bundle.profile, drift.triton_models(spec), served)
+    found = drift.findings(bundle.profile, drift.triton_models(spec.models), served)
     for f in found:
         if f.ratio is not None:
             metrics.PROFILE_DRIFT.labels(namespace, name, f.model).set(f.ratio)
-    return drift.drift_condition(
-        found, float(cfg["tolerance"]), int(cfg["minBatches"]), cfg["window"], generation, now, previous
-    )
+    return drift.drift_condition(found, cfg.tolerance, cfg.min_batches, cfg.window, generation, now, previous)
 
 
 def _warn_on_drift(body: dict, previous: list, cond: dict | None) -> None:
     """One Warning event when the served latency leaves the profile's tolerance."""
     if cond and cond["status"] == "True" and logic.condition_reason(previous, drift.CONDITION) is None:
         kopf.warn(body, reason=drift.CONDITION, message=cond["message"])
-
-
-def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
-    """Each worker Deployment's progress, read now (one list call; after applying a plan)."""
-    apps = api("AppsV1Api")
-    deps = apps.list_namespaced_deployment(namespace, label_selector=_selector(name))
-    as_dicts = [apps.api_client.sanitize_for_serialization(d) for d in deps.items]
-    return sorted((logic.rollout_of(d) for d in as_dicts), key=lambda w: w.model)
-
-
-def _selector(cascade: str) -> str:
-    return f"{builders.CASCADE_LABEL}={cascade},app.kubernetes.io/component=worker"
 
 
 # ------------------------------------------------------------------------------------- indexes
@@ -499,17 +324,18 @@ class ClusterView:
     profile: tuple[str, dict] | None  # (resourceVersion, data) of the profile ConfigMap
 
 
-def _patch_status(namespace: str, name: str, status: dict) -> None:
-    api("CustomObjectsApi").patch_namespaced_custom_object_status(
-        builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": status}
-    )
-
-
 def _warn_on_change(body: dict, previous: list, conds: list) -> None:
     """One Warning event when the Degraded reason becomes a new problem."""
     degraded = next((c for c in conds if c["type"] == "Degraded"), None)
     if degraded and degraded["status"] == "True" and logic.condition_reason(previous, "Degraded") != degraded["reason"]:
         kopf.warn(body, reason=degraded["reason"], message=degraded["message"])
+
+
+def _write_conditions(body: dict, previous: list, conds: list) -> None:
+    """Write the conditions (with a Warning for a new problem), only when they changed."""
+    _warn_on_change(body, previous, conds)
+    if conds != previous:
+        cluster.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], {"conditions": conds})
 
 
 def replan_once(
@@ -525,11 +351,11 @@ def replan_once(
     Prometheus failed (``rate`` None), the MetricsUnavailable condition and the last plan kept.
 
     A profile that is gone, broken or not the models' keeps the last plan too, with its own
-    condition (ProfileMissing, ProfileInvalid, ProfileMismatch). ``served`` (what the workers
-    served, from Triton's counters) sets ProfileDrift. Writes only when the plan or a condition
-    changed. Returns the outcome, as counted in ``hadis_operator_replans_total``:
+    condition (ProfileMissing, ProfileInvalid, ProfileMismatch, BudgetTooSmall). ``served`` (what
+    the workers served, from Triton's counters) sets ProfileDrift. Writes only when the plan or a
+    condition changed. Returns the outcome, as counted in ``hadis_operator_replans_total``:
     applied, unchanged, metrics_unavailable, profile_unavailable or awaiting_reconcile."""
-    spec, meta, status = body["spec"], body["metadata"], body.get("status") or {}
+    spec, meta, status = CascadeSpec.parse(body["spec"]), body["metadata"], body.get("status") or {}
     name, namespace = meta["name"], meta["namespace"]
     generation = int(meta.get("generation", 0))
     if int(status.get("observedGeneration") or 0) < generation:
@@ -539,50 +365,44 @@ def replan_once(
         return "awaiting_reconcile"
     previous = list(status.get("conditions") or [])
     now = _now()
-    rollout = logic.rollout_condition(view.rollouts, generation, now, previous)
-    pending = view.unschedulable
-    bundle, reason, problem = checked_bundle(namespace, spec, view.profile)
-    if bundle is None:  # deleted, broken or not matching the models: keep what runs, say why
-        msg = f"{problem}; keeping the last plan" if status.get("plan") else problem
-        conds = logic.merge_conditions(previous, logic.problem_conditions(reason, msg, generation, now, previous))
-        _warn_on_change(body, previous, conds)
-        if conds != previous:
-            _patch_status(namespace, name, {"conditions": conds})
+    checked = checked_bundle(namespace, spec, view.profile)
+    if checked.bundle is None:  # deleted, broken or not matching the models: keep what runs, say why
+        msg = f"{checked.message}; keeping the last plan" if status.get("plan") else checked.message
+        _write_conditions(
+            body, previous, logic.merge_conditions(
+                previous, logic.problem_conditions(checked.reason, msg, generation, now, previous)
+            ),
+        )  # fmt: skip
         return "profile_unavailable"
+    bundle = checked.bundle
     drift_cond = drift_condition(spec, name, namespace, bundle, served, generation, now, previous)
     _warn_on_drift(body, previous, drift_cond)
     drifts = [drift_cond] if drift_cond else []
     if rate is None:
+        rollout = logic.rollout_condition(view.rollouts, generation, now, previous)
         msg = error or "no arrival rate; keeping the last plan"
-        if pending:  # the scheduling problem is the one to show
-            problems = logic.unschedulable_conditions(pending, generation, now, previous)
-        else:
-            problems = [
-                logic.condition("Degraded", True, "MetricsUnavailable", msg, generation, now, previous),
-                *logic.ready_once_cleared(previous, status.get("plan"), generation, now),
-            ]
-        conds = logic.merge_conditions(previous, [rollout, *problems, *drifts])
-        _warn_on_change(body, previous, conds)
-        if conds != previous:
-            _patch_status(namespace, name, {"conditions": conds})
+        conds = logic.kept_plan_conditions(
+            previous, status.get("plan"), rollout, view.unschedulable, msg, generation, now
+        )
+        _write_conditions(body, previous, logic.merge_conditions(conds, drifts))
         return "metrics_unavailable"
     conv = planned(
         spec, name, namespace, trigger, now,
         lambda: logic.converge(
             spec, name, namespace, bundle, rate, {**status, "conditions": previous}, view.rollouts, generation, now,
-            trigger=trigger, images=default_images(), unschedulable=pending,
+            trigger=trigger, images=default_images(), unschedulable=view.unschedulable,
         ),
     )  # fmt: skip
     if conv.status is None:
         conds = logic.merge_conditions(previous, drifts)
         if conds != previous:  # only the served latency's verdict moved
-            _patch_status(namespace, name, {"conditions": conds})
+            cluster.patch_status(namespace, name, {"conditions": conds})
         return "unchanged"  # idle: no API writes
-    if pending:
+    if view.unschedulable:
         _warn_on_change(body, previous, conv.status["conditions"])
     conds = apply_pass(conv, body, name, namespace, generation, now, previous)
     conv.status["conditions"] = logic.merge_conditions(conds, drifts)
     if conv.events:
         logger.info("re-planned (%s, %.2f req/s): %s", trigger, rate, conv.decision.plan.summary())
-    _patch_status(namespace, name, conv.status)
+    cluster.patch_status(namespace, name, conv.status)
     return "applied" if conv.objects else "unchanged"

@@ -16,13 +16,11 @@ from hadis.core.bundle import Bundle
 from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
 from hadis.core.planner import Demand, Objective, Plan, plan_cascade, plan_hadis_reference, swap_seconds
-from hadis.core.surge import SurgeSettings, SurgeTrigger
+from hadis.core.surge import SurgeTrigger
 from hadis.operator import builders
-from hadis.operator.builders import MODEL_LABEL, ModelEntry, models_of
+from hadis.operator.builders import MODEL_LABEL
+from hadis.operator.spec import CascadeSpec, ModelEntry, SurgeSpec
 
-# The query on the router's metrics (names fixed in DESIGN.md); {window} filled in.
-# Every cascade's rate in one query: the daemons of all cascades share one answer per check.
-ARRIVAL_RATES_QUERY = "sum by (cascade) (rate(hadis_router_arrivals_total[{window}]))"
 # The planner is asked for at least this rate: at exactly zero demand every row is "feasible"
 # with no GPUs on some model, and a cascade must stay able to answer its first request.
 MIN_PLANNING_RATE = 0.1
@@ -35,45 +33,14 @@ class Decision:
     replicas: dict[str, int]  # model name -> worker replicas
 
 
-@dataclass(frozen=True)
-class PlannerSpec:
-    """What planning reads from a DiffusionCascade spec, parsed once (defaults as the CRD's)."""
-
-    policy: str
-    slo_s: float
-    gpu_min: int
-    gpu_max: int
-    models: tuple[ModelEntry, ...]
-    objective: Objective
-    fill_budget: bool  # spec.planner.objective.spareGpus: Keep
-
-    @classmethod
-    def of(cls, spec: Mapping[str, Any]) -> PlannerSpec:
-        planner = spec.get("planner") or {}
-        objective = planner.get("objective") or {}
-        max_fid = objective.get("maxFid")
-        return cls(
-            policy=str(planner.get("policy", "hadis")),
-            slo_s=float(spec["sloSeconds"]),
-            gpu_min=int(spec["gpuBudget"].get("min", 0)),
-            gpu_max=int(spec["gpuBudget"]["max"]),
-            models=tuple(models_of(spec)),
-            objective=Objective(None if max_fid is None else float(max_fid)),
-            fill_budget=objective.get("spareGpus", "Release") == "Keep",
-        )
-
-    @property
-    def gpus_per_replica(self) -> dict[str, int]:
-        return {m.name: m.gpus_per_replica for m in self.models}
-
-
-def make_plan(bundle: Bundle, ps: PlannerSpec, rate_rps: float, current: Mapping[str, int] | None = None) -> Plan:
+def make_plan(bundle: Bundle, ps: CascadeSpec, rate_rps: float, current: Mapping[str, int] | None = None) -> Plan:
     """The planner the spec asks for, on the profile's table, for an arrival rate: whole replicas
     (GPUs = replicas x ``gpusPerReplica``) within ``gpuBudget.min..max``, one of each tier of
     the pair at least, by ``spec.planner.objective``.
 
     ``current`` (GPUs per model now) makes the ``hadis`` plan count model-load time and prefer
-    moving fewer GPUs (``plan_cascade``); load times come from the profile."""
+    moving fewer GPUs (``plan_cascade``); load times come from the profile. Only the spec's
+    models are planned with (``bundle`` is the profile restricted to them, ``restricted``)."""
     demand = Demand(max(MIN_PLANNING_RATE, rate_rps))
     budget = dict(gpus_per_replica=ps.gpus_per_replica, min_gpus=ps.gpu_min)
     if ps.policy == "hadis-ref":
@@ -96,13 +63,13 @@ def make_plan(bundle: Bundle, ps: PlannerSpec, rate_rps: float, current: Mapping
         demand,
         current=current,
         swap_s=swap,
-        objective=ps.objective,
+        objective=Objective(ps.max_fid),
         fill_budget=ps.fill_budget,
         **budget,
     )
 
 
-def decide(bundle: Bundle, ps: PlannerSpec, rate_rps: float, status_plan: Mapping[str, Any] | None) -> Decision:
+def decide(bundle: Bundle, ps: CascadeSpec, rate_rps: float, status_plan: Mapping[str, Any] | None) -> Decision:
     """A plan for ``rate_rps`` and its replicas, counting the GPUs it would move from the plan in
     the status."""
     plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models))
@@ -115,33 +82,6 @@ def current_gpus(status_plan: Mapping[str, Any] | None, models: Sequence[ModelEn
     if not replicas:
         return None
     return {m.name: int(replicas.get(m.name, 0)) * m.gpus_per_replica for m in models}
-
-
-@dataclass(frozen=True)
-class SurgeSpec:
-    """``spec.planner.surge``: how often to check the rate, over which window, and the trigger."""
-
-    check_s: float
-    window: str
-    settings: SurgeSettings
-
-
-def surge_spec(spec: Mapping[str, Any]) -> SurgeSpec | None:
-    """The cascade's early re-planning, or None when it is disabled (plans on the interval only).
-
-    Defaults are the CRD's, so a spec the API server did not default reads the same."""
-    surge = (spec.get("planner") or {}).get("surge") or {}
-    if not surge.get("enabled", True):
-        return None
-    settings = SurgeSettings(
-        rise_ratio=float(surge.get("riseRatio", 1.25)),
-        min_rise_rps=float(surge.get("minRiseRps", 1.0)),
-        fall_ratio=float(surge.get("fallRatio", 0.8)),
-        backlog_ratio=0.0,  # the operator sees rates, not queues
-        cooldown_s=float(surge.get("cooldownSeconds", 2)),
-        scale_down_delay_s=float(surge.get("scaleDownDelaySeconds", 60)),
-    )
-    return SurgeSpec(float(surge.get("checkSeconds", 2)), str(surge.get("window", "5s")), settings)
 
 
 @dataclass
@@ -295,9 +235,42 @@ def problem_conditions(
     ]
 
 
-def missing_models(spec: Mapping[str, Any], bundle: Bundle) -> list[str]:
+def missing_models(spec: CascadeSpec, bundle: Bundle) -> list[str]:
     """The cascade's models that its profile does not describe."""
-    return [m.name for m in builders.models_of(spec) if m.name not in bundle.profile.names]
+    return [m for m in spec.model_names if m not in bundle.profile.names]
+
+
+@dataclass(frozen=True)
+class Plannable:
+    """The profile restricted to the spec's models (``bundle``), or why the cascade cannot be
+    planned with it: ``reason`` and ``message`` of the Ready/Degraded conditions."""
+
+    bundle: Bundle | None
+    reason: str = ""
+    message: str = ""
+
+
+def plannable(spec: CascadeSpec, bundle: Bundle, configmap: str) -> Plannable:
+    """Check what the API server cannot (facts across the cascade and its profile): every model
+    in the profile, a table row that pairs two of them, and a budget that holds one replica of
+    each model of the cheapest such pair."""
+    missing = missing_models(spec, bundle)
+    if missing:
+        return Plannable(None, "ProfileMismatch", f"models not in profile {configmap}: {', '.join(missing)}")
+    own = bundle.restricted(spec.model_names)
+    if own is None:
+        names = ", ".join(spec.model_names)
+        return Plannable(None, "ProfileMismatch", f"no row of profile {configmap}'s table pairs two of {names}")
+    gpr = spec.gpus_per_replica
+    cheapest = min({gpr[c.light] + gpr[c.heavy] for c in own.table.rows})
+    if cheapest > spec.gpu_max:
+        return Plannable(
+            None,
+            "BudgetTooSmall",
+            f"gpuBudget.max is {spec.gpu_max}, but one replica of each model of the cheapest pair "
+            f"needs {cheapest} GPUs (gpusPerReplica): raise gpuBudget.max or lower gpusPerReplica",
+        )
+    return Plannable(own)
 
 
 def condition_reason(conditions: Sequence[Mapping[str, Any]], type_: str) -> str | None:
@@ -310,7 +283,7 @@ def condition_reason(conditions: Sequence[Mapping[str, Any]], type_: str) -> str
 
 # Ready=False reasons that no amount of waiting clears: the spec or its profile must change.
 # kstatus (Flux, Helm 4, kpt) reads them as Failed through the Stalled condition.
-STALLED_REASONS = ("ApplyFailed", "ProfileInvalid", "ProfileMismatch")
+STALLED_REASONS = ("ApplyFailed", "ProfileInvalid", "ProfileMismatch", "BudgetTooSmall", "NameConflict")
 
 
 def merge_conditions(previous: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -441,7 +414,7 @@ def rollout_condition(
 
 
 # Ready=False reasons that a pass which found no such problem has cleared.
-PASSING_PROBLEMS = ("PodsUnschedulable", "ProfileMissing", "ProfileInvalid", "ProfileMismatch")
+PASSING_PROBLEMS = ("PodsUnschedulable", "ProfileMissing", "ProfileInvalid", "ProfileMismatch", "BudgetTooSmall")
 
 
 def ready_once_cleared(
@@ -455,6 +428,28 @@ def ready_once_cleared(
     reason = "Planned" if plan_doc.get("feasible", True) else "BudgetInfeasible"
     msg = f"serving the last plan, {plan_doc.get('pair', '?')}; no arrival rate to re-plan with"
     return [condition("Ready", True, reason, msg, generation, now, previous)]
+
+
+def kept_plan_conditions(
+    previous: Sequence[Mapping[str, Any]],
+    status_plan: Mapping[str, Any] | None,
+    rollout: Mapping[str, Any],
+    pending: int,
+    message: str,
+    generation: int,
+    now: dt.datetime,
+) -> list[dict]:
+    """The conditions of a re-plan that has no arrival rate to plan with (``message`` says why):
+    the last plan stays, Degraded says MetricsUnavailable, unless worker pods wait for GPUs (the
+    problem to show then); Ready follows the kept plan once a passing problem is gone."""
+    if pending:
+        problems = unschedulable_conditions(pending, generation, now, previous)
+    else:
+        problems = [
+            condition("Degraded", True, "MetricsUnavailable", message, generation, now, previous),
+            *ready_once_cleared(previous, status_plan, generation, now),
+        ]
+    return merge_conditions(previous, [rollout, *problems])
 
 
 def unschedulable_conditions(
@@ -481,72 +476,6 @@ def plan_conditions(plan: Plan, generation: int, now: dt.datetime, previous: Seq
     ]
 
 
-def _slowest_batch(profile, model: str) -> float | None:
-    try:
-        return max((s for _, s in profile.feasible_batches(model)), default=None)
-    except KeyError:  # a model the profile does not know: the SLO bounds its drain
-        return None
-
-
-def owned_objects(
-    spec: Mapping[str, Any],
-    name: str,
-    namespace: str,
-    bundle: Bundle,
-    decision: Decision,
-    default_images: builders.Images = DEFAULT_IMAGES,
-) -> list[dict]:
-    """Every object a cascade owns, for a decision: worker Deployments and Services per model,
-    the router's config, RBAC, Deployment and Service, and the workers' NetworkPolicy."""
-    models = builders.models_of(spec)
-    images = builders.images_of(spec, default_images)
-    placement = builders.placement_of(spec)
-    cache = builders.model_cache_volume(spec)
-    router = spec.get("router") or {}
-    plan = decision.plan
-    slo_s = float(spec["sloSeconds"])
-    profile = bundle.profile
-    light = profile.model(plan.config.light)
-    capacities = {
-        m: builders.tier_capacity(profile, m, slo_s, decision.replicas.get(m, 0))
-        for m in (plan.config.light, plan.config.heavy)
-    }
-    learned = router.get("scoring") == "learned"
-    router_replicas = int(router.get("replicas", 1))
-    cfg = builders.router_config(
-        name,
-        namespace,
-        plan.config.light,
-        plan.config.heavy,
-        plan.config.router_ratio,
-        plan.config.disc_ratio,
-        slo_s,
-        f"{light.resolution}x{light.resolution}",
-        router.get("scoring", "rule"),
-        f"{builders.ROUTER_MODEL_DIR}/{builders.ROUTER_MODEL_KEY}" if learned else None,
-        capacities,
-        router_replicas,
-    )
-    objs: list[dict] = []
-    for m in models:
-        replicas = decision.replicas.get(m.name, 0)
-        drain = builders.drain_seconds(slo_s, _slowest_batch(profile, m.name))
-        objs.append(builders.worker_deployment(name, namespace, m, replicas, images.worker, placement, drain, cache))
-        objs.append(builders.worker_service(name, namespace, m))
-    objs.append(builders.router_configmap(name, namespace, cfg))
-    objs += builders.router_rbac(name, namespace)
-    model_cm = router.get("modelConfigMapName") if learned else None
-    objs.append(
-        builders.router_deployment(
-            name, namespace, router_replicas, images.router, placement, model_cm, router.get("resources")
-        )
-    )
-    objs.append(builders.router_service(name, namespace))
-    if (spec.get("networkPolicy") or {}).get("enabled", True):
-        objs.append(builders.worker_network_policy(name, namespace))
-    return objs
-
-
 @dataclass(frozen=True)
 class Convergence:
     """What one planning pass wants written: objects to apply, the status, Normal events."""
@@ -558,7 +487,7 @@ class Convergence:
 
 
 def converge(
-    spec: Mapping[str, Any],
+    spec: CascadeSpec,
     name: str,
     namespace: str,
     bundle: Bundle,
@@ -581,7 +510,7 @@ def converge(
     between two passes. The caller applies, then folds the rollout it reads back into the status
     (``rollout_condition``), or the refusal (``apply_failed``)."""
     previous = list(status.get("conditions") or [])
-    decision = decide(bundle, PlannerSpec.of(spec), rate_rps, status.get("plan"))
+    decision = decide(bundle, spec, rate_rps, status.get("plan"))
     plan_doc = plan_status(decision.plan, decision.replicas, now, trigger)
     conds = merge_conditions(
         previous,
@@ -598,7 +527,9 @@ def converge(
         # (a reconcile) or a new plan can change that: the conditions stay as they say.
         return Convergence(decision, (), None, ())
     objects = (
-        () if unchanged and not reconcile else tuple(owned_objects(spec, name, namespace, bundle, decision, images))
+        ()
+        if unchanged and not reconcile
+        else tuple(builders.owned_objects(spec, name, namespace, bundle, decision.plan, decision.replicas, images))
     )
     events: tuple[tuple[str, str], ...] = ()
     if not unchanged:

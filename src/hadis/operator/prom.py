@@ -1,0 +1,139 @@
+"""The operator's reads of Prometheus: each cascade's arrival rate and its workers' served figures.
+
+Every cascade's figures come from one query per (Prometheus URL, window), shared for a moment:
+100 cascades checking every 2 s cost Prometheus a query every second or so, not 50. A query is
+single-flight per key: callers of the same key wait for the one answer, while a cascade that
+reads another Prometheus (a dead one, say) holds up nobody else. No lock is held across I/O but
+the key's own.
+
+"No series" is not zero demand: a rate window shorter than two scrapes answers nothing, and so
+does a router Prometheus does not scrape. ``query_rate`` then raises ``NoSeries``, which the
+daemon reports as the MetricsUnavailable condition, keeping the last plan.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from hadis.operator import drift
+
+# The query on the router's metrics (names fixed in DESIGN.md); {window} filled in. By namespace
+# and cascade: the same cascade name in two namespaces is two cascades. ``namespace`` is the
+# target label kube-prometheus-stack's monitors (and the chart's) put on every series.
+ARRIVAL_RATES_QUERY = "sum by (namespace, cascade) (rate(hadis_router_arrivals_total[{window}]))"
+RATES_MAX_AGE_S = 0.9  # below the shortest check period (1 s)
+SERVED_MAX_AGE_S = 5.0  # served figures move slowly (a window of minutes): one answer serves all cascades
+
+
+class NoSeries(LookupError):
+    """Prometheus answered, but with no series for the cascade."""
+
+
+class SharedAnswers:
+    """Answers per key, fetched by one caller at a time per key and reused for ``max_age_s``."""
+
+    def __init__(self, max_age_s: float) -> None:
+        self.max_age_s = max_age_s
+        self._answers: dict[Any, tuple[float, Any]] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._guard = threading.Lock()  # held only to find a key's lock, never across I/O
+
+    def fresh(self, key: Any) -> Any | None:
+        """The key's answer if fresh enough, else None (no I/O: safe on the event loop)."""
+        hit = self._answers.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.max_age_s:
+            return None
+        return hit[1]
+
+    def get(self, key: Any, fetch: Callable[[], Any]) -> Any:
+        """The key's fresh answer, or ``fetch()``'s; concurrent callers of one key fetch once."""
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            answer = self.fresh(key)
+            if answer is None:
+                answer = fetch()
+                self._answers[key] = (time.monotonic(), answer)
+        return answer
+
+
+_RATES = SharedAnswers(RATES_MAX_AGE_S)
+_SERVED = SharedAnswers(SERVED_MAX_AGE_S)
+
+
+@functools.lru_cache(maxsize=64)
+def client(url: str) -> Any:
+    """One client (and HTTP session) per Prometheus URL. A refused connection is tried once
+    more; a timeout is not (the next check asks again), so a slow Prometheus costs one timeout."""
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    return PrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=1, read=False, backoff_factor=0.2))
+
+
+def _query(url: str, query: str, timeout_s: float) -> list[dict]:
+    return client(url).custom_query(query, params={"timeout": f"{timeout_s:g}s"}, timeout=timeout_s)
+
+
+def _rates(result: Sequence[dict]) -> dict[tuple[str, str], float]:
+    return {(r["metric"].get("namespace", ""), r["metric"].get("cascade", "")): float(r["value"][1]) for r in result}
+
+
+def rate_of(rates: dict[tuple[str, str], float], namespace: str, cascade: str, window: str) -> float:
+    """The cascade's rate in a shared answer; NoSeries when it has none."""
+    try:
+        return rates[(namespace, cascade)]
+    except KeyError:
+        raise NoSeries(
+            f"no series of hadis_router_arrivals_total for {namespace}/{cascade} over {window}: the "
+            "routers are not scraped, or the window holds fewer than two scrapes (it must be at least "
+            "twice the scrape interval; kube-prometheus-stack scrapes every 30s)"
+        ) from None
+
+
+def cached_rate(url: str, namespace: str, cascade: str, window: str) -> float | None:
+    """The cascade's rate from a fresh shared answer, None when there is none (no I/O)."""
+    rates = _RATES.fresh((url, window))
+    return None if rates is None else rate_of(rates, namespace, cascade, window)
+
+
+def query_rate(url: str, namespace: str, cascade: str, window: str, timeout_s: float = 5.0) -> float:
+    """The cascade's arrival rate (req/s) over ``window``; NoSeries when Prometheus has none."""
+    query = ARRIVAL_RATES_QUERY.format(window=window)
+    rates = _RATES.get((url, window), lambda: _rates(_query(url, query, timeout_s)))
+    return rate_of(rates, namespace, cascade, window)
+
+
+def _served_series(url: str, window: str, timeout_s: float) -> dict[str, dict[tuple[str, str, str], float]]:
+    series = {}
+    for key, query in drift.queries(window).items():
+        series[key] = {
+            (r["metric"].get("namespace", ""), r["metric"].get("pod", ""), r["metric"].get("model", "")):
+            float(r["value"][1]) for r in _query(url, query, timeout_s)
+        }  # fmt: skip
+    return series
+
+
+def query_served(
+    url: str, namespace: str, deployments: Sequence[str], window: str, timeout_s: float
+) -> dict[str, drift.Served]:
+    """What a cascade's worker Deployments served over ``window``, by Triton model."""
+    series = _SERVED.get((url, window), lambda: _served_series(url, window, timeout_s))
+    return drift.served_of(drift.cascade_totals(series, namespace, deployments))
+
+
+def metrics_failure(e: Exception, timeout_s: float) -> str:
+    """What went wrong reading the arrival rate, in the words of the MetricsUnavailable condition."""
+    import requests
+
+    if isinstance(e, NoSeries):
+        return str(e)
+    if isinstance(e, requests.Timeout):
+        return f"Prometheus did not answer within {timeout_s:g}s"
+    if isinstance(e, requests.ConnectionError):
+        return f"Prometheus unreachable ({type(e).__name__})"
+    return f"Prometheus query failed ({type(e).__name__}: {str(e)[:200]})"

@@ -144,10 +144,28 @@ def operator(crd, namespace, monkeypatch):
     assert runner.exception is None, runner.output[-3000:]
 
 
-@pytest.fixture
-def empty_prometheus(tmp_path):
-    """A real Prometheus with nothing to scrape: every rate is 0."""
-    from hadis.local import running_prometheus
+IDLE_CASCADES = ("e1", "tiny", "demo")
 
-    with running_prometheus(tmp_path / "prometheus", [], "5s") as url:
-        yield url
+
+@pytest.fixture
+def idle_prometheus(tmp_path, namespace):
+    """A real Prometheus scraping idle routers' metrics (the router's own ``RouterMetrics``, every
+    series at zero for the cascades of ``IDLE_CASCADES``) with the test's namespace as the target
+    label: every cascade's arrival rate there is 0 req/s. Without a series the operator says
+    MetricsUnavailable instead of planning, so a test of plans at no load needs one."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from hadis.local import free_port, running_prometheus
+    from hadis.router.metrics import RouterMetrics
+
+    metrics = RouterMetrics(CollectorRegistry())
+    for cascade in IDLE_CASCADES:
+        metrics.expose(cascade, ("light", "heavy"))
+    port = free_port()
+    server, thread = start_http_server(port, "127.0.0.1", registry=metrics.registry)
+    try:
+        with running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"], "1s", {"namespace": namespace}) as url:
+            yield url
+    finally:
+        server.shutdown()
+        thread.join(5)

@@ -33,7 +33,7 @@ def _kubectl(kube) -> str:
     return str(Path(state["bin_dir"]) / "kubectl")
 
 
-def test_the_overlay_builds_patches_the_cascade_and_serves_when_applied(crd, namespace, operator, empty_prometheus,
+def test_the_overlay_builds_patches_the_cascade_and_serves_when_applied(crd, namespace, operator, idle_prometheus,
                                                                          tmp_path):  # fmt: skip
     kubectl = _kubectl(crd)
     # built by the command docs/operations.md gives, as written there
@@ -56,7 +56,7 @@ def test_the_overlay_builds_patches_the_cascade_and_serves_when_applied(crd, nam
         "resources": [os.path.relpath(OVERLAY, env)],
         "namespace": namespace,
         "patches": [{"target": {"kind": "DiffusionCascade", "name": "e1"}, "patch": yaml.safe_dump(
-            [{"op": "replace", "path": "/spec/prometheus", "value": {"url": empty_prometheus, "window": "30s"}}])}],
+            [{"op": "replace", "path": "/spec/prometheus", "value": {"url": idle_prometheus, "window": "30s"}}])}],
     }))  # fmt: skip
     rendered = _build(kubectl, env)
     crd("apply", "--server-side", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": rendered}))

@@ -79,3 +79,50 @@ def test_config_refuses_timings_that_could_let_two_leaders_overlap(duration, dea
 def test_config_needs_an_identity():
     with pytest.raises(ValueError, match="identity"):
         ElectionConfig()
+
+
+@pytest.mark.cluster
+def test_a_slow_api_server_cannot_keep_a_leader_acting_past_its_renew_deadline(kube, namespace):
+    """The real API server, every call made 3.5 s slow and then failing (etcd away behind it):
+    the leader stops within its renew deadline of the last renewal, before a follower could
+    take the Lease (its duration after it saw that renewal). Each call was bounded but a renewal
+    (read + replace, and the next try) was not: the leader acted 7.5 s on with a 6 s lease."""
+    import asyncio
+    import threading
+    import time
+
+    import kubernetes
+
+    from hadis.operator.leader import LeaseElector, LostLeadership, run_as_leader
+
+    kubernetes.config.load_kube_config(config_file=kube.kubeconfig)
+    real = kubernetes.client.CoordinationV1Api()
+    slow = threading.Event()
+
+    class SlowApi:
+        def __getattr__(self, name):
+            call = getattr(real, name)
+
+            def slowed(*args, **kwargs):
+                if slow.is_set():
+                    time.sleep(3.5)
+                    raise kubernetes.client.rest.ApiException(status=503, reason="etcd away")
+                return call(*args, **kwargs)
+
+            return slowed
+
+    cfg = ElectionConfig("slow", namespace, "a", lease_duration_s=6.0, renew_deadline_s=4.0, retry_period_s=0.5)
+    times: dict[str, float] = {}
+
+    async def work(stop: asyncio.Event) -> None:
+        await asyncio.sleep(1.0)  # a renewal or two at full speed
+        slow.set()
+        times["slow"] = time.monotonic()
+        await stop.wait()
+        times["stopped"] = time.monotonic()
+
+    with pytest.raises(LostLeadership):
+        asyncio.run(run_as_leader(LeaseElector(cfg, SlowApi()), work))
+    acted = times["stopped"] - times["slow"]
+    print(f"stopped acting {acted:.1f}s after the API server slowed (renew deadline 4 s, lease 6 s)")
+    assert acted < cfg.lease_duration_s

@@ -122,7 +122,7 @@ def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator)
 
 
 def test_an_object_the_api_server_refuses_is_named_in_a_condition_until_the_spec_is_fixed(
-    crd, namespace, operator, empty_prometheus
+    crd, namespace, operator, idle_prometheus
 ):
     """What the CRD cannot see (here a node-selector key that is no label key): the apply fails,
     the cascade says which object and why, once, and recovers when the spec is fixed."""
@@ -130,7 +130,7 @@ def test_an_object_the_api_server_refuses_is_named_in_a_condition_until_the_spec
     doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
     doc["spec"]["placement"] = {"nodeSelector": {"gpu pool!": "a"}}
     doc["spec"]["planner"] = {"intervalSeconds": 1}
-    doc["spec"]["prometheus"] = {"url": empty_prometheus, "window": "30s"}
+    doc["spec"]["prometheus"] = {"url": idle_prometheus, "window": "30s"}
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
     st = _wait(lambda: _with_reason(crd, namespace, "e1", "ApplyFailed"), "the ApplyFailed condition")
     message = _cond(st, "Degraded")["message"]
@@ -284,7 +284,7 @@ def _replans(namespace: str, outcome: str, cascade: str = "e1") -> float:
     return sample("hadis_operator_replans_total", namespace=namespace, cascade=cascade, outcome=outcome)
 
 
-def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, namespace, empty_prometheus, monkeypatch):
+def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, namespace, idle_prometheus, monkeypatch):
     from kopf.testing import KopfRunner
 
     from hadis.operator.metrics import sample
@@ -292,7 +292,7 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
     monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
     _apply_profile(crd, namespace)
     doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
-    doc["spec"]["prometheus"] = {"url": empty_prometheus, "window": "30s"}
+    doc["spec"]["prometheus"] = {"url": idle_prometheus, "window": "30s"}
     doc["spec"]["planner"] = {"intervalSeconds": 1}
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
     args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers"]
@@ -338,8 +338,9 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
 
 @pytest.mark.dataplane
 def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
-    """Traffic through the tiny router, scraped by Prometheus, re-planned by the operator (open-loop
-    arrivals at 8 req/s: a fixed rate, whatever the machine's speed)."""
+    """Traffic through the tiny router, scraped by Prometheus every 15 s as kube-prometheus-stack
+    does, re-planned by the operator with the CRD's default windows (open-loop arrivals at 8 req/s:
+    a fixed rate, whatever the machine's speed)."""
     import concurrent.futures
     import contextlib
     import threading
@@ -354,14 +355,16 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(plane.stop)
         prom_url = cleanup.enter_context(
-            running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{plane.router_port}"])
+            running_prometheus(
+                tmp_path / "prometheus", [f"127.0.0.1:{plane.router_port}"], "15s", {"namespace": namespace}
+            )
         )
         cleanup.callback(stop.set)
         monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
         _apply_profile(crd, namespace)
         doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
         doc["metadata"]["name"] = "tiny"  # the router's cascade label
-        doc["spec"]["prometheus"] = {"url": prom_url, "window": "5s"}
+        doc["spec"]["prometheus"] = {"url": prom_url}  # the default windows: 1m checks, a 2m interval
         doc["spec"]["planner"] = {"intervalSeconds": 2}
         crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
         light = "tiny-sdxl-lightning-2step"
@@ -391,7 +394,7 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
             with concurrent.futures.ThreadPoolExecutor(32) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
                 t0 = time.monotonic()
                 sender = pacer.submit(paced, pool, 8.0)
-                _wait(lambda: light_replicas() > low, "the light tier scaled up", 40)
+                _wait(lambda: light_replicas() > low, "the light tier scaled up", 120)
                 scaled_after = time.monotonic() - t0
 
                 # The Deployments are written before the status: wait for the plan's demand.
@@ -399,13 +402,13 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
                     demand = _status(crd, namespace, "tiny")["plan"]["demandRps"]
                     return demand if demand > 1 else 0.0
 
-                rate = _wait(planned_rate, "the new plan's status", 15)
+                rate = _wait(planned_rate, "the new plan's status", 30)
                 stop.set()
                 for f in sender.result():
                     f.result()
         assert runner.exception is None
         print(f"load change to {rate:.1f} req/s: light replicas {low} -> {light_replicas()} after {scaled_after:.1f}s "
-              "(open loop at 8 req/s; surge checks every 2 s over a 5 s window, 1 s scrape)")  # fmt: skip
+              "(open loop at 8 req/s; surge checks every 2 s over the default 1m window, 15 s scrape)")  # fmt: skip
         assert light_replicas() > low
 
 

@@ -277,3 +277,74 @@ def test_light_down_heavy_serves_in_time_and_both_down_is_unavailable(tmp_path):
     plane = dataclasses.replace(plane, clients={"light": light, "heavy": Down(heavy, "tiny-heavy", None)})
     with pytest.raises(WorkerUnavailable):
         asyncio.run(router._image(plane, "light", "a cat", 1, 1e18))
+
+
+def test_n_images_are_predicted_in_seconds_not_seconds_times_seconds():
+    """n images finish after the n - 1 before the last drain at the tier's throughput, plus one
+    image's time. An idle 8 s tier of 0.5 images/s (batches of 4) predicts 10 s for n=2, not
+    24 s (shed forever under a 12 s SLO); a fast tier is not over-admitted for large n."""
+    slow = TierLoad(prior_base_s=8.0, prior_capacity=0.5)
+    assert slow.predicted_latency(2) == pytest.approx(10.0)
+    assert admit(slow, 2, 12.0, 64).admitted
+    fast = TierLoad(prior_base_s=0.1, prior_capacity=100.0)
+    assert fast.predicted_latency(50) == pytest.approx(0.59)
+    assert not admit(fast, 50, 0.5, 1000).admitted  # 49 images ahead of the last at 100/s
+    assert fast.predicted_latency(1) == pytest.approx(0.1)
+
+
+def test_the_router_stays_ready_while_heavy_alone_can_serve(tmp_path):
+    """During a light rollout (or a re-plan to another light model) heavy serves every request
+    (heavy_fallback): the router stays in its Service; with neither tier it leaves."""
+    from hadis.router.service import Router
+
+    path = tmp_path / "router.yaml"
+    _write(path, tiny_config(8000, 8010))
+    router = Router(path)
+    router.ready_endpoints = {"light": set(), "heavy": {"10.0.0.9:8000"}}
+    assert asyncio.run(router.handle_readyz(None)).status == 200
+    router.ready_endpoints = {"light": set(), "heavy": set()}
+    assert asyncio.run(router.handle_readyz(None)).status == 503
+
+
+def test_a_malformed_worker_answer_fails_over_and_is_counted(tmp_path):
+    """Two replicas answer 200 with a body that is not the protocol's: each is tried once, each
+    bad answer counted, and the tier says it is unavailable (the API's JSON 503), not a 500."""
+    from aiohttp import web
+
+    from hadis.router.service import Router
+    from hadis.router.triton import WorkerUnavailable
+
+    hits: list[int] = []
+
+    async def run():
+        async def garbage(request: web.Request) -> web.Response:
+            hits.append(request.url.port)
+            return web.Response(status=200, text="<html>not an inference answer</html>")
+
+        app = web.Application()
+        app.router.add_post("/v2/models/{model}/infer", garbage)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        sites = [web.TCPSite(runner, "127.0.0.1", 0) for _ in range(2)]
+        for site in sites:
+            await site.start()
+        ports = [site._server.sockets[0].getsockname()[1] for site in sites]
+        path = tmp_path / "router.yaml"
+        _write(path, tiny_config(ports[0], ports[1]))
+        router = Router(path)
+        client = router.plane.clients["light"]
+        client.pool.update(tuple(f"127.0.0.1:{p}" for p in ports))
+        try:
+            with pytest.raises(WorkerUnavailable, match="malformed answer"):
+                await client.generate("a cat", 1, asyncio.get_running_loop().time() + 1e6)
+        finally:
+            await client.close()
+            await runner.cleanup()
+        bad = router.metrics.registry.get_sample_value(
+            "hadis_router_worker_bad_answers_total", {"cascade": router.cfg.cascade, "model": client.tier.name}
+        )
+        return sorted(ports), bad
+
+    ports, bad = asyncio.run(run())
+    assert sorted(hits) == ports  # the second replica was tried after the first's bad answer
+    assert bad == 2

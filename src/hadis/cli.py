@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hadis import __version__
+from hadis.cli_common import _positive_int, write_output
 from hadis.core.errors import DataError
 from hadis.jsonsafe import json_safe
 
@@ -68,15 +69,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
         report.plot(args.plot, runs, settings, title)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
-
-
-def write_output(text: str, out: str | None, what: str = "") -> None:
-    """Write a command's result to ``--out`` (saying so on stderr) or to stdout."""
-    if out:
-        Path(out).write_text(text)
-        print(f"wrote {what + ' to ' if what else ''}{out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
 
 
 def cmd_table_build(args: argparse.Namespace) -> int:
@@ -330,13 +322,6 @@ def build_parser() -> argparse.ArgumentParser:
     cli_serve.add_parsers(sub)
     cli_operator.add_parsers(sub)
     return p
-
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def _positive_float(text: str) -> float:

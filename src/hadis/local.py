@@ -253,13 +253,17 @@ def prometheus_binary() -> str:
 
 
 @contextlib.contextmanager
-def running_prometheus(directory: Path, targets: Sequence[str], scrape_interval: str = "1s") -> Iterator[str]:
-    """Debian's Prometheus on a free loopback port, scraping ``targets``; yields its URL."""
+def running_prometheus(
+    directory: Path, targets: Sequence[str], scrape_interval: str = "1s", labels: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Debian's Prometheus on a free loopback port, scraping ``targets`` (with target ``labels``,
+    such as the ``namespace`` kube-prometheus-stack's monitors add); yields its URL."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    static = {"targets": list(targets), **({"labels": dict(labels)} if labels else {})}
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [{"job_name": "hadis", "static_configs": [{"targets": list(targets)}]}] if targets else [],
+        "scrape_configs": [{"job_name": "hadis", "static_configs": [static]}] if targets else [],
     }
     (directory / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
     proc = subprocess.Popen(

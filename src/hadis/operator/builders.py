@@ -138,6 +138,68 @@ def drain_seconds(slo_s: float, slowest_batch_s: float | None) -> int:
     return math.ceil(max(slo_s, slowest_batch_s or 0.0)) + 5
 
 
+def _worker_container(
+    model: ModelEntry, image: str, env: list, resources: Mapping[str, Any], drain_s: int, cache_args: list
+) -> dict[str, Any]:
+    """The worker container: Triton serving the model, probed on the model's own readiness."""
+    probe_port = WORKER_HTTP
+    return {
+        "name": "worker",
+        "image": image,
+        "command": ["hadis"],
+        "args": [
+            "worker",
+            "serve",
+            "--model",
+            model.worker_spec,
+            "--host",
+            "0.0.0.0",
+            "--http-port",
+            str(WORKER_HTTP),
+            "--grpc-port",
+            str(WORKER_GRPC),
+            "--metrics-port",
+            str(WORKER_METRICS),
+            "--drain-seconds",
+            str(drain_s),
+            *cache_args,
+            *model.args,
+        ],
+        "env": env,
+        "ports": [
+            {"name": "http", "containerPort": WORKER_HTTP},
+            {"name": "grpc", "containerPort": WORKER_GRPC},
+            {"name": "metrics", "containerPort": WORKER_METRICS},
+        ],
+        "resources": resources,
+        # The model-level endpoint: Triton's server-level /v2/health/ready
+        # answers while the model is still loading and requests still fail.
+        # every 2 s: a new replica takes traffic within 2 s of its model
+        # loading (a scale-up under load waits on it); up to 30 min to load
+        "startupProbe": {
+            "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
+            "periodSeconds": 2,
+            "failureThreshold": 900,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
+            "periodSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": probe_port},
+            "periodSeconds": 10,
+        },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_S}}},
+        "securityContext": _SECURITY,
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": "/models"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
 def worker_deployment(
     cascade: str,
     namespace: str,
@@ -162,7 +224,6 @@ def worker_deployment(
     resources = dict(model.resources or {})
     resources["requests"] = {**resources.get("requests", {}), **gpu}
     resources["limits"] = {**resources.get("limits", {}), **gpu}
-    probe_port = WORKER_HTTP
     env = [{"name": "HF_HOME", "value": "/models/hf"}]
     threads = cpu_threads(resources)
     if threads is not None:
@@ -207,63 +268,7 @@ def worker_deployment(
                     **dict(placement or {}),
                     "terminationGracePeriodSeconds": PRESTOP_S + drain_s + 5,
                     **({"initContainers": init} if init else {}),
-                    "containers": [
-                        {
-                            "name": "worker",
-                            "image": model.image or image,
-                            "command": ["hadis"],
-                            "args": [
-                                "worker",
-                                "serve",
-                                "--model",
-                                model.worker_spec,
-                                "--host",
-                                "0.0.0.0",
-                                "--http-port",
-                                str(WORKER_HTTP),
-                                "--grpc-port",
-                                str(WORKER_GRPC),
-                                "--metrics-port",
-                                str(WORKER_METRICS),
-                                "--drain-seconds",
-                                str(drain_s),
-                                *cache_args,
-                                *model.args,
-                            ],
-                            "env": env,
-                            "ports": [
-                                {"name": "http", "containerPort": WORKER_HTTP},
-                                {"name": "grpc", "containerPort": WORKER_GRPC},
-                                {"name": "metrics", "containerPort": WORKER_METRICS},
-                            ],
-                            "resources": resources,
-                            # The model-level endpoint: Triton's server-level /v2/health/ready
-                            # answers while the model is still loading and requests still fail.
-                            # every 2 s: a new replica takes traffic within 2 s of its model
-                            # loading (a scale-up under load waits on it); up to 30 min to load
-                            "startupProbe": {
-                                "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
-                                "periodSeconds": 2,
-                                "failureThreshold": 900,
-                            },
-                            "readinessProbe": {
-                                "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
-                                "periodSeconds": 2,
-                                "failureThreshold": 2,
-                            },
-                            "livenessProbe": {
-                                "httpGet": {"path": "/v2/health/live", "port": probe_port},
-                                "periodSeconds": 10,
-                            },
-                            "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_S}}},
-                            "securityContext": _SECURITY,
-                            "volumeMounts": [
-                                {"name": "model-cache", "mountPath": "/models"},
-                                {"name": "dshm", "mountPath": "/dev/shm"},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                            ],
-                        }
-                    ],
+                    "containers": [_worker_container(model, model.image or image, env, resources, drain_s, cache_args)],
                     "volumes": [
                         dict(cache) if cache else {"name": "model-cache", "emptyDir": {}},
                         {"name": "dshm", "emptyDir": {"medium": "Memory"}},

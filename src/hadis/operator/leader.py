@@ -226,6 +226,22 @@ async def run_as_leader(
         health.last_contact = health.last_attempt
         return held
 
+    async def renew(last_renewal: float) -> tuple[bool, float]:
+        """One renewal, bounded as a whole (its read and its write) by what is left of the renew
+        deadline: a slow API server must not keep the leader acting past it, since a follower may
+        take over a lease duration after it saw the last renewal. The renewal counts from when it
+        started: the record it writes can be no older than that."""
+        started = time.monotonic()
+        left = cfg.renew_deadline_s - (started - last_renewal)
+        try:
+            renewed = await asyncio.wait_for(attempt(), timeout=max(0.0, left))
+            metrics.LEASE_ATTEMPTS.labels("renewed" if renewed else "held_by_other").inc()
+        except Exception as e:  # TimeoutError too: the deadline passed during the renewal
+            metrics.LEASE_ATTEMPTS.labels("error").inc()
+            logger.warning("lease renewal failed: %s", e or type(e).__name__)
+            renewed = False
+        return renewed, started
+
     waiting_for = None
     while True:
         try:
@@ -250,16 +266,10 @@ async def run_as_leader(
             await asyncio.wait({task}, timeout=cfg.retry_period_s)
             if task.done():
                 break
-            try:
-                renewed = await attempt()
-                metrics.LEASE_ATTEMPTS.labels("renewed" if renewed else "held_by_other").inc()
-            except Exception as e:
-                metrics.LEASE_ATTEMPTS.labels("error").inc()
-                logger.warning("lease renewal failed: %s", e)
-                renewed = False
+            renewed, started = await renew(last_renewal)
             if renewed:
-                last_renewal = time.monotonic()
-            elif time.monotonic() - last_renewal > cfg.renew_deadline_s:
+                last_renewal = started
+            elif time.monotonic() - last_renewal >= cfg.renew_deadline_s:
                 logger.error("lost the lease %s/%s (now %s); stopping", cfg.namespace, cfg.name, elector.holder())
                 stop_flag.set()
                 await task

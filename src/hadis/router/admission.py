@@ -8,8 +8,9 @@ from completions:
 - ``capacity``: how many images per second the tier completes while it is busy (completions
   counted over a short sliding window, averaged over windows in which work was waiting).
 
-A new request of ``n`` images is predicted to finish after the work ahead of it drains plus its
-own service: ``in_flight / capacity + base_s``. When that is past the SLO, or the tier already
+A new request of ``n`` images is predicted to finish after the work ahead of it and its own
+first ``n - 1`` images drain, plus one image's service: ``(in_flight + n - 1) / capacity + base_s``
+(seconds: images over images per second, plus seconds). When that is past the SLO, or the tier already
 holds ``max_in_flight`` images, it is refused at once with a ``Retry-After`` that says when the
 backlog should have drained, instead of waiting in a queue that grows without bound.
 
@@ -70,7 +71,7 @@ class TierLoad:
             return 0.0
         if not capacity:
             return base
-        return self.in_flight / capacity + base * (1 if n <= 1 else 1 + (n - 1) / capacity)
+        return (self.in_flight + max(0, n - 1)) / capacity + base
 
     def start(self, n: int = 1) -> int:
         """Count ``n`` images in; returns how many were ahead of them."""

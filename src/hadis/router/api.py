@@ -108,14 +108,10 @@ def _error_response(description: str) -> dict[str, Any]:
     return _json_response(description, {"$ref": "#/components/schemas/Error"})
 
 
-def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
-    """The router's HTTP API as OpenAPI 3.0 (served at ``/openapi.json``).
-
-    ``POST /v1/images/generations`` is OpenAI's images API as far as the router implements it:
-    the same request fields and response shape, with the limits of this router's config, and
-    per image the model that served it and whether it was escalated or degraded."""
+def _request_schema(cfg: RouterConfig) -> dict[str, Any]:
+    """The request body's schema, with this router's limits."""
     limits = cfg.limits
-    request = {
+    return {
         "type": "object",
         "required": ["prompt"],
         "properties": {
@@ -135,7 +131,11 @@ def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
             "style": {"type": "string", "nullable": True},
         },
     }
-    image = {
+
+
+def _image_schema() -> dict[str, Any]:
+    """One image of the response."""
+    return {
         "type": "object",
         "required": ["b64_json", "model", "escalated", "degraded"],
         "properties": {
@@ -149,6 +149,16 @@ def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
             "discriminator": {"type": "string", "nullable": True},
         },
     }
+
+
+def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
+    """The router's HTTP API as OpenAPI 3.0 (served at ``/openapi.json``).
+
+    ``POST /v1/images/generations`` is OpenAI's images API as far as the router implements it:
+    the same request fields and response shape, with the limits of this router's config, and
+    per image the model that served it and whether it was escalated or degraded."""
+    request = _request_schema(cfg)
+    image = _image_schema()
     error = {
         "type": "object",
         "required": ["error"],

@@ -53,6 +53,16 @@ class RouterMetrics:
         self.worker_errors = Counter(
             "hadis_router_worker_errors", "Failed calls to a tier's workers.", ["cascade", "model"], registry=r
         )
+        self.bad_answers = Counter(
+            "hadis_router_worker_bad_answers",
+            "Worker answers that were no image (a malformed body); the next replica is tried.",
+            ["cascade", "model"],
+            registry=r,
+        )
+        self._plan_series(r)
+
+    def _plan_series(self, r: CollectorRegistry) -> None:
+        """The series of the configuration in force and the tiers' dispatch and load."""
         self.config_reloads = Counter(
             "hadis_router_config_reloads",
             "Configuration reloads by result (ok, error).",
@@ -115,3 +125,4 @@ class RouterMetrics:
         for model in models:
             self.images.labels(c, model)
             self.worker_errors.labels(c, model)
+            self.bad_answers.labels(c, model)

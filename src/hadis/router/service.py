@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -126,10 +126,15 @@ def _pool_key(tier: Tier) -> tuple:
 
 
 def build_plane(
-    cfg: RouterConfig, old: Plane | None, pools: Mapping[tuple, EndpointPool], rescore: bool = False
+    cfg: RouterConfig,
+    old: Plane | None,
+    pools: Mapping[tuple, EndpointPool],
+    rescore: bool = False,
+    on_bad_answer: Callable[[str], None] | None = None,
 ) -> Plane:
     """The plane of ``cfg``, keeping from ``old`` what still describes the same models
-    (``rescore``: the router model file changed, so the scorer and its percentiles are new)."""
+    (``rescore``: the router model file changed, so the scorer and its percentiles are new).
+    ``on_bad_answer`` counts a worker's malformed answer (its model's name)."""
     if old is not None and old.cfg.scoring == cfg.scoring and not rescore:
         scorer, score_pct = old.scorer, old.score_pct
     else:
@@ -144,7 +149,7 @@ def build_plane(
         if same_model and replace(was, capacity=None) == replace(tier, capacity=None):
             clients[name] = old.clients[name]  # capacity is the planner's figure, not the client's
         else:
-            clients[name] = TierClient(tier, pools[_pool_key(tier)])
+            clients[name] = TierClient(tier, pools[_pool_key(tier)], on_bad_answer)
         loads[name] = old.loads[name] if same_model else TierLoad()
     same_light = old is not None and old.cfg.light.name == cfg.light.name
     conf_pct = old.conf_pct if same_light else StreamingPercentile(cfg.scoring.window)
@@ -162,7 +167,7 @@ class Router:
         self._loop: asyncio.AbstractEventLoop | None = None  # set on start: watches need it
         self.peers: int | None = None  # ready router replicas, when their Service is watched
         self._ensure_pools(cfg)
-        self.plane = build_plane(cfg, None, self.pools)
+        self.plane = build_plane(cfg, None, self.pools, on_bad_answer=self._bad_answer)
         self._model = self._model_stamp(cfg)
         self.ready_endpoints: dict[str, set[str]] = {"light": set(), "heavy": set()}
         self._tasks: list[asyncio.Task] = []
@@ -171,6 +176,9 @@ class Router:
     @property
     def cfg(self) -> RouterConfig:
         return self.plane.cfg
+
+    def _bad_answer(self, model: str) -> None:
+        self.metrics.bad_answers.labels(self.cfg.cascade, model).inc()
 
     # ------------------------------------------------------------------ configuration
     def _read_config(self) -> RouterConfig:
@@ -247,7 +255,7 @@ class Router:
             model = self._model_stamp(new_cfg)
             rescore = new_cfg.scoring.model_file is not None and model != self._model
             self._model = model
-            new = build_plane(new_cfg, old, self.pools, rescore)
+            new = build_plane(new_cfg, old, self.pools, rescore, self._bad_answer)
         except DataError as e:
             self.metrics.config_reloads.labels(old.cfg.cascade, "error").inc()
             _log(logging.ERROR, "config reload failed; keeping the previous config", error=str(e))
@@ -513,7 +521,10 @@ class Router:
 
     async def handle_readyz(self, _request: web.Request) -> web.Response:
         ready = {k: sorted(v) for k, v in self.ready_endpoints.items()}
-        ok = bool(self.ready_endpoints["light"])
+        # Either tier serves: with no light pod (a rollout, a re-plan to another light model) the
+        # heavy tier answers every request (``heavy_fallback``); the router leaves its Service
+        # only when neither can.
+        ok = bool(self.ready_endpoints["light"] or self.ready_endpoints["heavy"])
         status = 200 if ok else 503
         body = {"ready": ok, "ready_endpoints": ready, "cascade": self.cfg.cascade}
         body["dispatch"] = {n: self.plane.clients[n].pool.source for n in TIERS}

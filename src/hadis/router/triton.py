@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -31,6 +32,11 @@ class WorkerUnavailable(Exception):
     """No replica of the tier answered (every endpoint failed or the deadline passed)."""
 
 
+class MalformedAnswer(Exception):
+    """A worker answered, but not with an image (no IMAGE output, a body that is not the
+    protocol's): a broken replica, tried no further for this image."""
+
+
 def _client(endpoint: str) -> triton_http.InferenceServerClient:
     """A Triton client that opens a connection per request. An endpoint is usually a Kubernetes
     Service, and kube-proxy balances connections, not requests: kept-alive connections pin the
@@ -49,9 +55,12 @@ def _client(endpoint: str) -> triton_http.InferenceServerClient:
 class TierClient:
     """The least loaded of a tier's endpoints first; a failed connection is retried on the next."""
 
-    def __init__(self, tier: Tier, pool: EndpointPool | None = None):
+    def __init__(
+        self, tier: Tier, pool: EndpointPool | None = None, on_bad_answer: Callable[[str], None] | None = None
+    ):
         self.tier = tier
         self.pool = pool or EndpointPool(tier.endpoints)
+        self.on_bad_answer = on_bad_answer  # called with the model's name for each malformed answer
         self._clients: dict[str, triton_http.InferenceServerClient] = {}
 
     async def close(self) -> None:
@@ -95,6 +104,11 @@ class TierClient:
             except (aiohttp.ClientError, OSError, InferenceServerException) as e:
                 errors.append(f"{endpoint}: {type(e).__name__}: {str(e)[:200]}")
                 continue
+            except MalformedAnswer as e:  # the next replica may be sound
+                errors.append(f"{endpoint}: malformed answer: {str(e)[:200]}")
+                if self.on_bad_answer is not None:
+                    self.on_bad_answer(self.tier.name)
+                continue
             finally:
                 self.pool.finish(endpoint)
             png, conf, disc = result
@@ -106,12 +120,17 @@ class TierClient:
         p.set_data_from_numpy(np.array([[prompt.encode("utf-8", errors="replace")]], dtype=object))
         s = triton_http.InferInput("SEED", [1, 1], "INT64")
         s.set_data_from_numpy(np.array([[seed]], dtype=np.int64))
-        r = await self._client_for(endpoint).infer(self.tier.name, [p, s])
-        png = r.as_numpy("IMAGE")[0][0]
-        conf = r.as_numpy("CONFIDENCE")
-        disc = r.as_numpy("DISCRIMINATOR")
-        return (
-            bytes(png),
-            None if conf is None else float(conf[0][0]),
-            None if disc is None else bytes(disc[0][0]).decode(errors="replace"),
-        )
+        try:
+            r = await self._client_for(endpoint).infer(self.tier.name, [p, s])
+            png = r.as_numpy("IMAGE")
+            if png is None:
+                raise MalformedAnswer("no IMAGE output")
+            conf = r.as_numpy("CONFIDENCE")
+            disc = r.as_numpy("DISCRIMINATOR")
+            return (
+                bytes(png[0][0]),
+                None if conf is None else float(conf[0][0]),
+                None if disc is None else bytes(disc[0][0]).decode(errors="replace"),
+            )
+        except (ValueError, TypeError, KeyError, IndexError) as e:  # a 200 whose body is not the protocol's
+            raise MalformedAnswer(f"{type(e).__name__}: {e}") from None

@@ -18,6 +18,7 @@ import numpy as np
 
 from hadis.core.errors import DataError
 from hadis.core.routing import HADIS_FEATURES, percentiles
+from hadis.scoring.auc import roc_auc
 from hadis.scoring.features import extract
 from hadis.scoring.model import LearnedModel, RuleModel, train_learned
 
@@ -26,24 +27,6 @@ TEST = range(3000, 4000)
 POOR_SHARE = 0.3
 LIGHT_MODELS = ("sdxl-lightning-2step", "sd3.5-large-turbo", "sd3.5-medium")
 PROMPTS_FILE = Path("prompts") / "imagenet1k_5k.txt"
-
-
-def roc_auc(positive: Sequence[bool] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    y = np.asarray(positive, dtype=bool)
-    s = np.asarray(scores, dtype=float)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("ROC-AUC needs both positives and negatives")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    # average ranks over ties
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_s)) + 1]
-    ends = np.r_[starts[1:], len(s)]
-    for a, b in zip(starts, ends, strict=True):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def read_prompts(data_dir: Path) -> list[str]:

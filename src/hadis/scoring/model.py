@@ -192,7 +192,7 @@ def train_learned(
     only (ROC-AUC of the top-30%-hardest prompts), then the model is refit on all of them.
     Solved in the dual (n x n), so training is a few seconds for a few thousand prompts.
     """
-    from hadis.scoring.evaluate import roc_auc  # local: evaluate imports this module
+    from hadis.scoring.auc import roc_auc
 
     y = np.asarray(hardness, dtype=float)
     if len(prompts) != len(y) or len(y) < folds * 2:

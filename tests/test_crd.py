@@ -37,7 +37,7 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
     assert planner["surge"] == {
         "enabled": True,
         "checkSeconds": 2,
-        "window": "5s",
+        "window": "1m",  # four scrapes of a 15 s interval
         "riseRatio": 1.25,
         "minRiseRps": 1,
         "fallRatio": 0.8,

@@ -49,13 +49,19 @@ def _post(url: str, doc: dict, timeout: float = 30.0) -> tuple[int, dict, dict]:
 
 
 def _set_config(
-    plane: LocalPlane, light_endpoints: tuple[str, ...] | None = None, light_name: str | None = None, **changes
+    plane: LocalPlane,
+    light_endpoints: tuple[str, ...] | None = None,
+    light_name: str | None = None,
+    heavy_name: str | None = None,
+    **changes,
 ) -> None:
     cfg = tiny_config(plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], **changes)
     if light_endpoints:
         cfg = replace(cfg, light=replace(cfg.light, endpoints=light_endpoints))
     if light_name:
         cfg = replace(cfg, light=replace(cfg.light, name=light_name))
+    if heavy_name:
+        cfg = replace(cfg, heavy=replace(cfg.heavy, name=heavy_name))
     before = _metric(plane, "hadis_router_config_reloads_total")
     tmp = plane.config_path.with_suffix(".tmp")
     tmp.write_text(dump_config(cfg))
@@ -174,27 +180,39 @@ def _readyz(plane: LocalPlane) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
-def _wait_readyz(plane: LocalPlane, status: int, timeout_s: float = 30.0) -> dict:
+def _wait_readyz(plane: LocalPlane, status: int, timeout_s: float = 30.0, light: list[str] | None = None) -> dict:
+    """Wait for /readyz to answer ``status`` (and, when given, list ``light`` as the ready light
+    endpoints: the router probes its workers on its own clock)."""
+
+    def done(code: int, body: dict) -> bool:
+        return code == status and (light is None or body["ready_endpoints"]["light"] == light)
+
     end = time.monotonic() + timeout_s
     code, body = _readyz(plane)
-    while code != status and time.monotonic() < end:
+    while not done(code, body) and time.monotonic() < end:
         time.sleep(0.2)
         code, body = _readyz(plane)
-    assert code == status, body
+    assert done(code, body), (code, body)
     return body
 
 
-def test_router_is_ready_only_when_its_light_model_answers(plane):
+def test_router_is_ready_only_when_a_model_it_routes_to_answers(plane):
     """Readiness asks the model, not the server: a worker whose Triton server is up but which
-    does not serve the configured model is not a ready endpoint."""
+    does not serve the configured model is not a ready endpoint. With no light model the heavy
+    tier serves every request (ready, and a request then succeeds); with neither, not ready."""
     light = f"127.0.0.1:{plane.worker_ports['tiny-light']}"
     _set_config(plane, light_name="tiny-absent", router_ratio=0.0, disc_ratio=0.0)
-    body = _wait_readyz(plane, 503)
-    assert body["ready_endpoints"]["light"] == []
+    body = _wait_readyz(plane, 200, light=[])
+    assert body["ready_endpoints"]["heavy"]
     with urllib.request.urlopen(f"http://{light}/v2/health/ready", timeout=5) as r:
         assert r.status == 200  # the server-level endpoint would have called it ready
+    status, _h, served = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a red ball"}, timeout=30)
+    assert status == 200 and served["data"][0]["model"] == "tiny-heavy", served  # ready meant it serves
+    _set_config(plane, light_name="tiny-absent", heavy_name="tiny-absent-heavy", router_ratio=0.0, disc_ratio=0.0)
+    body = _wait_readyz(plane, 503)
+    assert body["ready_endpoints"] == {"light": [], "heavy": []}
     _set_config(plane, router_ratio=0.0, disc_ratio=0.0)
-    assert _wait_readyz(plane, 200)["ready_endpoints"]["light"] == [light]
+    _wait_readyz(plane, 200, light=[light])
 
 
 def test_heavy_worker_killed_under_traffic(plane):

@@ -259,10 +259,15 @@ def test_a_slowed_worker_sets_profile_drift_with_both_figures_and_restoring_it_c
     def light_held_to(seconds: str) -> list[dict]:
         return [{**m, "args": ["--min-batch-seconds", seconds]} if m["name"] == "tiny-light" else m for m in models]
 
-    _patch(stack, {"profileDrift": {"window": "30s", "minBatches": 3, "tolerance": 0.5}})
+    # A window four scrapes long (the stack scrapes every 15 s, as kube-prometheus-stack does).
+    _patch(stack, {"profileDrift": {"window": "1m", "minBatches": 3, "tolerance": 0.5}})
     with Traffic(_router_url(stack), 1.0, SIMPLE) as traffic:
-        ok = demo.wait_until(lambda: (d := _drift(stack)).get("status") == "False" and d, "ProfileDrift False", 120)
-        assert "tiny-light 1" in ok["message"], ok  # as profiled: about 1 s per batch
+        ok = demo.wait_until(  # judged once the window holds three light batches: as profiled, about 1 s each
+            lambda: (d := _drift(stack)).get("status") == "False" and "tiny-light 1" in d["message"] and d,
+            "ProfileDrift False with tiny-light judged",
+            180,
+        )
+        assert ok["reason"] == "WithinTolerance", ok
         _patch(stack, {"models": light_held_to("3.0")})
         slowed = demo.wait_until(lambda: (d := _drift(stack)).get("status") == "True" and d, "ProfileDrift True", 300)
         assert slowed["reason"] == "LatencyDrift"

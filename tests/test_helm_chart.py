@@ -79,7 +79,16 @@ def test_defaults_render_a_leader_elected_cluster_wide_operator(helm_bin):
     role = _one(docs, "ClusterRole", "hop-hadis-operator")
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert {("serving.hadis.dev", "diffusioncascades/status"), ("apps", "deployments"), ("", "pods")} <= granted
-    assert all("delete" not in rule["verbs"] for rule in role["rules"])  # owned objects go by garbage collection
+    # delete only on what the operator prunes (a model removed from spec.models); the rest goes by
+    # garbage collection
+    deletable = {
+        (g, r)
+        for rule in role["rules"]
+        if "delete" in rule["verbs"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert deletable == {("apps", "deployments"), ("", "services")}
     lease = _one(docs, "Role")
     assert lease["metadata"]["namespace"] == "hadis-system" and lease["rules"][0]["resources"] == ["leases"]
 
@@ -159,7 +168,9 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
 
         assert can("patch", "diffusioncascades.serving.hadis.dev/status") and can("create", "leases")
         assert can("patch", "deployments.apps") and can("list", "pods")
-        assert not can("delete", "deployments.apps") and not can("list", "secrets")
+        assert can("delete", "deployments.apps") and can("delete", "services")  # pruning
+        assert not can("delete", "configmaps") and not can("delete", "diffusioncascades.serving.hadis.dev")
+        assert not can("list", "secrets")
         other = subprocess.run(
             [crd.kubectl, f"--kubeconfig={sa_config}", "auth", "can-i", "list", "deployments", "-n", "default"],
             capture_output=True, text=True,

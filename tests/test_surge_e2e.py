@@ -50,7 +50,10 @@ def test_spike_is_degraded_not_dropped_and_replicas_follow_in_seconds(crd, names
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(plane.stop)
         prom_url = cleanup.enter_context(
-            running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{plane.router_port}"])
+            # The namespace label a ServiceMonitor's scrape adds: rates are read per namespace.
+            running_prometheus(
+                tmp_path / "prometheus", [f"127.0.0.1:{plane.router_port}"], labels={"namespace": namespace}
+            )
         )
         monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
         cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())

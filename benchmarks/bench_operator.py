@@ -4,7 +4,7 @@ Everything is real except the load: the API server, scheduler, controller manage
 fake GPU nodes (a control plane of its own, started and stopped here, with extra nodes so every
 cascade's GPUs fit), Debian's Prometheus, and the operator itself (``hadis operator run``,
 leader-elected). The routers' traffic is stood in for
-by one exporter that publishes ``hadis_router_arrivals_total{cascade=...}`` at rates the
+by one exporter that publishes ``hadis_router_requested_images_total{cascade=...}`` at rates the
 benchmark sets; Prometheus scrapes it every second, as it would scrape the routers.
 
 Phases and figures:
@@ -102,13 +102,16 @@ def memory_mib(pid: int) -> tuple[float, float]:
 
 
 class LoadExporter:
-    """Publishes hadis_router_arrivals_total per cascade at settable rates (Prometheus scrapes it)."""
+    """Publishes the router's demand series (``RouterMetrics.requested_images``) per cascade at
+    settable rates (Prometheus scrapes it, with the namespace label a monitor adds)."""
 
     def __init__(self, names: list[str], rate: float) -> None:
-        from prometheus_client import CollectorRegistry, Counter, start_http_server
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from hadis.router.metrics import RouterMetrics
 
         self.registry = CollectorRegistry()
-        self.counter = Counter("hadis_router_arrivals", "requests arrived", ["cascade"], registry=self.registry)
+        self.counter = RouterMetrics(self.registry).requested_images
         self.rates = {n: rate for n in names}
         self.port = free_port()
         start_http_server(self.port, addr="127.0.0.1", registry=self.registry)
@@ -199,7 +202,8 @@ def main() -> int:
         cm = yaml.safe_load((ROOT / "profiles" / "configmap-l40s.yaml").read_text())
         cm["metadata"]["name"] = "hadis-l40s"
         kube("apply", "--server-side", "-n", ns, "-f", "-", stdin=json.dumps(cm))
-        with running_prometheus(Path(f"/tmp/{ns}-prometheus"), [f"127.0.0.1:{exporter.port}"]) as prom_url:
+        targets = [f"127.0.0.1:{exporter.port}"]
+        with running_prometheus(Path(f"/tmp/{ns}-prometheus"), targets, labels={"namespace": ns}) as prom_url:
             log = Path(f"/tmp/{ns}-operator.log")
             health = free_port()
             operator = subprocess.Popen(

@@ -33,6 +33,7 @@ import yaml
 HACK = Path(__file__).resolve().parent
 ROOT = HACK.parent
 sys.path.insert(0, str(HACK))
+import monitors  # noqa: E402  (hack/monitors.py)
 import node  # noqa: E402  (hack/node.py)
 
 STATE = Path(os.environ.get("HADIS_DEMO_DIR", ROOT / ".cache" / "demo"))
@@ -147,73 +148,60 @@ def install_operator(
            "--create-namespace", "-f", str(vfile), "--wait", f"--timeout={timeout}")  # fmt: skip
 
 
-# As kube-prometheus-stack's monitors scrape: a 1 s scrape hid a surge window no real
-# Prometheus could fill (and so the demand read as zero), so the demo and the real-pod tests
-# scrape as users' clusters do.
-SCRAPE_INTERVAL = "15s"
+def chart_monitors(c: Cluster, directory: Path, release: str = RELEASE, namespace: str = OPERATOR_NS) -> list[dict]:
+    """The chart's PodMonitors (``metrics.podMonitor.enabled``) as rendered with the installed
+    release's values: what a user's Prometheus Operator would scrape, every 15 s by default, as
+    kube-prometheus-stack does. A 1 s scrape once hid a surge window no real Prometheus could
+    fill (the demand then read as zero)."""
+    values = directory / "release-values.json"
+    values.write_text(c.helm("get", "values", release, "-n", namespace, "-o", "json"))
+    out = c.helm("template", release, str(ROOT / "charts" / "hadis-operator"), "-n", namespace,
+                 "-f", str(values), "--set", "metrics.podMonitor.enabled=true",
+                 "--show-only", "templates/monitors.yaml")  # fmt: skip
+    return [d for d in yaml.safe_load_all(out) if d and d.get("kind") == "PodMonitor"]
 
 
-def prometheus_config(targets_file: Path, scrape_interval: str = SCRAPE_INTERVAL) -> dict:
-    """Scrape what ``targets_file`` lists (file service discovery: Debian's Prometheus is built
-    without the Kubernetes one; ``sync_targets`` keeps the file current from the API server)."""
-    return {
-        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        # honor_labels: the operator's series name the cascade's namespace, not its own pod's
-        # (the chart's monitors set honorLabels for the same reason)
-        "scrape_configs": [
-            {"job_name": "hadis", "honor_labels": True, "file_sd_configs": [{"files": [str(targets_file)]}]}
-        ],
-    }
-
-
-# the router's http port, Triton's metrics port, the operator's health port (its /metrics)
-SCRAPE_PORTS = {"router": 8080, "worker": 8002, "operator": 8080}
-
-
-def pod_targets(c: Cluster, namespaces: list[str]) -> list[dict]:
-    """The Running router, worker and operator pods of ``namespaces`` as file_sd target groups."""
-    groups = []
-    for ns in namespaces:
-        pods = c.json("get", "pods", "-n", ns, "-l", "app.kubernetes.io/part-of=hadis")["items"]
-        for pod in pods:
-            component = pod["metadata"]["labels"].get("app.kubernetes.io/component")
-            ip = pod["status"].get("podIP")
-            if component in SCRAPE_PORTS and ip and pod["status"].get("phase") == "Running":
-                labels = {"namespace": ns, "pod": pod["metadata"]["name"], "component": component}
-                groups.append({"targets": [f"{ip}:{SCRAPE_PORTS[component]}"], "labels": labels})
-    return groups
-
-
-def sync_targets(c: Cluster, namespaces: list[str], path: Path, every_s: float = 1.0) -> None:
-    """Rewrite the targets file whenever the pods change (until killed)."""
-    last = None
+def sync_targets(c: Cluster, namespaces: list[str], directory: Path, every_s: float = 1.0) -> None:
+    """Rewrite each monitor job's targets file whenever the pods change (until killed)."""
+    jobs = monitors.scrape_jobs(json.loads((directory / "monitors.json").read_text()))
+    last: list | None = None
     while True:
         with contextlib.suppress(RuntimeError, json.JSONDecodeError):
-            groups = pod_targets(c, namespaces)
+            pods = {ns: c.json("get", "pods", "-n", ns)["items"] for ns in namespaces}
+            groups = [monitors.job_targets(job, pods) for job in jobs]
             if groups != last:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(groups))
-                tmp.replace(path)  # atomic: Prometheus never reads half a file
+                for i, g in enumerate(groups):
+                    tmp = directory / f"targets-{i}.tmp"
+                    tmp.write_text(json.dumps(g))
+                    tmp.replace(directory / f"targets-{i}.json")  # atomic: Prometheus never reads half a file
                 last = groups
         time.sleep(every_s)
 
 
-def start_prometheus(c: Cluster, directory: Path, namespaces: list[str]) -> tuple[list[subprocess.Popen], str]:
-    """Debian's Prometheus on the node's bridge address (pods reach it there) and the process
-    that keeps its targets current; returns both and its URL."""
+def start_prometheus(
+    c: Cluster, directory: Path, namespaces: list[str], release: str = RELEASE, operator_ns: str = OPERATOR_NS
+) -> tuple[list[subprocess.Popen], str]:
+    """Debian's Prometheus on the node's bridge address (pods reach it there), scraping as the
+    chart's own PodMonitors say (``hack/monitors.py``: file discovery, as Debian's build has no
+    Kubernetes one), and the process that keeps its targets current; returns both and its URL."""
     sys.path.insert(0, str(ROOT / "src"))
     from hadis.local import prometheus_binary
 
     directory.mkdir(parents=True, exist_ok=True)
-    targets = directory / "targets.json"
-    targets.write_text("[]")
+    rendered = chart_monitors(c, directory, release, operator_ns)
+    (directory / "monitors.json").write_text(json.dumps(rendered))
+    jobs = monitors.scrape_jobs(rendered)
+    files = [str(directory / f"targets-{i}.json") for i in range(len(jobs))]
+    for f in files:
+        Path(f).write_text("[]")
     sync = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "sync-targets", "--kubeconfig", c.kubeconfig,
-         "--bin-dir", str(c.bin_dir), "--out", str(targets), *[f"--namespace={n}" for n in namespaces]],
+         "--bin-dir", str(c.bin_dir), "--dir", str(directory), *[f"--namespace={n}" for n in namespaces]],
         stdout=(directory / "sync.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     port = free_port(node.NODE_IP)
-    (directory / "prometheus.yml").write_text(json.dumps(prometheus_config(targets)))
+    config = monitors.prometheus_config(jobs, files, evaluation_interval=min(j.interval for j in jobs))
+    (directory / "prometheus.yml").write_text(json.dumps(config))
     proc = subprocess.Popen(
         [prometheus_binary(), f"--config.file={directory / 'prometheus.yml'}",
          f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address={node.NODE_IP}:{port}"],
@@ -559,12 +547,12 @@ def main() -> int:
     u.add_argument("--load-seconds", type=float, default=90.0, help="longest the load step lasts")
     u.set_defaults(func=up)
     sub.add_parser("down", help="stop what `up` left running (then make cluster-down)").set_defaults(func=down)
-    st = sub.add_parser("sync-targets", help="keep a Prometheus file_sd targets file current (background)")
+    st = sub.add_parser("sync-targets", help="keep the monitors' file_sd targets files current (background)")
     st.add_argument("--kubeconfig", required=True)
     st.add_argument("--bin-dir", type=Path, required=True)
     st.add_argument("--namespace", action="append", required=True)
-    st.add_argument("--out", type=Path, required=True)
-    st.set_defaults(func=lambda a: sync_targets(Cluster(a.kubeconfig, a.bin_dir), a.namespace, a.out))
+    st.add_argument("--dir", type=Path, required=True, help="holds monitors.json; targets-N.json written there")
+    st.set_defaults(func=lambda a: sync_targets(Cluster(a.kubeconfig, a.bin_dir), a.namespace, a.dir))
     args = p.parse_args()
     return args.func(args)
 

@@ -112,7 +112,7 @@ def running_stack(kube, tmp: Path) -> Iterator[Stack]:
         restricted_namespace(c, ns)
         restricted_namespace(c, op_ns)
         demo.install_operator(c, release=release, namespace=op_ns, watch=[ns])
-        procs, prom_url = demo.start_prometheus(c, tmp / "prometheus", [ns, op_ns])
+        procs, prom_url = demo.start_prometheus(c, tmp / "prometheus", [ns, op_ns], release, op_ns)
         background += procs
         cache_claim(c, ns, volume)
         t0 = time.monotonic()

@@ -81,8 +81,12 @@ def test_openai_client_generates_an_image(plane):
     from PIL import Image
 
     client = OpenAI(base_url=f"{plane.router_url}/v1", api_key="not-needed")
+    requests, images = (_metric(plane, f"hadis_router_{m}_total") for m in ("arrivals", "requested_images"))
     resp = client.images.generate(prompt="a red ball on green grass", n=2, size="64x64", response_format="b64_json")
     assert len(resp.data) == 2
+    # one request, two images of demand: what the operator plans for is images
+    assert _metric(plane, "hadis_router_arrivals_total") == requests + 1
+    assert _metric(plane, "hadis_router_requested_images_total") == images + 2
     for item in resp.data:
         img = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
         assert img.format == "PNG" and img.size == (64, 64)
@@ -102,8 +106,10 @@ def test_bad_requests_get_json_errors(plane):
     from openai import BadRequestError, OpenAI
 
     client = OpenAI(base_url=f"{plane.router_url}/v1", api_key="x", max_retries=0)
+    images = _metric(plane, "hadis_router_requested_images_total")
     with pytest.raises(BadRequestError, match="'n' must be between 1 and 4"):
         client.images.generate(prompt="a cat", n=9, size="64x64", response_format="b64_json")
+    assert _metric(plane, "hadis_router_requested_images_total") == images  # refused: no demand
     status, _headers, body = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a", "size": "1x1"})
     assert status == 400 and body["error"]["param"] == "size"
     req = urllib.request.Request(f"{plane.router_url}/v1/nothing-here")

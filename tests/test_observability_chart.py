@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,55 @@ def test_service_monitors_get_a_metrics_service_for_the_operator(helm_bin):
     assert (
         monitors["hop-hadis-operator"]["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     )
+
+
+def _running(namespace: str, name: str, template: dict, ip: str) -> dict:
+    """A Running pod of a Deployment's template, as the API server would list it."""
+    meta = {"namespace": namespace, "name": name, "labels": template["metadata"]["labels"]}
+    return {"metadata": meta, "spec": template["spec"], "status": {"phase": "Running", "podIP": ip}}
+
+
+def test_the_pod_monitors_select_the_pods_the_operator_and_the_chart_create(helm_bin):
+    """hack/monitors.py applies the rendered PodMonitors the way Prometheus Operator would (the
+    demo's and the real-pod tests' Prometheus scrape through it): the operator at its health
+    port with honorLabels, each router at its http port, each worker at Triton's metrics port
+    (not its inference port), only in the watched namespaces."""
+    sys.path.insert(0, str(ROOT / "hack"))
+    import monitors
+
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator import builders, logic
+    from hadis.operator.spec import CascadeSpec
+
+    docs = render(helm_bin, "metrics.podMonitor.enabled=true", "watchNamespaces={team-a}")
+    jobs = monitors.scrape_jobs(docs)
+    assert [(j.interval, j.path, j.honor_labels) for j in jobs] == [("15s", "/metrics", True)] + [
+        ("15s", "/metrics", False)
+    ] * 2
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-tiny.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-tiny.yaml").read_text())
+    spec = CascadeSpec.parse(doc["spec"])
+    decision = logic.decide(bundle, spec, 1.0, None)
+
+    def cascade_pods(ns: str, octet: int) -> list[dict]:
+        owned = builders.owned_objects(spec, "tiny", ns, bundle, decision.plan, decision.replicas, builders.Images())
+        deps = [o for o in owned if o["kind"] == "Deployment"]
+        return [_running(ns, d["metadata"]["name"] + "-0", d["spec"]["template"], f"10.{octet}.0.{i}")
+                for i, d in enumerate(deps)]  # fmt: skip
+
+    operator = next(d for d in docs if d["kind"] == "Deployment")
+    pods = {
+        "hadis-system": [_running("hadis-system", "op-0", operator["spec"]["template"], "10.0.0.1")],
+        "team-a": cascade_pods("team-a", 1),
+        "team-b": cascade_pods("team-b", 2),  # not watched
+    }
+    found = [monitors.job_targets(j, pods) for j in jobs]
+    assert [g["targets"] for g in found[0]] == [["10.0.0.1:8080"]]
+    routers = {g["labels"]["pod"]: g["targets"][0] for g in found[1]}
+    workers = {g["labels"]["pod"]: g["targets"][0] for g in found[2]}
+    assert routers == {"tiny-router-0": routers["tiny-router-0"]} and routers["tiny-router-0"].endswith(":8080")
+    assert set(workers) == {"tiny-tiny-light-0", "tiny-tiny-heavy-0"}
+    assert all(t.startswith("10.1.") and t.endswith(":8002") for t in workers.values())
+    assert all(g["labels"]["namespace"] == "team-a" for g in found[1] + found[2])
+    with pytest.raises(ValueError, match="keep and drop only"):
+        monitors.kept([{"action": "labelmap", "regex": "x"}], pods["team-a"][0])

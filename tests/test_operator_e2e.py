@@ -111,6 +111,62 @@ def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, o
     assert _health(crd, namespace, "e1", "ready") == ("Healthy", "Current")
 
 
+def _exists(kube, namespace: str, kind: str, name: str) -> bool:
+    out = kube("get", kind, "-n", namespace, "--ignore-not-found", "-o", "name")
+    return any(line.split("/", 1)[1] == name for line in out.split())
+
+
+def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_refused(crd, namespace, operator):
+    """A model dropped from spec.models takes its worker Deployment and Service with it (a
+    ``Pruned`` event each); an object of another cascade under a name this one would build is
+    not taken over: the cascade says NameConflict and leaves it as it was."""
+    from hadis.operator.builders import CASCADE_LABEL, worker_name
+
+    _apply_profile(crd, namespace)
+    doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+    st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
+    pair = {m.strip() for m in st["plan"]["pair"].split("->")}
+    kept = [m for m in doc["spec"]["models"] if m["name"] in pair or m["name"] == "sd3.5-medium"]
+    removed = [m["name"] for m in doc["spec"]["models"] if m not in kept]
+    assert removed  # the pair and sd3.5-medium are at most three of the four models
+    for m in removed:
+        assert _exists(crd, namespace, "deployment", worker_name("e1", m))  # built for every listed model
+
+    crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"models": kept}}))
+    for m in removed:
+        w = worker_name("e1", m)
+        _wait(lambda w=w: not _exists(crd, namespace, "deployment", w), f"Deployment {w} pruned")
+        _wait(lambda w=w: not _exists(crd, namespace, "service", w), f"Service {w} pruned")
+    for m in kept:
+        assert _exists(crd, namespace, "deployment", worker_name("e1", m))
+    events = _wait(
+        lambda: [e for e in json.loads(crd("get", "events", "-n", namespace, "-o", "json"))["items"]
+                 if e["reason"] == "Pruned"] or None,
+        "Pruned events",
+    )  # fmt: skip
+    assert any(f"Deployment {worker_name('e1', removed[0])}" in e["message"] for e in events), events
+
+    # Another cascade's Deployment under the name a re-added model would get: refused, not taken.
+    taken = worker_name("e1", removed[0])
+    foreign = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": taken, "labels": {CASCADE_LABEL: "e1-other"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "foreign"}},
+                 "template": {"metadata": {"labels": {"app": "foreign"}},
+                              "spec": {"containers": [{"name": "c", "image": "foreign:1"}]}}},
+    }  # fmt: skip
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(foreign))
+    readd = [*kept, next(m for m in doc["spec"]["models"] if m["name"] == removed[0])]
+    crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"models": readd}}))
+    st = _wait(lambda: _with_reason(crd, namespace, "e1", "NameConflict"), "NameConflict")
+    assert f"Deployment {taken} belongs to cascade e1-other" in _cond(st, "Ready")["message"]
+    assert _cond(st, "Stalled")["status"] == "True"
+    live = json.loads(crd("get", "deployment", taken, "-n", namespace, "-o", "json"))
+    assert live["metadata"]["labels"][CASCADE_LABEL] == "e1-other" and not live["metadata"].get("ownerReferences")
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "foreign:1"
+
+
 def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator):
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-tiny.yaml"))  # its ConfigMap does not exist
     st = _wait(lambda: _with_reason(crd, namespace, "tiny", "ProfileMissing"), "ProfileMissing condition")
@@ -339,43 +395,56 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
 @pytest.mark.dataplane
 def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
     """Traffic through the tiny router, scraped by Prometheus every 15 s as kube-prometheus-stack
-    does, re-planned by the operator with the CRD's default windows (open-loop arrivals at 8 req/s:
-    a fixed rate, whatever the machine's speed)."""
+    does, re-planned by the operator with the CRD's default windows (open-loop arrivals at 4
+    requests/s of two images each: a fixed rate, whatever the machine's speed). As users run it:
+    the cascade lists three of its profile's four models, and a cascade of the same name in a
+    second namespace, with an idle router, stays planned for no load."""
     import concurrent.futures
     import contextlib
     import threading
     import urllib.request
 
     from kopf.testing import KopfRunner
+    from prometheus_client import CollectorRegistry, start_http_server
 
-    from hadis.local import up_tiny
+    from hadis.local import free_port, up_tiny
+    from hadis.router.metrics import RouterMetrics
 
+    other = f"{namespace[:50]}-b"
     plane = up_tiny(tmp_path / "plane", router_ratio=0.0, disc_ratio=0.0, progress=lambda _l: None)
+    idle = RouterMetrics(CollectorRegistry())  # the other namespace's router: no requests
+    idle.expose("tiny", ("light", "heavy"))
+    idle_port = free_port()
     stop = threading.Event()
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(plane.stop)
-        prom_url = cleanup.enter_context(
-            running_prometheus(
-                tmp_path / "prometheus", [f"127.0.0.1:{plane.router_port}"], "15s", {"namespace": namespace}
-            )
-        )
+        server, _thread = start_http_server(idle_port, "127.0.0.1", registry=idle.registry)
+        cleanup.callback(server.shutdown)
+        targets = {
+            f"127.0.0.1:{plane.router_port}": {"namespace": namespace},
+            f"127.0.0.1:{idle_port}": {"namespace": other},
+        }
+        prom_url = cleanup.enter_context(running_prometheus(tmp_path / "prometheus", targets, "15s"))
         cleanup.callback(stop.set)
         monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
-        _apply_profile(crd, namespace)
+        crd("create", "namespace", other)
+        cleanup.callback(lambda: crd("delete", "namespace", other, "--wait=false"))
         doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
         doc["metadata"]["name"] = "tiny"  # the router's cascade label
+        doc["spec"]["models"] = [m for m in doc["spec"]["models"] if m["name"] != "sd3.5-large-turbo"]
         doc["spec"]["prometheus"] = {"url": prom_url}  # the default windows: 1m checks, a 2m interval
         doc["spec"]["planner"] = {"intervalSeconds": 2}
-        crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+        for ns in (namespace, other):
+            _apply_profile(crd, ns)
+            crd("apply", "-n", ns, "-f", "-", stdin=json.dumps(doc))
         light = "tiny-sdxl-lightning-2step"
 
-        def light_replicas() -> int:
-            return json.loads(crd("get", "deployment", light, "-n", namespace, "-o", "json"))["spec"]["replicas"]
+        def light_replicas(ns: str = namespace) -> int:
+            return json.loads(crd("get", "deployment", light, "-n", ns, "-o", "json"))["spec"]["replicas"]
 
         def post(k: int) -> None:
-            req = urllib.request.Request(
-                f"{plane.router_url}/v1/images/generations", data=json.dumps({"prompt": f"p{k}"}).encode()
-            )
+            body = json.dumps({"prompt": f"p{k}", "n": 2}).encode()
+            req = urllib.request.Request(f"{plane.router_url}/v1/images/generations", data=body)
             urllib.request.urlopen(req, timeout=30).read()
 
         def paced(pool, rate: float) -> list:
@@ -386,30 +455,37 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
                 time.sleep(max(0.0, t0 + len(sent) / rate - time.monotonic()))
             return sent
 
-        args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers"]
+        args = ["run", "--standalone", "--namespace", namespace, "--namespace", other, "-m", "hadis.operator.handlers"]
         with KopfRunner(args, timeout=90) as runner:
-            _wait(lambda: _ready(crd, namespace, "tiny"), "Ready")
+            for ns in (namespace, other):
+                st = _wait(lambda ns=ns: _ready(crd, ns, "tiny"), f"Ready in {ns}")
+                assert st["plan"]["pair"] == "sdxl-lightning-2step -> sd3.5-large"  # of the listed models
             low = light_replicas()
             assert low == 1, low
             with concurrent.futures.ThreadPoolExecutor(32) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
                 t0 = time.monotonic()
-                sender = pacer.submit(paced, pool, 8.0)
+                sender = pacer.submit(paced, pool, 4.0)
                 _wait(lambda: light_replicas() > low, "the light tier scaled up", 120)
                 scaled_after = time.monotonic() - t0
 
                 # The Deployments are written before the status: wait for the plan's demand.
                 def planned_rate() -> float:
                     demand = _status(crd, namespace, "tiny")["plan"]["demandRps"]
-                    return demand if demand > 1 else 0.0
+                    return demand if demand > 4.5 else 0.0  # images/s: above the 4 requests/s
 
-                rate = _wait(planned_rate, "the new plan's status", 30)
+                rate = _wait(planned_rate, "the new plan's status", 60)
                 stop.set()
                 for f in sender.result():
                     f.result()
+            quiet = _status(crd, other, "tiny")
         assert runner.exception is None
-        print(f"load change to {rate:.1f} req/s: light replicas {low} -> {light_replicas()} after {scaled_after:.1f}s "
-              "(open loop at 8 req/s; surge checks every 2 s over the default 1m window, 15 s scrape)")  # fmt: skip
+        print(f"load change to {rate:.1f} images/s: light replicas {low} -> {light_replicas()} after "
+              f"{scaled_after:.1f}s (open loop at 4 req/s x 2 images; surge checks every 2 s over the "
+              "default 1m window, 15 s scrape)")  # fmt: skip
         assert light_replicas() > low
+        # the same cascade name in the other namespace: its own (zero) demand, its own plan
+        assert quiet["plan"]["demandRps"] == 0.0 and light_replicas(other) == 1, quiet["plan"]
+        assert _cond(quiet, "Ready")["status"] == "True"
 
 
 def _operator_process(kubeconfig: str, namespace: str, log: Path, health_port: int):

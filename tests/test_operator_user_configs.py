@@ -4,17 +4,21 @@ a dead Prometheus beside a live one, a budget the CRD alone cannot judge, a mode
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
+from prometheus_client import CollectorRegistry, start_http_server
 
 from hadis.core.bundle import parse_configmap
+from hadis.local import free_port, running_prometheus
 from hadis.operator import builders, logic, prom
 from hadis.operator.spec import CascadeSpec
+from hadis.router.metrics import RouterMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,10 +69,11 @@ def test_owned_objects_prune_a_removed_model_and_refuse_another_cascades_names(l
     s = spec(["sd3.5-medium", "sd3.5-large"])
     checked = logic.plannable(s, l40s, "p")
     d = logic.decide(checked.bundle, s, 1.0, None)
-    owned = builders.owned_objects(s, "e1", "ns", checked.bundle, d.plan, d.replicas)
-    existing = {"Deployment": ["e1-sd3-5-medium", "e1-sd3-5-large", "e1-sdxl-lightning-2step", "e1-router"],
-                "Service": ["e1-sdxl-lightning-2step", "e1-router"]}  # fmt: skip
-    assert builders.prunable(existing, owned) == [
+    owned = builders.owned_objects(s, "e1", "ns", checked.bundle, d.plan, d.replicas, builders.Images())
+    mine = [("Deployment", n) for n in ("e1-sd3-5-medium", "e1-sd3-5-large", "e1-sdxl-lightning-2step", "e1-router")]
+    mine += [("Service", "e1-sdxl-lightning-2step"), ("Service", "e1-router")]
+    others = {("Deployment", "e2-sd3-5-medium"): "e2", ("Service", "e2-sdxl-lightning-2step"): "e2"}
+    assert builders.prunable({**dict.fromkeys(mine, "e1"), **others}, "e1", owned) == [
         ("Deployment", "e1-sdxl-lightning-2step"),
         ("Service", "e1-sdxl-lightning-2step"),
     ]
@@ -77,80 +82,115 @@ def test_owned_objects_prune_a_removed_model_and_refuse_another_cascades_names(l
     assert builders.name_conflicts(taken, "e1", owned) == ["Deployment e1-sd3-5-large belongs to cascade e1-sd3"]
 
 
-class _Prometheus(BaseHTTPRequestHandler):
-    """A Prometheus HTTP API answer for the arrival-rate query (``answer``), after ``delay_s``."""
-
-    answer: ClassVar[list] = []
-    delay_s = 0.0
-
-    def do_GET(self):
-        time.sleep(self.delay_s)
-        doc = {"status": "success", "data": {"resultType": "vector", "result": self.answer}}
-        body = _json(doc).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_):
-        pass
-
-
-def _json(x) -> str:
-    import json
-
-    return json.dumps(x)
-
-
-def _serve(answer: list, delay_s: float = 0.0) -> tuple[str, ThreadingHTTPServer]:
-    handler = type("H", (_Prometheus,), {"answer": answer, "delay_s": delay_s})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}", server
-
-
-def test_no_series_is_no_data_and_one_name_in_two_namespaces_is_two_cascades():
-    """Prometheus answering nothing for a cascade (a window shorter than two scrapes) is
-    NoSeries, not 0 req/s; the rates are per namespace and cascade."""
-    series = [
-        {"metric": {"namespace": "team-a", "cascade": "e1"}, "value": [0, "6.5"]},
-        {"metric": {"namespace": "team-b", "cascade": "e1"}, "value": [0, "0.25"]},
-    ]
-    url, server = _serve(series)
+@contextlib.contextmanager
+def _routers(cascades: dict[str, str]) -> Iterator[dict[str, tuple[str, RouterMetrics]]]:
+    """Idle routers' metrics (``RouterMetrics``, the router's own), one per namespace ->
+    cascade: namespace -> (scrape address, metrics)."""
+    out, servers = {}, []
+    for ns, cascade in cascades.items():
+        metrics = RouterMetrics(CollectorRegistry())
+        metrics.expose(cascade, ("light", "heavy"))
+        port = free_port()
+        servers.append(start_http_server(port, "127.0.0.1", registry=metrics.registry))
+        out[ns] = (f"127.0.0.1:{port}", metrics)
     try:
-        assert prom.query_rate(url, "team-a", "e1", "1m", 5) == 6.5
-        assert prom.query_rate(url, "team-b", "e1", "1m", 5) == 0.25
-        with pytest.raises(prom.NoSeries, match="at least twice the scrape interval"):
-            prom.query_rate(url, "team-c", "e1", "1m", 5)
-        empty, server2 = _serve([])
-        try:
-            with pytest.raises(prom.NoSeries):
-                prom.query_rate(empty, "team-a", "e1", "5s", 5)
-        finally:
-            server2.shutdown()
+        yield out
     finally:
-        server.shutdown()
+        for server, thread in servers:
+            server.shutdown()
+            thread.join(5)
+
+
+def _until_series(url: str, namespace: str, cascade: str, window: str) -> float:
+    """The rate once Prometheus has scraped twice within ``window`` (waits on the condition)."""
+    end = time.monotonic() + 60
+    while True:
+        try:
+            return prom.query_rate(url, namespace, cascade, window, 5)
+        except prom.NoSeries:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.5)
+
+
+def test_no_series_is_no_data_and_one_name_in_two_namespaces_is_two_cascades(tmp_path):
+    """A real Prometheus scraping two routers of a cascade named e1, in team-a and team-b, with
+    the namespace label a ServiceMonitor adds. Requests reach team-a's only: its rate is
+    positive and team-b's is 0, two cascades, not one sum. A window shorter than two scrapes, or
+    a namespace with no router, answers no series: NoSeries, not 0 req/s."""
+    with (
+        _routers({"team-a": "e1", "team-b": "e1"}) as routers,
+        running_prometheus(
+            tmp_path / "prometheus", {addr: {"namespace": ns} for ns, (addr, _m) in routers.items()}, "1s"
+        ) as url,
+    ):
+        busy = threading.Event()
+
+        def arrive() -> None:  # team-a's requests, on whatever clock this machine keeps
+            while not busy.is_set():
+                routers["team-a"][1].requested_images.labels("e1").inc(2)  # n=2
+                time.sleep(0.05)
+
+        t = threading.Thread(target=arrive, daemon=True)
+        t.start()
+        try:
+            _until_series(url, "team-b", "e1", "10s")
+            end = time.monotonic() + 60  # team-a's counter seen to rise
+            while (rate_a := _until_series(url, "team-a", "e1", "10s")) == 0 and time.monotonic() < end:
+                time.sleep(0.5)
+            assert rate_a > 0
+            assert prom.query_rate(url, "team-b", "e1", "10s", 5) == 0.0  # a series, at zero
+            with pytest.raises(prom.NoSeries, match="at least twice the scrape interval"):
+                prom.query_rate(url, "team-c", "e1", "10s", 5)
+            with pytest.raises(prom.NoSeries):  # one sample in a 1 s window at a 1 s scrape
+                prom.query_rate(url, "team-a", "e1", "1s", 5)
+        finally:
+            busy.set()
+            t.join(5)
     assert "MetricsUnavailable" not in prom.metrics_failure(prom.NoSeries("x"), 5)  # the message is the reason's
 
 
-def test_a_slow_prometheus_holds_up_no_other_cascades_read():
-    """One cascade's Prometheus takes 3 s; another's answer must not wait for it (one global
-    lock held across the HTTP call made it wait the whole time)."""
-    slow, s1 = _serve([{"metric": {"namespace": "a", "cascade": "x"}, "value": [0, "1"]}], delay_s=3.0)
-    fast, s2 = _serve([{"metric": {"namespace": "b", "cascade": "y"}, "value": [0, "2"]}])
+@contextlib.contextmanager
+def _unanswering() -> Iterator[str]:
+    """A Prometheus URL whose server accepts connections and never answers (a hung Prometheus)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
     try:
-        t = threading.Thread(target=prom.query_rate, args=(slow, "a", "x", "1m", 10))
-        t.start()
-        time.sleep(0.3)  # the slow read is under way
-        t0 = time.monotonic()
-        assert prom.query_rate(fast, "b", "y", "1m", 10) == 2.0
-        fast_s = time.monotonic() - t0
-        assert t.is_alive(), "the slow read should still be waiting for its answer"
-        t.join()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
-        s1.shutdown()
-        s2.shutdown()
-    print(f"the other cascade's read took {fast_s:.3f}s while a 3 s read was in flight")
+        sock.close()
+
+
+def test_a_hung_prometheus_holds_up_no_other_cascades_read(tmp_path):
+    """One cascade's Prometheus never answers (its read times out after 3 s); another cascade's
+    read of a live Prometheus must not wait for it (one global lock held across the HTTP call
+    made it wait the whole time)."""
+    with (
+        _routers({"b": "y"}) as routers,
+        running_prometheus(tmp_path / "prometheus", {routers["b"][0]: {"namespace": "b"}}, "1s") as live,
+        _unanswering() as hung,
+    ):
+        _until_series(live, "b", "y", "10s")
+        time.sleep(prom.RATES_MAX_AGE_S)  # that answer aged out: the read below asks Prometheus
+        failed: list[BaseException] = []
+
+        def read_hung() -> None:
+            try:
+                prom.query_rate(hung, "a", "x", "1m", 3)
+            except Exception as e:  # the timeout
+                failed.append(e)
+
+        t = threading.Thread(target=read_hung)
+        t.start()
+        time.sleep(0.3)  # the hung read is under way
+        t0 = time.monotonic()
+        assert prom.query_rate(live, "b", "y", "10s", 10) == 0.0
+        live_s = time.monotonic() - t0
+        assert t.is_alive(), "the hung read should still be waiting for its answer"
+        t.join()
+        assert failed, "a read of a Prometheus that never answers must fail"
+    print(f"the other cascade's read took {live_s:.3f}s while a hung read was in flight")
 
 
 def test_one_query_serves_concurrent_readers_of_the_same_prometheus():

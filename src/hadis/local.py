@@ -254,16 +254,21 @@ def prometheus_binary() -> str:
 
 @contextlib.contextmanager
 def running_prometheus(
-    directory: Path, targets: Sequence[str], scrape_interval: str = "1s", labels: Mapping[str, str] | None = None
+    directory: Path,
+    targets: Sequence[str] | Mapping[str, Mapping[str, str]],
+    scrape_interval: str = "1s",
+    labels: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """Debian's Prometheus on a free loopback port, scraping ``targets`` (with target ``labels``,
-    such as the ``namespace`` kube-prometheus-stack's monitors add); yields its URL."""
+    such as the ``namespace`` kube-prometheus-stack's monitors add; a mapping of target to its
+    own labels scrapes each with those, as routers in several namespaces); yields its URL."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    static = {"targets": list(targets), **({"labels": dict(labels)} if labels else {})}
+    own = targets if isinstance(targets, Mapping) else {t: {} for t in targets}
+    static = [{"targets": [t], "labels": {**(labels or {}), **extra}} for t, extra in own.items()]
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-        "scrape_configs": [{"job_name": "hadis", "static_configs": [static]}] if targets else [],
+        "scrape_configs": [{"job_name": "hadis", "static_configs": static}] if static else [],
     }
     (directory / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
     proc = subprocess.Popen(

@@ -507,7 +507,7 @@ def owned_objects(
     bundle: Bundle,
     plan: Plan,
     replicas: Mapping[str, int],
-    default_images: Images = Images(),
+    default_images: Images,
 ) -> list[dict]:
     """Every object a cascade owns, for a plan and its replicas per model: worker Deployments and
     Services per model, the router's config, RBAC, Deployment and Service, and the workers'
@@ -560,12 +560,13 @@ def owned_objects(
 PRUNED_KINDS = ("Deployment", "Service")
 
 
-def prunable(existing: Mapping[str, list[str]], owned: list[dict]) -> list[tuple[str, str]]:
-    """``(kind, name)`` of the cascade's objects (found by its label: ``existing``, names by kind)
-    that the owned set built from its spec no longer has: the workers of a model removed from
-    ``spec.models``. Only PRUNED_KINDS: the router's objects are always in the set."""
+def prunable(taken: Mapping[tuple[str, str], str], cascade: str, owned: list[dict]) -> list[tuple[str, str]]:
+    """``(kind, name)`` of the cascade's objects (``taken``: ``(kind, name)`` -> the owning
+    cascade's label) that the owned set built from its spec no longer has: the workers of a model
+    removed from ``spec.models``. Only PRUNED_KINDS: the router's objects are always in the set."""
     keep = {(o["kind"], o["metadata"]["name"]) for o in owned}
-    return sorted((kind, n) for kind in PRUNED_KINDS for n in existing.get(kind, []) if (kind, n) not in keep)
+    mine = [key for key, owner in taken.items() if owner == cascade and key[0] in PRUNED_KINDS]
+    return sorted(key for key in mine if key not in keep)
 
 
 def name_conflicts(taken: Mapping[tuple[str, str], str], cascade: str, owned: list[dict]) -> list[str]:

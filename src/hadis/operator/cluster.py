@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -83,29 +83,22 @@ def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
     getattr(api(cls), method)(name, ns, obj, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
 
 
-def labelled(namespace: str, kinds: Sequence[str], selector: str) -> dict[str, list[tuple[str, str]]]:
-    """``(name, cascade label)`` of the objects of ``kinds`` in ``namespace`` matching ``selector``."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    for kind in kinds:
+def cascade_objects(namespace: str) -> dict[tuple[str, str], str]:
+    """``(kind, name)`` -> cascade label of every object of ``builders.PRUNED_KINDS`` in
+    ``namespace`` that carries one: read once a pass, for both name conflicts and pruning."""
+    out: dict[tuple[str, str], str] = {}
+    for kind in builders.PRUNED_KINDS:
         cls, method = _LIST[kind]
-        items = getattr(api(cls), method)(namespace, label_selector=selector).items
-        out[kind] = [(o.metadata.name, (o.metadata.labels or {}).get(builders.CASCADE_LABEL, "")) for o in items]
+        for o in getattr(api(cls), method)(namespace, label_selector=builders.CASCADE_LABEL).items:
+            out[(kind, o.metadata.name)] = (o.metadata.labels or {}).get(builders.CASCADE_LABEL, "")
     return out
 
 
-def name_conflicts(namespace: str, cascade: str, owned: Sequence[dict]) -> list[str]:
-    """Objects ``owned`` would take over from another cascade of the namespace (``builders.name_conflicts``)."""
-    found = labelled(namespace, builders.PRUNED_KINDS, builders.CASCADE_LABEL)
-    taken = {(kind, n): c for kind, objs in found.items() for n, c in objs}
-    return builders.name_conflicts(taken, cascade, list(owned))
-
-
-def prune(namespace: str, cascade: str, owned: Sequence[dict]) -> list[str]:
-    """Delete the cascade's objects that ``owned`` (built from its spec) no longer has; their names."""
-    found = labelled(namespace, builders.PRUNED_KINDS, f"{builders.CASCADE_LABEL}={cascade}")
-    existing = {kind: [n for n, _ in objs] for kind, objs in found.items()}
+def prune(namespace: str, cascade: str, owned: Sequence[dict], taken: Mapping[tuple[str, str], str]) -> list[str]:
+    """Delete the cascade's objects (of ``taken``, from ``cascade_objects``) that ``owned`` (built
+    from its spec) no longer has; their names."""
     gone = []
-    for kind, name in builders.prunable(existing, list(owned)):
+    for kind, name in builders.prunable(taken, cascade, list(owned)):
         cls, method = _DELETE[kind]
         try:
             getattr(api(cls), method)(name, namespace)

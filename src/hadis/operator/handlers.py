@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -154,7 +154,8 @@ def apply_pass(
     of a spec) then deletes the objects the spec no longer asks for (a model removed)."""
     assert conv.status is not None
     conds = conv.status["conditions"]
-    refusal = _refusal(conv.objects, body, name, namespace)
+    taken = cluster.cascade_objects(namespace) if conv.objects else {}  # one list for both uses
+    refusal = _refusal(conv.objects, body, name, namespace, taken)
     if refusal is not None:
         # The API server will never take an object as built from this spec, or another cascade
         # holds its name: say which and why, once, and wait for a spec change (the reconcile).
@@ -162,7 +163,7 @@ def apply_pass(
         _warn_on_change(body, previous, failed)
         return failed
     if prune and conv.objects:
-        for gone in cluster.prune(namespace, name, conv.objects):
+        for gone in cluster.prune(namespace, name, conv.objects, taken):
             kopf.event(body, type="Normal", reason="Pruned", message=f"{gone}: no longer in spec.models")
     if conv.objects:
         after = logic.rollout_condition(cluster.worker_rollout(name, namespace), generation, now, previous)
@@ -172,12 +173,15 @@ def apply_pass(
     return conds
 
 
-def _refusal(objects: Sequence[dict], body: dict, name: str, namespace: str) -> tuple[str, str] | None:
+def _refusal(
+    objects: Sequence[dict], body: dict, name: str, namespace: str, taken: Mapping[tuple[str, str], str]
+) -> tuple[str, str] | None:
     """Apply ``objects``; ``(reason, message)`` when one cannot be: NameConflict (another cascade
-    holds its name) or ApplyFailed (the API server refused it, in its own words)."""
+    holds its name, per ``taken`` from ``cluster.cascade_objects``) or ApplyFailed (the API server
+    refused it, in its own words)."""
     if not objects:
         return None
-    conflicts = cluster.name_conflicts(namespace, name, objects)
+    conflicts = builders.name_conflicts(taken, name, list(objects))
     if conflicts:
         return "NameConflict", "; ".join(conflicts) + ": rename this cascade or its models"
     for obj in objects:

@@ -21,10 +21,12 @@ from typing import Any
 
 from hadis.operator import drift
 
-# The query on the router's metrics (names fixed in DESIGN.md); {window} filled in. By namespace
-# and cascade: the same cascade name in two namespaces is two cascades. ``namespace`` is the
-# target label kube-prometheus-stack's monitors (and the chart's) put on every series.
-ARRIVAL_RATES_QUERY = "sum by (namespace, cascade) (rate(hadis_router_arrivals_total[{window}]))"
+# The query on the router's metrics; {window} filled in. Images, not requests: a request for n
+# images is n images of work (the profile's capacities are per image). By namespace and cascade:
+# the same cascade name in two namespaces is two cascades. ``namespace`` is the target label
+# kube-prometheus-stack's monitors (and the chart's) put on every series.
+DEMAND_SERIES = "hadis_router_requested_images_total"
+ARRIVAL_RATES_QUERY = "sum by (namespace, cascade) (rate(" + DEMAND_SERIES + "[{window}]))"
 RATES_MAX_AGE_S = 0.9  # below the shortest check period (1 s)
 SERVED_MAX_AGE_S = 5.0  # served figures move slowly (a window of minutes): one answer serves all cascades
 
@@ -89,7 +91,7 @@ def rate_of(rates: dict[tuple[str, str], float], namespace: str, cascade: str, w
         return rates[(namespace, cascade)]
     except KeyError:
         raise NoSeries(
-            f"no series of hadis_router_arrivals_total for {namespace}/{cascade} over {window}: the "
+            f"no series of {DEMAND_SERIES} for {namespace}/{cascade} over {window}: the "
             "routers are not scraped, or the window holds fewer than two scrapes (it must be at least "
             "twice the scrape interval; kube-prometheus-stack scrapes every 30s)"
         ) from None

@@ -16,6 +16,13 @@ class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         r = self.registry = registry or CollectorRegistry()
         self.arrivals = Counter("hadis_router_arrivals", "Image generation requests received.", ["cascade"], registry=r)
+        # The demand the operator plans for: a request for n images is n images of work.
+        self.requested_images = Counter(
+            "hadis_router_requested_images",
+            "Images asked for by valid generation requests (n per request): the demand the operator plans for.",
+            ["cascade"],
+            registry=r,
+        )
         self.decisions = Counter(
             "hadis_router_routing_decisions",
             "Images by routing outcome: light (served by the light model), direct_heavy (the router "
@@ -114,6 +121,7 @@ class RouterMetrics:
         then read "none" rather than "no data"."""
         c = cascade
         self.arrivals.labels(c)
+        self.requested_images.labels(c)
         self.slo_violations.labels(c)
         self.latency.labels(c)
         for decision in ("light", "direct_heavy", "escalated", "heavy_fallback"):

@@ -471,6 +471,7 @@ class Router:
         self.metrics.in_flight.labels(cfg.cascade).inc()
         try:
             req = await self._read_request(request, cfg)
+            self.metrics.requested_images.labels(cfg.cascade).inc(req.n)
             routed = self._route(plane, req)
             images = await self._images(plane, routed, req, t0 + cfg.slo_s, rid)
         except ApiError as e:

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 import demo  # noqa: E402  (the local cluster's helpers: kubectl, images, waits)
 
+from hadis import contract  # noqa: E402
 from hadis.operator import builders  # noqa: E402
 from hadis.router.config import Capacity, Discovery, Limits, RouterConfig, Tier  # noqa: E402
 
@@ -45,7 +46,7 @@ def objects(watch: bool) -> list[dict]:
     svc = builders.worker_name("bench", "tiny-light")
     tier = Tier(
         "tiny-light",
-        (f"{svc}.{NS}.svc:{builders.WORKER_HTTP}",),
+        (f"{svc}.{NS}.svc:{contract.WORKER_HTTP}",),
         discovery=Discovery(NS, svc) if watch else None,
         capacity=Capacity(1.0, PER_POD, PODS),
     )
@@ -119,14 +120,14 @@ def main() -> int:
         )  # fmt: skip
         urls = {}
         for name in ("svc", "eps"):
-            pods = c.json("get", "pods", "-n", NS, "-l", f"{builders.CASCADE_LABEL}={name}")["items"]
+            pods = c.json("get", "pods", "-n", NS, "-l", f"{contract.CASCADE_LABEL}={name}")["items"]
             pod = demo.wait_until(
                 lambda pods=pods, name=name: next(
-                    (p for p in c.json("get", "pods", "-n", NS, "-l", f"{builders.CASCADE_LABEL}={name}")["items"]
+                    (p for p in c.json("get", "pods", "-n", NS, "-l", f"{contract.CASCADE_LABEL}={name}")["items"]
                      if demo.condition(p, "Ready").get("status") == "True"), None),
                 f"router {name} Ready", 180,
             )  # fmt: skip
-            urls[name] = f"http://{pod['status']['podIP']}:{builders.ROUTER_PORT}"
+            urls[name] = f"http://{pod['status']['podIP']}:{contract.ROUTER_PORT}"
         capacity = PODS * PER_POD
         print(f"{PODS} tiny-light pods, {capacity:g} images/s in all; {args.seconds:g}s of Poisson arrivals per case")
         print(f"{'load':>5} {'rate/s':>7} {'dispatch':<16} {'n':>5} {'p50 s':>7} {'p99 s':>7} {'failed':>6}")

@@ -38,9 +38,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from hadis.contract import CASCADE_LABEL, MODEL_LABEL  # noqa: E402
 from hadis.core.bundle import parse_configmap  # noqa: E402
 from hadis.local import api_request_counts, free_port, running_prometheus, wait_http_ok  # noqa: E402
-from hadis.operator.builders import CASCADE_LABEL, MODEL_LABEL  # noqa: E402
 from hadis.operator.logic import decide  # noqa: E402
 from hadis.operator.spec import CascadeSpec  # noqa: E402
 

@@ -155,8 +155,9 @@ def chart_monitors(c: Cluster, directory: Path, release: str = RELEASE, namespac
     fill (the demand then read as zero)."""
     values = directory / "release-values.json"
     values.write_text(c.helm("get", "values", release, "-n", namespace, "-o", "json"))
+    server = c.json("version")["serverVersion"]["gitVersion"]  # the chart's kubeVersion check
     out = c.helm("template", release, str(ROOT / "charts" / "hadis-operator"), "-n", namespace,
-                 "-f", str(values), "--set", "metrics.podMonitor.enabled=true",
+                 "-f", str(values), "--set", "metrics.podMonitor.enabled=true", "--kube-version", server,
                  "--show-only", "templates/monitors.yaml")  # fmt: skip
     return [d for d in yaml.safe_load_all(out) if d and d.get("kind") == "PodMonitor"]
 

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import yaml
 
+from hadis.contract import CASCADE_LABEL, MODEL_LABEL, ROUTER_CONFIG_KEY, ROUTER_IMAGE, USER_ID, WORKER_IMAGE
 from hadis.operator import builders
 from hadis.operator.builders import (
-    CASCADE_LABEL,
-    MODEL_LABEL,
-    ROUTER_CONFIG_KEY,
-    ROUTER_IMAGE,
-    USER_ID,
-    WORKER_IMAGE,
     Images,
     cpu_threads,
     drain_seconds,

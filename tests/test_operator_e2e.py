@@ -120,7 +120,8 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
     """A model dropped from spec.models takes its worker Deployment and Service with it (a
     ``Pruned`` event each); an object of another cascade under a name this one would build is
     not taken over: the cascade says NameConflict and leaves it as it was."""
-    from hadis.operator.builders import CASCADE_LABEL, worker_name
+    from hadis.contract import CASCADE_LABEL
+    from hadis.operator.builders import worker_name
 
     _apply_profile(crd, namespace)
     doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
@@ -139,7 +140,7 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
         _wait(lambda w=w: not _exists(crd, namespace, "deployment", w), f"Deployment {w} pruned")
         _wait(lambda w=w: not _exists(crd, namespace, "service", w), f"Service {w} pruned")
     for m in kept:
-        assert _exists(crd, namespace, "deployment", worker_name("e1", m))
+        assert _exists(crd, namespace, "deployment", worker_name("e1", m["name"]))
     events = _wait(
         lambda: [e for e in json.loads(crd("get", "events", "-n", namespace, "-o", "json"))["items"]
                  if e["reason"] == "Pruned"] or None,
@@ -408,6 +409,7 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
     from prometheus_client import CollectorRegistry, start_http_server
 
     from hadis.local import free_port, up_tiny
+    from hadis.operator.logic import MIN_PLANNING_RATE
     from hadis.router.metrics import RouterMetrics
 
     other = f"{namespace[:50]}-b"
@@ -484,7 +486,7 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
               "default 1m window, 15 s scrape)")  # fmt: skip
         assert light_replicas() > low
         # the same cascade name in the other namespace: its own (zero) demand, its own plan
-        assert quiet["plan"]["demandRps"] == 0.0 and light_replicas(other) == 1, quiet["plan"]
+        assert quiet["plan"]["demandRps"] <= MIN_PLANNING_RATE and light_replicas(other) == 1, quiet["plan"]
         assert _cond(quiet, "Ready")["status"] == "True"
 
 

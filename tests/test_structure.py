@@ -79,6 +79,18 @@ def test_no_import_cycle_in_src():
     assert cycles(graph) == []
 
 
+def test_the_parts_meet_only_through_the_wire_contract():
+    """The workers and the profiler agree with the operator and the router through
+    ``hadis.contract`` (labels, ports, keys, tensor names, paths, images), never by importing
+    them; the contract imports no part."""
+    graph = import_graph()
+    parts = ("hadis.operator", "hadis.router")
+    for mod, deps in graph.items():
+        if mod.startswith(("hadis.workers", "hadis.profiling", "hadis.contract")):
+            assert not [d for d in deps if d.startswith(parts)], (mod, deps)
+    assert graph["hadis.contract"] <= {"hadis"}
+
+
 def test_the_cycle_check_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

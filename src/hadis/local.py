@@ -26,7 +26,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config, model_ready_path
+from hadis.contract import model_ready_path
+from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config
 from hadis.workers.spec import SPECS_DIR  # parsing only: no torch
 
 

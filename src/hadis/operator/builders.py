@@ -13,7 +13,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hadis import __version__
+from hadis.contract import (
+    CASCADE_LABEL,
+    LIVE_PATH,
+    MODEL_LABEL,
+    ROUTER_CONFIG_KEY,
+    ROUTER_IMAGE,
+    ROUTER_MODEL_DIR,
+    ROUTER_MODEL_KEY,
+    ROUTER_PORT,
+    USER_ID,
+    WEIGHTS_DIR,
+    WORKER_GRPC,
+    WORKER_HTTP,
+    WORKER_IMAGE,
+    WORKER_METRICS,
+    model_ready_path,
+)
 from hadis.core.bundle import Bundle
 from hadis.core.planner import Plan
 from hadis.core.profile import Profile
@@ -27,22 +43,8 @@ from hadis.router.config import (
     Scoring,
     Tier,
     dump_config,
-    model_ready_path,
 )
 
-GROUP = "serving.hadis.dev"
-VERSION = "v1alpha1"
-PLURAL = "diffusioncascades"
-CASCADE_LABEL = f"{GROUP}/cascade"
-MODEL_LABEL = f"{GROUP}/model"
-# The images this version ships (``make images``); the chart passes its own to the operator.
-ROUTER_IMAGE = f"ghcr.io/hadis-serving/hadis:{__version__}"
-WORKER_IMAGE = f"ghcr.io/hadis-serving/hadis-worker:{__version__}"
-USER_ID = 65532  # the images' non-root user, with a passwd entry
-WORKER_HTTP, WORKER_GRPC, WORKER_METRICS, ROUTER_PORT = 8000, 8001, 8002, 8080
-ROUTER_CONFIG_KEY = "router.yaml"
-ROUTER_MODEL_KEY = "router-model.json"
-ROUTER_MODEL_DIR = "/etc/hadis-model"
 # A terminating worker keeps serving this long before SIGTERM, so the routers' EndpointSlice
 # watches and kube-proxy have stopped sending to it before it stops accepting.
 PRESTOP_S = 5
@@ -58,9 +60,6 @@ class Images:
 def images_of(spec: CascadeSpec, defaults: Images) -> Images:
     """A cascade's images: ``spec.router.image`` and ``spec.workerImage`` over the operator's."""
     return Images(router=spec.router.image or defaults.router, worker=spec.worker_image or defaults.worker)
-
-
-WEIGHTS_DIR = "/models/weights"
 
 
 def model_cache_volume(spec: CascadeSpec) -> dict[str, Any] | None:
@@ -187,7 +186,7 @@ def _worker_container(
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/v2/health/live", "port": probe_port},
+            "httpGet": {"path": LIVE_PATH, "port": probe_port},
             "periodSeconds": 10,
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_S}}},

@@ -15,13 +15,14 @@ import kopf
 import kubernetes
 from kubernetes.client.rest import ApiException
 
+from hadis import contract
 from hadis.core.bundle import Bundle, from_configmap
 from hadis.core.errors import NotFound
 from hadis.operator import builders, logic
 
 FIELD_MANAGER = "hadis-operator"
 APPLY = "application/apply-patch+yaml"
-CRD_NAME = f"{builders.PLURAL}.{builders.GROUP}"
+CRD_NAME = f"{contract.PLURAL}.{contract.GROUP}"
 
 _API: dict[str, Any] = {}
 
@@ -89,8 +90,8 @@ def cascade_objects(namespace: str) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     for kind in builders.PRUNED_KINDS:
         cls, method = _LIST[kind]
-        for o in getattr(api(cls), method)(namespace, label_selector=builders.CASCADE_LABEL).items:
-            out[(kind, o.metadata.name)] = (o.metadata.labels or {}).get(builders.CASCADE_LABEL, "")
+        for o in getattr(api(cls), method)(namespace, label_selector=contract.CASCADE_LABEL).items:
+            out[(kind, o.metadata.name)] = (o.metadata.labels or {}).get(contract.CASCADE_LABEL, "")
     return out
 
 
@@ -152,7 +153,7 @@ def bundle_of(namespace: str, name: str, profile: tuple[str, dict] | None) -> Bu
 
 
 def worker_selector(cascade: str) -> str:
-    return f"{builders.CASCADE_LABEL}={cascade},app.kubernetes.io/component=worker"
+    return f"{contract.CASCADE_LABEL}={cascade},app.kubernetes.io/component=worker"
 
 
 def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
@@ -165,5 +166,5 @@ def worker_rollout(name: str, namespace: str) -> list[logic.WorkerRollout]:
 
 def patch_status(namespace: str, name: str, status: dict) -> None:
     api("CustomObjectsApi").patch_namespaced_custom_object_status(
-        builders.GROUP, builders.VERSION, namespace, builders.PLURAL, name, {"status": status}
+        contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, {"status": status}
     )

@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 from kubernetes.client.rest import ApiException
 
+from hadis import contract
 from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle
 from hadis.core.errors import DataError, NotFound
 from hadis.operator import builders, cluster, drift, logic, metrics, prom
@@ -82,17 +83,17 @@ def checked_bundle(namespace: str, spec: CascadeSpec, profile: tuple[str, dict] 
 def default_images() -> builders.Images:
     """The operator's images (the chart sets both to its own version), else this version's."""
     return builders.Images(
-        router=os.environ.get("HADIS_ROUTER_IMAGE") or builders.ROUTER_IMAGE,
-        worker=os.environ.get("HADIS_WORKER_IMAGE") or builders.WORKER_IMAGE,
+        router=os.environ.get("HADIS_ROUTER_IMAGE") or contract.ROUTER_IMAGE,
+        worker=os.environ.get("HADIS_WORKER_IMAGE") or contract.WORKER_IMAGE,
     )
 
 
 # ------------------------------------------------------------------------------------- reconcile
 
 
-@kopf.on.resume(builders.GROUP, builders.VERSION, builders.PLURAL)
-@kopf.on.create(builders.GROUP, builders.VERSION, builders.PLURAL)
-@kopf.on.update(builders.GROUP, builders.VERSION, builders.PLURAL, field="spec")
+@kopf.on.resume(contract.GROUP, contract.VERSION, contract.PLURAL)
+@kopf.on.create(contract.GROUP, contract.VERSION, contract.PLURAL)
+@kopf.on.update(contract.GROUP, contract.VERSION, contract.PLURAL, field="spec")
 def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any) -> None:
     metrics.RECONCILES.labels(namespace, name).inc()
     for handler in ("reconcile", "replan"):  # at zero from the start: a rate of errors reads 0, not "no data"
@@ -194,7 +195,7 @@ def _refusal(
     return None
 
 
-@kopf.daemon(builders.GROUP, builders.VERSION, builders.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)
+@kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)
 async def replan(
     stopped, body, name, namespace, logger, worker_rollouts, unschedulable_pods, profile_configmaps, **_: Any
 ) -> None:
@@ -288,12 +289,12 @@ def _warn_on_drift(body: dict, previous: list, cond: dict | None) -> None:
 # What the re-plan daemon needs of the cluster on every tick, kept current by kopf from watch
 # streams, so an idle cascade costs no API request (polling cost three per tick per cascade).
 
-WORKERS = {builders.CASCADE_LABEL: kopf.PRESENT, "app.kubernetes.io/component": "worker"}
+WORKERS = {contract.CASCADE_LABEL: kopf.PRESENT, "app.kubernetes.io/component": "worker"}
 
 
 @kopf.index("apps", "v1", "deployments", labels=WORKERS)
 def worker_rollouts(body, namespace, labels, **_: Any) -> dict:
-    return {(namespace, labels[builders.CASCADE_LABEL]): logic.rollout_of(body)}
+    return {(namespace, labels[contract.CASCADE_LABEL]): logic.rollout_of(body)}
 
 
 def _is_unschedulable(body, **_: Any) -> bool:
@@ -306,7 +307,7 @@ def _is_unschedulable(body, **_: Any) -> bool:
 # filter is taken out of the index.
 @kopf.index("v1", "pods", labels=WORKERS, when=_is_unschedulable)
 def unschedulable_pods(namespace, labels, **_: Any) -> dict:
-    return {(namespace, labels[builders.CASCADE_LABEL]): True}
+    return {(namespace, labels[contract.CASCADE_LABEL]): True}
 
 
 def _is_profile(body, **_: Any) -> bool:

@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hadis.contract import MODEL_LABEL
 from hadis.core.bundle import Bundle
 from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
 from hadis.core.planner import Demand, Objective, Plan, plan_cascade, plan_hadis_reference, swap_seconds
 from hadis.core.surge import SurgeTrigger
 from hadis.operator import builders
-from hadis.operator.builders import MODEL_LABEL
 from hadis.operator.spec import CascadeSpec, ModelEntry, SurgeSpec
 
 # The planner is asked for at least this rate: at exactly zero demand every row is "feasible"

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
+from hadis.contract import USER_ID, WORKER_IMAGE
 from hadis.core.errors import DataError
-from hadis.operator.builders import USER_ID, WORKER_IMAGE
 
 WORK_DIR = "/work"
 INPUTS_DIR = "/inputs"

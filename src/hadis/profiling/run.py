@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from hadis.contract import OUT_IMAGE, ROUTER_MODEL_KEY
 from hadis.core.bundle import LABELS, Bundle, to_configmap
 from hadis.core.errors import DataError
 from hadis.core.pareto import ParetoTable, QualityGrid, format_table, heavy_share, pareto_filter
 from hadis.core.profile import Profile, dump_profile, parse_profile
 from hadis.core.routing import percentiles
-from hadis.operator.builders import ROUTER_MODEL_KEY
 from hadis.profiling import store
 from hadis.profiling.fid import Moments, Reference, frechet_distance
 from hadis.profiling.grid import PairInputs, assemble
@@ -204,7 +204,7 @@ def _images(served, prompts: list[str], missing: list[int], batch: int, total: i
     for g in missing:
         queries = _batch(g, batch, total)
         result = served.generate([prompts[q // k] for q in queries], list(queries))  # seed = query index
-        for q, png in zip(queries, result["IMAGE"], strict=True):
+        for q, png in zip(queries, result[OUT_IMAGE], strict=True):
             store.write_atomic(store.image_path(s.out, name, q // k, q % k), png)
         bar.update(len(queries))
 

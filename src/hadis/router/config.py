@@ -78,14 +78,6 @@ class Routers:
     discovery: Discovery | None = None  # the routers' own Service: its ready pods are counted
 
 
-def model_ready_path(model: str) -> str:
-    """Triton's model-level readiness endpoint: 200 only once ``model`` answers requests.
-
-    The server-level ``/v2/health/ready`` answers while a model is still loading into the
-    Python backend, and requests sent then fail with "unknown model"."""
-    return f"/v2/models/{model}/ready"
-
-
 @dataclass(frozen=True)
 class Limits:
     max_n: int = 4

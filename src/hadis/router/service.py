@@ -34,12 +34,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
 
 from hadis import __version__
+from hadis.contract import model_ready_path
 from hadis.core.errors import DataError
 from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
 from hadis.router.admission import TierLoad, admit
 from hadis.router.api import ApiError, GenerationRequest, openapi_document, parse_generation_request
-from hadis.router.config import Discovery, RouterConfig, Tier, model_ready_path, parse_config
+from hadis.router.config import Discovery, RouterConfig, Tier, parse_config
 from hadis.router.discovery import SliceWatch
 from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
 from hadis.router.metrics import RouterMetrics

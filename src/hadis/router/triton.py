@@ -15,6 +15,7 @@ import numpy as np
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
+from hadis.contract import IN_PROMPT, IN_SEED, OUT_CONFIDENCE, OUT_DISCRIMINATOR, OUT_IMAGE
 from hadis.router.config import Tier
 from hadis.router.dispatch import EndpointPool
 
@@ -116,17 +117,17 @@ class TierClient:
         raise WorkerUnavailable(f"{self.tier.name}: " + "; ".join(errors))
 
     async def _infer(self, endpoint: str, prompt: str, seed: int) -> tuple[bytes, float | None, str | None]:
-        p = triton_http.InferInput("PROMPT", [1, 1], "BYTES")
+        p = triton_http.InferInput(IN_PROMPT, [1, 1], "BYTES")
         p.set_data_from_numpy(np.array([[prompt.encode("utf-8", errors="replace")]], dtype=object))
-        s = triton_http.InferInput("SEED", [1, 1], "INT64")
+        s = triton_http.InferInput(IN_SEED, [1, 1], "INT64")
         s.set_data_from_numpy(np.array([[seed]], dtype=np.int64))
         try:
             r = await self._client_for(endpoint).infer(self.tier.name, [p, s])
-            png = r.as_numpy("IMAGE")
+            png = r.as_numpy(OUT_IMAGE)
             if png is None:
                 raise MalformedAnswer("no IMAGE output")
-            conf = r.as_numpy("CONFIDENCE")
-            disc = r.as_numpy("DISCRIMINATOR")
+            conf = r.as_numpy(OUT_CONFIDENCE)
+            disc = r.as_numpy(OUT_DISCRIMINATOR)
             return (
                 bytes(png[0][0]),
                 None if conf is None else float(conf[0][0]),

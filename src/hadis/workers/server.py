@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hadis.contract import IN_PROMPT, IN_SEED, OUT_CONFIDENCE, OUT_DISCRIMINATOR, OUT_IMAGE
 from hadis.workers.spec import ModelSpec
 
 log = logging.getLogger("hadis.worker")
@@ -55,10 +56,10 @@ def make_generate(
         started = time.monotonic()
         out = run_pipeline(pipe, spec, prompts, seeds)
         images = (np.clip(out, 0.0, 1.0) * 255).round().astype(np.uint8)
-        result: dict[str, list] = {"IMAGE": [encode_png(img) for img in images]}
+        result: dict[str, list] = {OUT_IMAGE: [encode_png(img) for img in images]}
         if discriminator is not None:
-            result["CONFIDENCE"] = list(discriminator.confidence(images))
-            result["DISCRIMINATOR"] = [discriminator.source.encode()] * len(images)
+            result[OUT_CONFIDENCE] = list(discriminator.confidence(images))
+            result[OUT_DISCRIMINATOR] = [discriminator.source.encode()] * len(images)
         held = min_batch_s - (time.monotonic() - started)
         if held > 0:
             time.sleep(held)
@@ -72,14 +73,16 @@ def triton_infer(generate: Callable[[list[str], list[int]], dict[str, list]]):
     from pytriton.decorators import batch
 
     @batch
-    def infer(PROMPT: np.ndarray, SEED: np.ndarray) -> dict[str, np.ndarray]:
-        prompts = [p[0].decode("utf-8", errors="replace") if isinstance(p[0], bytes) else str(p[0]) for p in PROMPT]
-        seeds = [int(s[0]) for s in SEED]
+    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:  # the batch's tensors, by name
+        prompts = [
+            p[0].decode("utf-8", errors="replace") if isinstance(p[0], bytes) else str(p[0]) for p in inputs[IN_PROMPT]
+        ]
+        seeds = [int(s[0]) for s in inputs[IN_SEED]]
         result = generate(prompts, seeds)
-        out = {"IMAGE": np.array([[png] for png in result["IMAGE"]], dtype=object)}
-        if "CONFIDENCE" in result:
-            out["CONFIDENCE"] = np.array([[c] for c in result["CONFIDENCE"]], dtype=np.float32)
-            out["DISCRIMINATOR"] = np.array([[s] for s in result["DISCRIMINATOR"]], dtype=object)
+        out = {OUT_IMAGE: np.array([[png] for png in result[OUT_IMAGE]], dtype=object)}
+        if OUT_CONFIDENCE in result:
+            out[OUT_CONFIDENCE] = np.array([[c] for c in result[OUT_CONFIDENCE]], dtype=np.float32)
+            out[OUT_DISCRIMINATOR] = np.array([[s] for s in result[OUT_DISCRIMINATOR]], dtype=object)
         return out
 
     return infer
@@ -146,11 +149,11 @@ def serve(
         flush=True,
     )
     _libpython_path()
-    outputs = [Tensor(name="IMAGE", dtype=bytes, shape=(1,))]
+    outputs = [Tensor(name=OUT_IMAGE, dtype=bytes, shape=(1,))]
     if disc is not None:
         outputs += [
-            Tensor(name="CONFIDENCE", dtype=np.float32, shape=(1,)),
-            Tensor(name="DISCRIMINATOR", dtype=bytes, shape=(1,)),
+            Tensor(name=OUT_CONFIDENCE, dtype=np.float32, shape=(1,)),
+            Tensor(name=OUT_DISCRIMINATOR, dtype=bytes, shape=(1,)),
         ]
     config = TritonConfig(
         http_address=host,
@@ -168,7 +171,7 @@ def serve(
         triton.bind(
             model_name=spec.name,
             infer_func=triton_infer(generate),
-            inputs=[Tensor(name="PROMPT", dtype=bytes, shape=(1,)), Tensor(name="SEED", dtype=np.int64, shape=(1,))],
+            inputs=[Tensor(name=IN_PROMPT, dtype=bytes, shape=(1,)), Tensor(name=IN_SEED, dtype=np.int64, shape=(1,))],
             outputs=outputs,
             config=ModelConfig(
                 max_batch_size=spec.max_batch,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hadis.cli_route import _read_lines
+from hadis.cli.route import _read_lines
 from hadis.core.routing import HADIS_FEATURES
 from hadis.scoring.features import MAX_PROMPT_CHARS, extract
 from hadis.scoring.model import default_rule_model, load_model

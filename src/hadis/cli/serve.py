@@ -87,7 +87,7 @@ def cmd_profile_latency(args: argparse.Namespace) -> int:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         weights_cache=args.weights_cache,
     )
-    from hadis.cli_common import write_output
+    from hadis.cli.common import write_output
 
     write_output(dump_profile(profile), args.out)
     return 0

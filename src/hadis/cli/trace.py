@@ -15,7 +15,7 @@ def _floats(text: str) -> list[float]:
 
 
 def cmd_trace_gen(args: argparse.Namespace) -> int:
-    from hadis.cli_common import write_output
+    from hadis.cli.common import write_output
     from hadis.core.pareto import read_file
     from hadis.sim import tracegen
 

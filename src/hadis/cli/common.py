@@ -1,4 +1,4 @@
-"""Helpers every ``hadis`` subcommand module shares (so none imports ``hadis.cli``)."""
+"""Helpers every ``hadis`` subcommand module shares (so none imports ``hadis.cli.main``)."""
 
 from __future__ import annotations
 

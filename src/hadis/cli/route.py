@@ -11,7 +11,7 @@ from pathlib import Path
 from hadis.core.errors import DataError
 from hadis.jsonsafe import json_safe
 
-SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "profiles" / "router"
+SHIPPED_MODELS = Path(__file__).resolve().parents[3] / "profiles" / "router"
 DEFAULT_LIGHT = "sdxl-lightning-2step"
 
 

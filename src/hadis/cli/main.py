@@ -1,8 +1,5 @@
-"""The ``hadis`` command line.
-
-Bad input data (a malformed trace, profile or table) prints one line naming the file and line
-and exits with code 2.
-"""
+"""The ``hadis`` parser, the commands of no group of their own (sim, table, profile convert,
+plan), and ``main``, which maps bad input data to one line and exit code 2."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hadis import __version__
-from hadis.cli_common import _positive_int, write_output
+from hadis.cli.common import _positive_int, write_output
 from hadis.core.errors import DataError
 from hadis.jsonsafe import json_safe
 
@@ -23,7 +20,7 @@ DEFAULT_DATA_DIR = "data/hadis"
 
 def _data_dir_default() -> str:
     """The shipped E1 data when run from a checkout, else the folder named by the user."""
-    here = Path(__file__).resolve().parents[2] / DEFAULT_DATA_DIR
+    here = Path(__file__).resolve().parents[3] / DEFAULT_DATA_DIR
     return str(here) if here.is_dir() else DEFAULT_DATA_DIR
 
 
@@ -292,11 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--time-scale", type=_positive_float, default=1.0)
     pc.add_argument("--out")
     pc.set_defaults(func=cmd_profile_convert)
-    from hadis import cli_profile
-    from hadis.cli_serve import add_profile_latency
+    from hadis.cli.profile import add_parsers as add_profile_parsers
+    from hadis.cli.serve import add_profile_latency
 
     add_profile_latency(psub)
-    cli_profile.add_parsers(psub)
+    add_profile_parsers(psub)
 
     pl = sub.add_parser(
         "plan",
@@ -315,12 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
 
-    from hadis import cli_operator, cli_route, cli_serve, cli_trace
+    from hadis.cli.operator import add_parsers as add_operator_parsers
+    from hadis.cli.route import add_parser as add_route_parser
+    from hadis.cli.serve import add_parsers as add_serve_parsers
+    from hadis.cli.trace import add_parser as add_trace_parser
 
-    cli_trace.add_parser(sub, _data_dir_default())
-    cli_route.add_parser(sub, _data_dir_default())
-    cli_serve.add_parsers(sub)
-    cli_operator.add_parsers(sub)
+    add_trace_parser(sub, _data_dir_default())
+    add_route_parser(sub, _data_dir_default())
+    add_serve_parsers(sub)
+    add_operator_parsers(sub)
     return p
 
 
@@ -338,7 +338,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -51,7 +51,7 @@ def cmd_profile_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile_job(args: argparse.Namespace) -> int:
-    from hadis.cli_common import write_output
+    from hadis.cli.common import write_output
     from hadis.profiling.job import JobSettings, dump_manifests, job_manifests
 
     settings = JobSettings(
@@ -92,7 +92,7 @@ def _toleration(text: str) -> dict[str, str]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    from hadis.cli_common import _positive_int as _positive
+    from hadis.cli.common import _positive_int as _positive
 
     p.add_argument(
         "--model",

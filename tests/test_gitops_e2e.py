@@ -15,6 +15,7 @@ import yaml
 from docs import documented
 from gitops import judged
 from observability import CHART
+from support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 GITOPS = ROOT / "examples" / "gitops"
@@ -66,24 +67,10 @@ def test_the_overlay_builds_patches_the_cascade_and_serves_when_applied(crd, nam
         argocd, kst = judged(obj, "gitops-overlay")
         return (argocd, kst) if (argocd["status"], kst["status"]) == ("Healthy", "Current") else None
 
-    end_state = _wait_for(healthy, "the overlay's cascade Healthy and Current")
+    end_state = wait_until(healthy, "the overlay's cascade Healthy and Current", 120)
     assert " -> " in end_state[0]["message"]
     deps = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
     assert {d["metadata"]["name"] for d in deps} >= {"e1-router"}
-
-
-def _wait_for(fn, what: str, timeout_s: float = 120.0):
-    import time
-
-    end, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < end:
-        try:
-            if got := fn():
-                return got
-        except Exception as e:  # not there yet
-            last = e
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
 
 
 def _render_chart(helm: str, values: dict, tmp_path: Path) -> list[dict]:

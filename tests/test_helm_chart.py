@@ -142,7 +142,8 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
     """Install the chart, then run the operator *as its service account*: the chart's RBAC is all
     it has. It must reconcile a cascade to Ready and hold its Lease, and be refused the rest."""
     from hadis.local import free_port, scraped_value
-    from test_operator_e2e import _apply_profile, _ready, _wait
+    from support import wait_until
+    from test_operator_e2e import _apply_profile, _ready
 
     release = f"hop-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "KUBECONFIG": crd.kubeconfig}
@@ -187,9 +188,11 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
             stdout=log.open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         crd("apply", "-n", namespace, "-f", str(ROOT / "crds" / "examples" / "cascade-e1.yaml"))
-        _wait(lambda: _ready(crd, namespace, "e1"), "Ready, as the chart's service account", 90)
+        wait_until(lambda: _ready(crd, namespace, "e1"), "Ready, as the chart's service account", 90)
         # a re-plan of the daemon under the same identity (status writes, index reads)
-        _wait(lambda: scraped_value(health_url, "hadis_operator_replans_total", namespace=namespace), "a re-plan", 90)
+        wait_until(
+            lambda: scraped_value(health_url, "hadis_operator_replans_total", namespace=namespace), "a re-plan", 90
+        )
         assert scraped_value(health_url, "hadis_operator_replans_total", outcome="failed") == 0
         text = log.read_text()
         assert "Forbidden" not in text and "403" not in text, text[-3000:]

@@ -12,23 +12,10 @@ import yaml
 
 from gitops import judged
 from hadis.local import running_prometheus
+from support import condition, status, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "crds" / "examples"
-
-
-def _wait(fn, what: str, timeout_s: float = 60.0):
-    end = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < end:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:  # not there yet
-            last = e
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
 
 
 def _apply_profile(kube, namespace: str) -> None:
@@ -38,27 +25,19 @@ def _apply_profile(kube, namespace: str) -> None:
     kube("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(cm))
 
 
-def _status(kube, namespace: str, name: str) -> dict:
-    return json.loads(kube("get", "dcas", name, "-n", namespace, "-o", "json")).get("status") or {}
-
-
-def _cond(status: dict, type_: str) -> dict:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
-
-
 def _ready(kube, namespace: str, name: str) -> dict | None:
-    st = _status(kube, namespace, name)
-    return st if _cond(st, "Ready").get("status") == "True" else None
+    st = status(kube, namespace, name)
+    return st if condition(st, "Ready").get("status") == "True" else None
 
 
 def _with_reason(kube, namespace: str, name: str, reason: str) -> dict | None:
-    st = _status(kube, namespace, name)
-    return st if _cond(st, "Ready").get("reason") == reason else None
+    st = status(kube, namespace, name)
+    return st if condition(st, "Ready").get("reason") == reason else None
 
 
 def _rolled_out(kube, namespace: str, name: str) -> dict | None:
-    st = _status(kube, namespace, name)
-    return st if _cond(st, "Progressing").get("reason") == "RolloutComplete" else None
+    st = status(kube, namespace, name)
+    return st if condition(st, "Progressing").get("reason") == "RolloutComplete" else None
 
 
 def _health(kube, namespace: str, name: str, label: str) -> tuple[str, str]:
@@ -84,8 +63,8 @@ def test_a_cascade_no_operator_has_planned_reads_progressing_not_current(crd, na
 def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, operator):
     _apply_profile(crd, namespace)
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
-    st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
-    if _cond(st, "Progressing").get("status") == "True":  # its workers are still starting
+    st = wait_until(lambda: _ready(crd, namespace, "e1"), "Ready")
+    if condition(st, "Progressing").get("status") == "True":  # its workers are still starting
         assert _health(crd, namespace, "e1", "planned-scaling") in {
             ("Progressing", "InProgress"), ("Healthy", "Current")  # the rollout may finish in between
         }  # fmt: skip
@@ -101,13 +80,13 @@ def test_apply_example_creates_owned_objects_and_becomes_ready(crd, namespace, o
     # worker pods land on the fake GPU nodes and respect the GPU budget
     want = sum(plan["replicas"].values())
     assert want >= 2  # both tiers of the pair run
-    _wait(lambda: len(_scheduled_workers(crd, namespace)) == want, "all planned worker pods scheduled")
+    wait_until(lambda: len(_scheduled_workers(crd, namespace)) == want, "all planned worker pods scheduled")
     out = crd("get", "dcas", "e1", "-n", namespace)
     assert "->" in out and "True" in out  # printer columns: pair and Ready
     # Progressing turns False once every worker Deployment has its replicas ready (kwok readies pods)
-    st = _wait(lambda: _rolled_out(crd, namespace, "e1"), "Progressing=False RolloutComplete", 60)
-    assert _cond(st, "Progressing")["status"] == "False"
-    assert _cond(st, "Progressing")["message"] == f"all {want} worker replicas ready"
+    st = wait_until(lambda: _rolled_out(crd, namespace, "e1"), "Progressing=False RolloutComplete", 60)
+    assert condition(st, "Progressing")["status"] == "False"
+    assert condition(st, "Progressing")["message"] == f"all {want} worker replicas ready"
     assert _health(crd, namespace, "e1", "ready") == ("Healthy", "Current")
 
 
@@ -126,7 +105,7 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
     _apply_profile(crd, namespace)
     doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
-    st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
+    st = wait_until(lambda: _ready(crd, namespace, "e1"), "Ready")
     pair = {m.strip() for m in st["plan"]["pair"].split("->")}
     kept = [m for m in doc["spec"]["models"] if m["name"] in pair or m["name"] == "sd3.5-medium"]
     removed = [m["name"] for m in doc["spec"]["models"] if m not in kept]
@@ -137,11 +116,11 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
     crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"models": kept}}))
     for m in removed:
         w = worker_name("e1", m)
-        _wait(lambda w=w: not _exists(crd, namespace, "deployment", w), f"Deployment {w} pruned")
-        _wait(lambda w=w: not _exists(crd, namespace, "service", w), f"Service {w} pruned")
+        wait_until(lambda w=w: not _exists(crd, namespace, "deployment", w), f"Deployment {w} pruned")
+        wait_until(lambda w=w: not _exists(crd, namespace, "service", w), f"Service {w} pruned")
     for m in kept:
         assert _exists(crd, namespace, "deployment", worker_name("e1", m["name"]))
-    events = _wait(
+    events = wait_until(
         lambda: [e for e in json.loads(crd("get", "events", "-n", namespace, "-o", "json"))["items"]
                  if e["reason"] == "Pruned"] or None,
         "Pruned events",
@@ -160,9 +139,9 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(foreign))
     readd = [*kept, next(m for m in doc["spec"]["models"] if m["name"] == removed[0])]
     crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"models": readd}}))
-    st = _wait(lambda: _with_reason(crd, namespace, "e1", "NameConflict"), "NameConflict")
-    assert f"Deployment {taken} belongs to cascade e1-other" in _cond(st, "Ready")["message"]
-    assert _cond(st, "Stalled")["status"] == "True"
+    st = wait_until(lambda: _with_reason(crd, namespace, "e1", "NameConflict"), "NameConflict")
+    assert f"Deployment {taken} belongs to cascade e1-other" in condition(st, "Ready")["message"]
+    assert condition(st, "Stalled")["status"] == "True"
     live = json.loads(crd("get", "deployment", taken, "-n", namespace, "-o", "json"))
     assert live["metadata"]["labels"][CASCADE_LABEL] == "e1-other" and not live["metadata"].get("ownerReferences")
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "foreign:1"
@@ -170,11 +149,11 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
 
 def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator):
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-tiny.yaml"))  # its ConfigMap does not exist
-    st = _wait(lambda: _with_reason(crd, namespace, "tiny", "ProfileMissing"), "ProfileMissing condition")
-    assert _cond(st, "Degraded")["status"] == "True"
-    assert "hadis-tiny" in _cond(st, "Ready")["message"]
+    st = wait_until(lambda: _with_reason(crd, namespace, "tiny", "ProfileMissing"), "ProfileMissing condition")
+    assert condition(st, "Degraded")["status"] == "True"
+    assert "hadis-tiny" in condition(st, "Ready")["message"]
     assert _health(crd, namespace, "tiny", "profile-missing") == ("Degraded", "InProgress")  # it may yet appear
-    events = _wait(lambda: "ProfileMissing" in crd("get", "events", "-n", namespace), "the ProfileMissing event")
+    events = wait_until(lambda: "ProfileMissing" in crd("get", "events", "-n", namespace), "the ProfileMissing event")
     assert events
 
 
@@ -189,23 +168,25 @@ def test_an_object_the_api_server_refuses_is_named_in_a_condition_until_the_spec
     doc["spec"]["planner"] = {"intervalSeconds": 1}
     doc["spec"]["prometheus"] = {"url": idle_prometheus, "window": "30s"}
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
-    st = _wait(lambda: _with_reason(crd, namespace, "e1", "ApplyFailed"), "the ApplyFailed condition")
-    message = _cond(st, "Degraded")["message"]
+    st = wait_until(lambda: _with_reason(crd, namespace, "e1", "ApplyFailed"), "the ApplyFailed condition")
+    message = condition(st, "Degraded")["message"]
     assert message.startswith(f"Deployment {namespace}/e1-") and "gpu pool!" in message
-    assert _cond(st, "Ready")["status"] == "False"
+    assert condition(st, "Ready")["status"] == "False"
     assert _health(crd, namespace, "e1", "apply-failed") == ("Degraded", "Failed")  # Stalled: only a fix helps
     # the first re-plan's verdict on the served latency (no workers serve: Unknown) is its one write
-    _wait(lambda: _cond(_status(crd, namespace, "e1"), "ProfileDrift").get("status") == "Unknown", "ProfileDrift")
+    wait_until(
+        lambda: condition(status(crd, namespace, "e1"), "ProfileDrift").get("status") == "Unknown", "ProfileDrift"
+    )
     version = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))["metadata"]["resourceVersion"]
     start = _replans(namespace, "unchanged")
-    _wait(lambda: _replans(namespace, "unchanged") >= start + 3, "3 re-plans after the refusal")  # none retries
+    wait_until(lambda: _replans(namespace, "unchanged") >= start + 3, "3 re-plans after the refusal")  # none retries
     after = json.loads(crd("get", "dcas", "e1", "-n", namespace, "-o", "json"))
     assert after["metadata"]["resourceVersion"] == version
     events = crd("get", "events", "-n", namespace, "--field-selector", "reason=ApplyFailed", "-o", "json")
     assert len(json.loads(events)["items"]) == 1 and json.loads(events)["items"][0].get("count", 1) == 1
     crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", '{"spec":{"placement":{"nodeSelector":null}}}')
-    st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready after the fix")
-    assert _cond(st, "Degraded")["reason"] == "AsPlanned"
+    st = wait_until(lambda: _ready(crd, namespace, "e1"), "Ready after the fix")
+    assert condition(st, "Degraded")["reason"] == "AsPlanned"
 
 
 def test_profile_problems_and_an_slo_no_budget_meets_read_degraded(crd, namespace, operator):
@@ -215,7 +196,7 @@ def test_profile_problems_and_an_slo_no_budget_meets_read_degraded(crd, namespac
               "data": {"profile.yaml": "models: [", "pareto.csv": "light,heavy\n"}}  # fmt: skip
     crd("apply", "--server-side", "-n", namespace, "-f", "-", stdin=json.dumps(broken))
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
-    _wait(lambda: _with_reason(crd, namespace, "e1", "ProfileInvalid"), "ProfileInvalid")
+    wait_until(lambda: _with_reason(crd, namespace, "e1", "ProfileInvalid"), "ProfileInvalid")
     assert _health(crd, namespace, "e1", "profile-invalid") == ("Degraded", "Failed")
     crd("apply", "--server-side", "-n", namespace, "-f", str(ROOT / "profiles" / "configmap-tiny.yaml"))
     crd(
@@ -228,22 +209,23 @@ def test_profile_problems_and_an_slo_no_budget_meets_read_degraded(crd, namespac
         "-p",
         '{"spec":{"profile":{"configMapName":"hadis-tiny"}}}',
     )
-    _wait(lambda: _with_reason(crd, namespace, "e1", "ProfileMismatch"), "ProfileMismatch")
+    wait_until(lambda: _with_reason(crd, namespace, "e1", "ProfileMismatch"), "ProfileMismatch")
     assert _health(crd, namespace, "e1", "profile-mismatch") == ("Degraded", "Failed")
     _apply_profile(crd, namespace)
     crd("patch", "dcas", "e1", "-n", namespace, "--type=merge",
         "-p", '{"spec":{"profile":{"configMapName":"hadis-l40s"},"sloSeconds":0.05}}')  # fmt: skip
-    st = _wait(lambda: _with_reason(crd, namespace, "e1", "BudgetInfeasible"), "BudgetInfeasible")
-    assert _cond(st, "Ready")["status"] == "True" and _cond(st, "Stalled")["status"] == "False"
+    st = wait_until(lambda: _with_reason(crd, namespace, "e1", "BudgetInfeasible"), "BudgetInfeasible")
+    assert condition(st, "Ready")["status"] == "True" and condition(st, "Stalled")["status"] == "False"
     assert _health(crd, namespace, "e1", "budget-infeasible") == ("Degraded", "Current")
 
 
 def test_deleting_the_cascade_garbage_collects_what_it_owns(crd, namespace, operator):
     _apply_profile(crd, namespace)
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
-    _wait(lambda: "e1-router" in crd("get", "deployments", "-n", namespace), "the router Deployment")
+    wait_until(lambda: "e1-router" in crd("get", "deployments", "-n", namespace), "the router Deployment")
     crd("delete", "dcas", "e1", "-n", namespace)
-    _wait(lambda: "e1-" not in crd("get", "deployments,services,configmaps", "-n", namespace), "garbage collection", 90)
+    owned = "deployments,services,configmaps"
+    wait_until(lambda: "e1-" not in crd("get", owned, "-n", namespace), "garbage collection", 90)
 
 
 def test_prometheus_unreachable_keeps_the_plan_and_says_so(crd, namespace, operator):
@@ -254,21 +236,21 @@ def test_prometheus_unreachable_keeps_the_plan_and_says_so(crd, namespace, opera
     doc["spec"]["prometheus"] = {"url": f"http://127.0.0.1:{free_port()}", "window": "30s"}  # nothing listens
     doc["spec"]["planner"] = {"intervalSeconds": 1}
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
-    _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
+    wait_until(lambda: _ready(crd, namespace, "e1"), "Ready")
 
     def replicas() -> dict[str, int]:
         deps = json.loads(crd("get", "deployments", "-n", namespace, "-o", "json"))["items"]
         return {d["metadata"]["name"]: d["spec"]["replicas"] for d in deps}
 
     before = replicas()
-    st = _wait(
+    st = wait_until(
         lambda: (
-            (s := _status(crd, namespace, "e1")) and _cond(s, "Degraded").get("reason") == "MetricsUnavailable" and s
+            (s := status(crd, namespace, "e1")) and condition(s, "Degraded").get("reason") == "MetricsUnavailable" and s
         ),
         "MetricsUnavailable condition",
         30,
     )
-    assert "keeping the last plan" in _cond(st, "Degraded")["message"]
+    assert "keeping the last plan" in condition(st, "Degraded")["message"]
     assert _health(crd, namespace, "e1", "metrics-unavailable")[0] == "Degraded"
     assert replicas() == before  # nothing scaled, in particular not to zero
     assert sum(before.values()) > 1
@@ -280,9 +262,9 @@ def test_budget_above_the_cluster_leaves_pods_pending_and_says_so(crd, namespace
     doc["spec"]["gpuBudget"] = {"min": 24, "max": 24}  # the fake nodes have 16 GPUs in all
     doc["spec"]["planner"] = {"intervalSeconds": 1}
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
-    st = _wait(lambda: _with_reason(crd, namespace, "e1", "PodsUnschedulable"), "PodsUnschedulable condition", 60)
-    assert "cannot be scheduled" in _cond(st, "Ready")["message"]
-    assert _cond(st, "Degraded")["status"] == "True"
+    st = wait_until(lambda: _with_reason(crd, namespace, "e1", "PodsUnschedulable"), "PodsUnschedulable condition", 60)
+    assert "cannot be scheduled" in condition(st, "Ready")["message"]
+    assert condition(st, "Degraded")["status"] == "True"
     assert _health(crd, namespace, "e1", "pods-unschedulable") == ("Degraded", "InProgress")
     pods = json.loads(crd("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker", "-o", "json"))
     phases = [p["status"]["phase"] for p in pods["items"]]
@@ -298,11 +280,11 @@ def test_pods_that_become_schedulable_clear_the_condition(crd, namespace, operat
     doc["spec"]["planner"] = {"intervalSeconds": 1}
     doc["spec"]["placement"] = {"nodeSelector": {"hadis.dev/test-pool": namespace}}  # no node has it yet
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
-    _wait(lambda: _with_reason(crd, namespace, "e1", "PodsUnschedulable"), "PodsUnschedulable", 60)
+    wait_until(lambda: _with_reason(crd, namespace, "e1", "PodsUnschedulable"), "PodsUnschedulable", 60)
     try:
         crd("label", "node", "gpu-node-0", f"hadis.dev/test-pool={namespace}")
-        st = _wait(lambda: _ready(crd, namespace, "e1"), "Ready once the pods are placed", 60)
-        assert _cond(st, "Degraded")["reason"] != "PodsUnschedulable"
+        st = wait_until(lambda: _ready(crd, namespace, "e1"), "Ready once the pods are placed", 60)
+        assert condition(st, "Degraded")["reason"] != "PodsUnschedulable"
     finally:
         crd("label", "node", "gpu-node-0", "hadis.dev/test-pool-")
 
@@ -354,15 +336,15 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
     args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers"]
     with KopfRunner(args, timeout=60) as runner:
-        _wait(lambda: _ready(crd, namespace, "e1"), "Ready")
-        _wait(lambda: _rolled_out(crd, namespace, "e1"), "Progressing=False RolloutComplete")
+        wait_until(lambda: _ready(crd, namespace, "e1"), "Ready")
+        wait_until(lambda: _rolled_out(crd, namespace, "e1"), "Progressing=False RolloutComplete")
         settled = _replans(namespace, "unchanged")
-        _wait(lambda: _replans(namespace, "unchanged") >= settled + 3, "3 re-plans on the settled cascade", 60)
-        status_before = _status(crd, namespace, "e1")
+        wait_until(lambda: _replans(namespace, "unchanged") >= settled + 3, "3 re-plans on the settled cascade", 60)
+        status_before = status(crd, namespace, "e1")
         before, versions = _write_requests(crd), _versions(crd, namespace)
         applied = _replans(namespace, "applied")
         start = _replans(namespace, "unchanged")
-        _wait(lambda: _replans(namespace, "unchanged") >= start + 15, "15 re-plans on the idle cascade", 120)
+        wait_until(lambda: _replans(namespace, "unchanged") >= start + 15, "15 re-plans on the idle cascade", 120)
         idle_writes = _write_requests(crd) - before
         changed = {k for k, v in _versions(crd, namespace).items() if versions.get(k) != v}
         assert _replans(namespace, "applied") == applied  # every re-plan found the same plan
@@ -371,7 +353,7 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
           f"objects changed: {sorted(changed) or 'none'}")  # fmt: skip
     # The operator's writes would change the cascade (status), a Deployment's spec (generation),
     # a Service or the router ConfigMap; the cluster-wide counter also counts the controllers.
-    after = _status(crd, namespace, "e1")
+    after = status(crd, namespace, "e1")
     keys = set(status_before) | set(after)
     diff = {k: (status_before.get(k), after.get(k)) for k in keys if status_before.get(k) != after.get(k)}
     assert not changed, json.dumps(diff, indent=1)
@@ -379,12 +361,12 @@ def test_idle_cascade_makes_no_api_writes_and_a_restart_no_duplicates(crd, names
     reconciles = sample("hadis_operator_reconciles_total", namespace=namespace, cascade="e1")
     with KopfRunner(args, timeout=60) as runner:  # the operator restarted
         # it resumes the cascade (a reconcile), then its daemon re-plans: both done, nothing new
-        _wait(
+        wait_until(
             lambda: sample("hadis_operator_reconciles_total", namespace=namespace, cascade="e1") > reconciles,
             "the restarted operator's reconcile",
         )
         replanned = _replans(namespace, "unchanged") + _replans(namespace, "applied")
-        _wait(
+        wait_until(
             lambda: _replans(namespace, "unchanged") + _replans(namespace, "applied") > replanned,
             "a re-plan of the restarted operator",
         )
@@ -460,26 +442,26 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
         args = ["run", "--standalone", "--namespace", namespace, "--namespace", other, "-m", "hadis.operator.handlers"]
         with KopfRunner(args, timeout=90) as runner:
             for ns in (namespace, other):
-                st = _wait(lambda ns=ns: _ready(crd, ns, "tiny"), f"Ready in {ns}")
+                st = wait_until(lambda ns=ns: _ready(crd, ns, "tiny"), f"Ready in {ns}")
                 assert st["plan"]["pair"] == "sdxl-lightning-2step -> sd3.5-large"  # of the listed models
             low = light_replicas()
             assert low == 1, low
             with concurrent.futures.ThreadPoolExecutor(32) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
                 t0 = time.monotonic()
                 sender = pacer.submit(paced, pool, 4.0)
-                _wait(lambda: light_replicas() > low, "the light tier scaled up", 120)
+                wait_until(lambda: light_replicas() > low, "the light tier scaled up", 120)
                 scaled_after = time.monotonic() - t0
 
                 # The Deployments are written before the status: wait for the plan's demand.
                 def planned_rate() -> float:
-                    demand = _status(crd, namespace, "tiny")["plan"]["demandRps"]
+                    demand = status(crd, namespace, "tiny")["plan"]["demandRps"]
                     return demand if demand > 4.5 else 0.0  # images/s: above the 4 requests/s
 
-                rate = _wait(planned_rate, "the new plan's status", 60)
+                rate = wait_until(planned_rate, "the new plan's status", 60)
                 stop.set()
                 for f in sender.result():
                     f.result()
-            quiet = _status(crd, other, "tiny")
+            quiet = status(crd, other, "tiny")
         assert runner.exception is None
         print(f"load change to {rate:.1f} images/s: light replicas {low} -> {light_replicas()} after "
               f"{scaled_after:.1f}s (open loop at 4 req/s x 2 images; surge checks every 2 s over the "
@@ -487,7 +469,7 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
         assert light_replicas() > low
         # the same cascade name in the other namespace: its own (zero) demand, its own plan
         assert quiet["plan"]["demandRps"] <= MIN_PLANNING_RATE and light_replicas(other) == 1, quiet["plan"]
-        assert _cond(quiet, "Ready")["status"] == "True"
+        assert condition(quiet, "Ready")["status"] == "True"
 
 
 def _operator_process(kubeconfig: str, namespace: str, log: Path, health_port: int):
@@ -513,25 +495,25 @@ def test_two_operator_replicas_one_leader_and_failover(crd, namespace, tmp_path)
     ports = [free_port(), free_port()]
     procs = [_operator_process(crd.kubeconfig, namespace, log, port) for log, port in zip(logs, ports, strict=True)]
     try:
-        _wait(lambda: any("became the leader" in p.read_text() for p in logs), "a leader", 60)
+        wait_until(lambda: any("became the leader" in p.read_text() for p in logs), "a leader", 60)
         lead = next(i for i, p in enumerate(logs) if "became the leader" in p.read_text())
         follow = 1 - lead
-        _wait(lambda: "waiting for the lease" in logs[follow].read_text(), "the other replica waiting", 30)
+        wait_until(lambda: "waiting for the lease" in logs[follow].read_text(), "the other replica waiting", 30)
         health = [json.loads(urllib.request.urlopen(f"http://127.0.0.1:{p}/healthz", timeout=5).read()) for p in ports]
         assert health[lead]["leader"] is True and health[follow]["leader"] is False
         lease = json.loads(crd("get", "lease", "hadis-operator", "-n", namespace, "-o", "json"))
         assert lease["spec"]["holderIdentity"] in logs[lead].read_text()
 
         crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-e1.yaml"))
-        _wait(lambda: _ready(crd, namespace, "e1"), "Ready (leader)")
+        wait_until(lambda: _ready(crd, namespace, "e1"), "Ready (leader)")
         lead_health = f"http://127.0.0.1:{ports[lead]}/healthz"
-        _wait(lambda: json.loads(urllib.request.urlopen(lead_health, timeout=5).read())["kopfReady"], "kopf ready")
-        _wait(lambda: "Creation is processed" in logs[lead].read_text(), "the leader's create handler")
+        wait_until(lambda: json.loads(urllib.request.urlopen(lead_health, timeout=5).read())["kopfReady"], "kopf ready")
+        wait_until(lambda: "Creation is processed" in logs[lead].read_text(), "the leader's create handler")
         # The follower did not act: checked once it has looked at the Lease twice more since
         # the cascade was there, and found it held by the leader each time.
         follower_url = f"http://127.0.0.1:{ports[follow]}"
         held = scraped_value(follower_url, "hadis_operator_lease_attempts_total", result="held_by_other")
-        _wait(
+        wait_until(
             lambda: (
                 scraped_value(follower_url, "hadis_operator_lease_attempts_total", result="held_by_other") >= held + 2
             ),
@@ -543,12 +525,12 @@ def test_two_operator_replicas_one_leader_and_failover(crd, namespace, tmp_path)
 
         procs[lead].send_signal(signal.SIGKILL)  # no release: the follower must wait for expiry
         killed = time.monotonic()
-        _wait(lambda: "became the leader" in logs[follow].read_text(), "fail-over", 30)
+        wait_until(lambda: "became the leader" in logs[follow].read_text(), "fail-over", 30)
         takeover_s = time.monotonic() - killed
         second = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
         second["metadata"]["name"] = "e1-second"
         crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(second))
-        _wait(lambda: _ready(crd, namespace, "e1-second"), "Ready (new leader)")
+        wait_until(lambda: _ready(crd, namespace, "e1-second"), "Ready (new leader)")
         print(f"\nleader killed; the follower took the lease {takeover_s:.1f} s later (lease duration 4 s)")
         assert takeover_s < 4 + 3  # expiry after 4 s, observed within a retry period or two
         lease = json.loads(crd("get", "lease", "hadis-operator", "-n", namespace, "-o", "json"))

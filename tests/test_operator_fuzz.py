@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from hypothesis import strategies as st
 
 import hadis.operator.handlers  # noqa: F401  (the same: every import done before the operator's thread)
 from hadis.local import running_prometheus
+from support import cascade, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("HADIS_OPERATOR_FUZZ_EXAMPLES", "20"))
@@ -153,10 +153,6 @@ def fuzz_namespace(crd):
     crd("delete", "namespace", name, "--wait=false")
 
 
-def _status(kube, namespace: str, name: str) -> dict:
-    return json.loads(kube("get", "dcas", name, "-n", namespace, "-o", "json"))
-
-
 def _stable(doc: dict) -> str | None:
     """ "Ready", or "Degraded: <reason>", once the status is of this generation."""
     st_ = doc.get("status") or {}
@@ -173,7 +169,7 @@ def _stable(doc: dict) -> str | None:
 
 def _writes(kube, namespace: str, cascade: str) -> dict[str, str]:
     """What an operator write changes: the cascade (status), the owned objects' specs."""
-    out = {"cascade": _status(kube, namespace, cascade)["metadata"]["resourceVersion"]}
+    out = {"cascade": cascade(kube, namespace, cascade)["metadata"]["resourceVersion"]}
     kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,networkpolicies"
     items = json.loads(kube("get", kinds, "-n", namespace, "-l", f"serving.hadis.dev/cascade={cascade}", "-o", "json"))
     for i in items["items"]:
@@ -198,13 +194,11 @@ def _replans(namespace: str, cascade: str) -> float:
 
 
 def _wait(fn, timeout_s: float):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.3)
-    return None
+    """``fn()``'s first truthy value, or None when ``timeout_s`` passes (the caller says what)."""
+    try:
+        return wait_until(fn, "", timeout_s, every_s=0.3)
+    except AssertionError:
+        return None
 
 
 def test_every_cascade_is_refused_readably_or_settles_and_then_stays_quiet(crd, fuzz_namespace, tmp_path, monkeypatch):
@@ -236,16 +230,16 @@ def test_every_cascade_is_refused_readably_or_settles_and_then_stays_quiet(crd, 
                 try:
                     # Settled: a stable state once the re-plan daemon has made its first pass.
                     assert _wait(lambda: _replans(ns, name) >= applied + 1, SETTLE_S), f"{name}: no re-plan"
-                    state = _wait(lambda: _stable(_status(crd, ns, name)), SETTLE_S)
-                    assert state, f"{name}: no stable state in {SETTLE_S:.0f}s: {_status(crd, ns, name).get('status')}"
+                    state = _wait(lambda: _stable(cascade(crd, ns, name)), SETTLE_S)
+                    assert state, f"{name}: no stable state in {SETTLE_S:.0f}s: {cascade(crd, ns, name).get('status')}"
                     before = _writes(crd, ns, name)
-                    first = _status(crd, ns, name)
+                    first = cascade(crd, ns, name)
                     seen = _replans(ns, name)
                     assert _wait(lambda: _replans(ns, name) >= seen + 3, 30), f"{name}: the re-plans stopped"
                     after = _writes(crd, ns, name)
                     changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
                     assert not changed, (
-                        f"{name} ({state}) kept writing: {changed}: {_diff(first, _status(crd, ns, name))}"
+                        f"{name} ({state}) kept writing: {changed}: {_diff(first, cascade(crd, ns, name))}"
                     )
                     tally[state] += 1
                 finally:

@@ -394,7 +394,7 @@ def load_step(
     log(f"== load step: {rate:g} req/s for up to {seconds:g}s ==")
     before = {p["metadata"]["name"] for p in worker_pods(c, namespace, "tiny-light")}
     plan0 = (c.json("get", "dcas", "tiny", "-n", namespace).get("status") or {}).get("plan", {})
-    log(f"  plan before: {plan0.get('replicasSummary')} at {plan0.get('demandRps')} req/s")
+    log(f"  plan before: {plan0.get('replicasSummary')} at {plan0.get('demandRps')} images/s")
     stop = threading.Event()
     results: list[tuple[float, str]] = []  # (sent at, model or "error ...")
 
@@ -432,7 +432,8 @@ def load_step(
         try:
             plan1 = wait_until(replanned, "a re-plan", seconds)
             t_plan = time.monotonic() - t0
-            log(f"  re-plan after {t_plan:.1f}s: {plan1.get('replicasSummary')} at {plan1.get('demandRps'):.1f} req/s")
+            summary, demand = plan1.get("replicasSummary"), plan1.get("demandRps")
+            log(f"  re-plan after {t_plan:.1f}s: {summary} at {demand:.1f} images/s")
 
             def ready_new_pod():
                 for p in worker_pods(c, namespace, "tiny-light"):

@@ -97,8 +97,9 @@ def _exists(kube, namespace: str, kind: str, name: str) -> bool:
 
 def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_refused(crd, namespace, operator):
     """A model dropped from spec.models takes its worker Deployment and Service with it (a
-    ``Pruned`` event each); an object of another cascade under a name this one would build is
-    not taken over: the cascade says NameConflict and leaves it as it was."""
+    ``Pruned`` event each), and nothing the cascade does not own goes with them; an object of
+    another cascade under a name this one would build is not taken over: the cascade says
+    NameConflict and leaves it as it was."""
     from hadis.contract import CASCADE_LABEL
     from hadis.operator.builders import worker_name
 
@@ -113,6 +114,16 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
     for m in removed:
         assert _exists(crd, namespace, "deployment", worker_name("e1", m))  # built for every listed model
 
+    # a workload someone else made, carrying the cascade's label (a GitOps tool's, say): not ours
+    # to prune, although no model of the spec builds it
+    bystander = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "e1-sidecar", "labels": {CASCADE_LABEL: "e1"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "sidecar"}},
+                 "template": {"metadata": {"labels": {"app": "sidecar"}},
+                              "spec": {"containers": [{"name": "c", "image": "sidecar:1"}]}}},
+    }  # fmt: skip
+    crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(bystander))
     crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"models": kept}}))
     for m in removed:
         w = worker_name("e1", m)
@@ -120,6 +131,7 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
         wait_until(lambda w=w: not _exists(crd, namespace, "service", w), f"Service {w} pruned")
     for m in kept:
         assert _exists(crd, namespace, "deployment", worker_name("e1", m["name"]))
+    assert _exists(crd, namespace, "deployment", "e1-sidecar")  # labelled, not owned: left alone
     events = wait_until(
         lambda: [e for e in json.loads(crd("get", "events", "-n", namespace, "-o", "json"))["items"]
                  if e["reason"] == "Pruned"] or None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -84,29 +85,44 @@ def apply(obj: dict[str, Any], owner: dict[str, Any]) -> None:
     getattr(api(cls), method)(name, ns, obj, field_manager=FIELD_MANAGER, force=True, _content_type=APPLY)
 
 
-def cascade_objects(namespace: str) -> dict[tuple[str, str], str]:
-    """``(kind, name)`` -> cascade label of every object of ``builders.PRUNED_KINDS`` in
-    ``namespace`` that carries one: read once a pass, for both name conflicts and pruning."""
-    out: dict[tuple[str, str], str] = {}
+@dataclass(frozen=True)
+class NamespaceObjects:
+    """The objects of ``builders.PRUNED_KINDS`` in a namespace that carry a cascade label, read
+    once a pass for both name conflicts and pruning: ``(kind, name)`` -> the cascade label, and
+    -> the UIDs of the objects that own it."""
+
+    labels: dict[tuple[str, str], str]
+    owners: dict[tuple[str, str], frozenset[str]]
+
+
+def cascade_objects(namespace: str) -> NamespaceObjects:
+    labels: dict[tuple[str, str], str] = {}
+    owners: dict[tuple[str, str], frozenset[str]] = {}
     for kind in builders.PRUNED_KINDS:
         cls, method = _LIST[kind]
         for o in getattr(api(cls), method)(namespace, label_selector=contract.CASCADE_LABEL).items:
-            out[(kind, o.metadata.name)] = (o.metadata.labels or {}).get(contract.CASCADE_LABEL, "")
-    return out
+            key = (kind, o.metadata.name)
+            labels[key] = (o.metadata.labels or {}).get(contract.CASCADE_LABEL, "")
+            owners[key] = frozenset(r.uid for r in o.metadata.owner_references or [])
+    return NamespaceObjects(labels, owners)
 
 
-def prune(namespace: str, cascade: str, owned: Sequence[dict], taken: Mapping[tuple[str, str], str]) -> list[str]:
-    """Delete the cascade's objects (of ``taken``, from ``cascade_objects``) that ``owned`` (built
-    from its spec) no longer has; their names."""
+def prune(namespace: str, cascade: Mapping[str, Any], owned: Sequence[dict], found: NamespaceObjects) -> list[str]:
+    """Delete the cascade's objects (in ``found``) that ``owned`` (built from its spec) no longer
+    has; their names. Only objects this cascade owns (its UID among their owners): a workload
+    that merely carries the label, made by someone else, is left alone."""
+    name, uid = cascade["metadata"]["name"], cascade["metadata"]["uid"]
     gone = []
-    for kind, name in builders.prunable(taken, cascade, list(owned)):
+    for kind, obj in builders.prunable(found.labels, name, list(owned)):
+        if uid not in found.owners.get((kind, obj), frozenset()):
+            continue
         cls, method = _DELETE[kind]
         try:
-            getattr(api(cls), method)(name, namespace)
+            getattr(api(cls), method)(obj, namespace)
         except ApiException as e:
             if e.status != 404:
                 raise
-        gone.append(f"{kind} {name}")
+        gone.append(f"{kind} {obj}")
     return gone
 
 

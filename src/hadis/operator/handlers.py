@@ -155,8 +155,8 @@ def apply_pass(
     of a spec) then deletes the objects the spec no longer asks for (a model removed)."""
     assert conv.status is not None
     conds = conv.status["conditions"]
-    taken = cluster.cascade_objects(namespace) if conv.objects else {}  # one list for both uses
-    refusal = _refusal(conv.objects, body, name, namespace, taken)
+    found = cluster.cascade_objects(namespace) if conv.objects else cluster.NamespaceObjects({}, {})
+    refusal = _refusal(conv.objects, body, name, namespace, found.labels)
     if refusal is not None:
         # The API server will never take an object as built from this spec, or another cascade
         # holds its name: say which and why, once, and wait for a spec change (the reconcile).
@@ -164,7 +164,7 @@ def apply_pass(
         _warn_on_change(body, previous, failed)
         return failed
     if prune and conv.objects:
-        for gone in cluster.prune(namespace, name, conv.objects, taken):
+        for gone in cluster.prune(namespace, body, conv.objects, found):
             kopf.event(body, type="Normal", reason="Pruned", message=f"{gone}: no longer in spec.models")
     if conv.objects:
         after = logic.rollout_condition(cluster.worker_rollout(name, namespace), generation, now, previous)

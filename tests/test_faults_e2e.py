@@ -195,8 +195,8 @@ def test_prometheus_late_nan_negative_and_stopped_keep_the_plan_and_say_so(stack
         with Traffic(url, 1.0, SIMPLE) as traffic:
             expected = {
                 "slow": "Prometheus did not answer within 2s; keeping the last plan",
-                "nan": "Prometheus answered nan for the arrival rate; keeping the last plan",
-                "negative": "Prometheus answered a negative arrival rate (-3.5 req/s); keeping the last plan",
+                "nan": "Prometheus answered nan for the demand; keeping the last plan",
+                "negative": "Prometheus answered a negative demand (-3.5 images/s); keeping the last plan",
             }
             for mode, message in expected.items():
                 proxy.mode = mode

@@ -128,9 +128,9 @@ def test_a_rate_that_cannot_be_planned_for_is_named():
     from hadis.operator.logic import rate_problem
 
     assert rate_problem(0.0) is None and rate_problem(3.5) is None
-    assert rate_problem(float("nan")) == "Prometheus answered nan for the arrival rate"
+    assert rate_problem(float("nan")) == "Prometheus answered nan for the demand"
     assert rate_problem(float("inf")) == "Prometheus answered inf for the arrival rate"
-    assert rate_problem(-2.0) == "Prometheus answered a negative arrival rate (-2 req/s)"
+    assert rate_problem(-2.0) == "Prometheus answered a negative demand (-2 images/s)"
 
 
 def test_images_come_from_the_model_then_the_cascade_then_the_operator():
@@ -604,7 +604,7 @@ def test_converge_is_one_planning_pass_for_reconcile_and_replan():
     # A rise: the objects, a status naming the trigger, and a Replanned event saying why.
     rise = converge(typed(spec), "e1", "serving", bundle, 8.0, status, done, 3, now, trigger="rise")
     assert rise.objects and rise.status["plan"]["trigger"] == "rise"
-    assert rise.events[0][0] == "Replanned" and rise.events[0][1].startswith("rise, 8.00 req/s: [hadis]")
+    assert rise.events[0][0] == "Replanned" and rise.events[0][1].startswith("rise, 8.00 images/s: [hadis]")
     assert rise.status["plan"]["gpus"] == rise.decision.plan.total_gpus > status["plan"]["gpus"]
 
 

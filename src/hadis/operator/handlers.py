@@ -352,7 +352,7 @@ def replan_once(
     trigger: str = "timer",
     served: dict[str, drift.Served] | None = None,
 ) -> str:
-    """One re-plan: conditions from the cluster, then a plan for ``rate`` (req/s), or, when
+    """One re-plan: conditions from the cluster, then a plan for ``rate`` (images/s), or, when
     Prometheus failed (``rate`` None), the MetricsUnavailable condition and the last plan kept.
 
     A profile that is gone, broken or not the models' keeps the last plan too, with its own
@@ -408,6 +408,6 @@ def replan_once(
     conds = apply_pass(conv, body, name, namespace, generation, now, previous)
     conv.status["conditions"] = logic.merge_conditions(conds, drifts)
     if conv.events:
-        logger.info("re-planned (%s, %.2f req/s): %s", trigger, rate, conv.decision.plan.summary())
+        logger.info("re-planned (%s, %.2f images/s): %s", trigger, rate, conv.decision.plan.summary())
     cluster.patch_status(namespace, name, conv.status)
     return "applied" if conv.objects else "unchanged"

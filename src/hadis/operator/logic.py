@@ -218,9 +218,9 @@ def rate_problem(rate_rps: float) -> str | None:
     """Why an arrival rate read from Prometheus cannot be planned for (None: it can). A rate
     of counters is never NaN or negative; a broken exporter, recording rule or proxy can make it so."""
     if not math.isfinite(rate_rps):
-        return f"Prometheus answered {rate_rps} for the arrival rate"
+        return f"Prometheus answered {rate_rps} for the demand"
     if rate_rps < 0:
-        return f"Prometheus answered a negative arrival rate ({rate_rps:g} req/s)"
+        return f"Prometheus answered a negative demand ({rate_rps:g} images/s)"
     return None
 
 
@@ -535,7 +535,7 @@ def converge(
     if not unchanged:
         summary = decision.plan.summary()
         events = (
-            (("Planned", summary),) if reconcile else (("Replanned", f"{trigger}, {rate_rps:.2f} req/s: {summary}"),)
+            (("Planned", summary),) if reconcile else (("Replanned", f"{trigger}, {rate_rps:.2f} images/s: {summary}"),)
         )
     new_status = {"observedGeneration": generation, "plan": plan_doc, "conditions": conds}
     return Convergence(decision, objects, new_status, events)

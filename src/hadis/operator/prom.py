@@ -104,7 +104,7 @@ def cached_rate(url: str, namespace: str, cascade: str, window: str) -> float | 
 
 
 def query_rate(url: str, namespace: str, cascade: str, window: str, timeout_s: float = 5.0) -> float:
-    """The cascade's arrival rate (req/s) over ``window``; NoSeries when Prometheus has none."""
+    """The cascade's demand (images/s) over ``window``; NoSeries when Prometheus has none."""
     query = ARRIVAL_RATES_QUERY.format(window=window)
     rates = _RATES.get((url, window), lambda: _rates(_query(url, query, timeout_s)))
     return rate_of(rates, namespace, cascade, window)

@@ -129,7 +129,7 @@ def test_a_rate_that_cannot_be_planned_for_is_named():
 
     assert rate_problem(0.0) is None and rate_problem(3.5) is None
     assert rate_problem(float("nan")) == "Prometheus answered nan for the demand"
-    assert rate_problem(float("inf")) == "Prometheus answered inf for the arrival rate"
+    assert rate_problem(float("inf")) == "Prometheus answered inf for the demand"
     assert rate_problem(-2.0) == "Prometheus answered a negative demand (-2 images/s)"
 
 

@@ -83,6 +83,18 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
             },
             "model names must differ once dots become dashes",
         ),
+        *[
+            (
+                {
+                    "models": [
+                        {"name": "tiny-light", "workerSpec": "tiny-light", "revision": rev},
+                        {"name": "tiny-heavy", "workerSpec": "tiny-heavy"},
+                    ]
+                },
+                "revision must have no '.' or '..' segment",
+            )
+            for rev in ("..", ".", "v1/../..", "./v1")
+        ],
     ],
 )
 def test_invalid_cascades_are_refused_by_the_api_server(crd, namespace, patch, message):

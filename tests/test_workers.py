@@ -121,6 +121,41 @@ def test_the_revision_names_the_cache_entry():
     assert entry_dir(Path("/c"), hub, "abc123") == Path("/c/sd3.5-large/abc123")
 
 
+@pytest.mark.parametrize("revision", ["..", "."])
+def test_a_revision_naming_the_cache_root_or_the_model_folder_is_refused_and_nothing_is_removed(tmp_path, revision):
+    """``revision: ".."`` made the entry the cache root, so clearing a cut-off copy removed every
+    tenant's weights; ``"."`` removed the model's other revisions. Both are refused before any
+    file is touched, by the code and (for a cascade) by the CRD."""
+    from hadis.workers.cache import UnsafeCachePath, fetch
+
+    spec = find_spec("tiny-light", WORKERS)
+    other = tmp_path / "another-model" / "abc123"
+    other.mkdir(parents=True)
+    (other / "weights.bin").write_bytes(b"someone else's")
+    sibling = tmp_path / "tiny-light" / "v1"
+    sibling.mkdir(parents=True)
+    with pytest.raises(UnsafeCachePath, match="names no folder of its own"):
+        fetch(spec, tmp_path, revision)
+    assert (other / "weights.bin").read_bytes() == b"someone else's" and sibling.is_dir()
+    run = subprocess.run([sys.executable, "-m", "hadis.cli", "worker", "fetch", "--model", "tiny-light",
+                          "--cache", str(tmp_path), "--revision", ".."], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 1 and "error: revision '..' names no folder of its own" in run.stderr, run.stderr
+    assert (other / "weights.bin").exists()
+
+
+def test_a_cache_clean_up_never_leaves_its_entry(tmp_path):
+    """The last guard: a folder to delete must resolve two levels under the cache root."""
+    from hadis.workers.cache import UnsafeCachePath, _remove_entry
+
+    (tmp_path / "m" / "r").mkdir(parents=True)
+    for outside in (tmp_path, tmp_path / "m", tmp_path / "m" / "r" / ".." / ".."):
+        with pytest.raises(UnsafeCachePath):
+            _remove_entry(tmp_path, outside)
+    assert (tmp_path / "m").is_dir()
+    _remove_entry(tmp_path, tmp_path / "m" / "r")
+    assert not (tmp_path / "m" / "r").exists()
+
+
 def test_discriminator_weights_load_from_safetensors(tmp_path):
     import torch
     from safetensors.torch import save_file

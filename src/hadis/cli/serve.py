@@ -37,13 +37,15 @@ def cmd_worker_fetch(args: argparse.Namespace) -> int:
     """Fetch a model's weights into the cache (the worker pod's init container), or find them there."""
     import sys
 
-    from hadis.workers.cache import fetch
+    from hadis.workers.cache import UnsafeCachePath, fetch
     from hadis.workers.spec import find_spec
 
     spec = find_spec(args.model)
     print(f"fetch {spec.name} ({spec.source}) into {args.cache} ...", file=sys.stderr, flush=True)
     try:
         got = fetch(spec, args.cache, args.revision)
+    except UnsafeCachePath as e:
+        raise SystemExit(f"error: {e}") from None
     except OSError as e:  # huggingface_hub's errors (no network, unknown revision) are OSErrors
         raise SystemExit(f"error: could not fetch {spec.name} from {spec.source}: {e}") from None
     if got.downloaded:

@@ -37,8 +37,18 @@ class Fetched:
     revision: str
 
 
-def _safe(part: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", part)
+class UnsafeCachePath(ValueError):
+    """A model name or revision that would name a folder outside its own cache entry."""
+
+
+def _safe(part: str, what: str) -> str:
+    """``part`` as one folder name: other characters become ``_`` (a ``/`` too), and a part that
+    would be the folder itself or its parent (``.``, ``..``, empty) is refused: with
+    ``revision: ".."`` the entry was the cache root, and a cut-off copy's clean-up removed it."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", part)
+    if safe in ("", ".", ".."):
+        raise UnsafeCachePath(f"{what} {part!r} names no folder of its own in the weight cache")
+    return safe
 
 
 def revision_of(spec: ModelSpec, revision: str | None = None) -> str:
@@ -52,7 +62,16 @@ def revision_of(spec: ModelSpec, revision: str | None = None) -> str:
 
 
 def entry_dir(cache: Path, spec: ModelSpec, revision: str | None = None) -> Path:
-    return cache / _safe(spec.name) / _safe(revision_of(spec, revision))
+    return cache / _safe(spec.name, "model name") / _safe(revision_of(spec, revision), "revision")
+
+
+def _remove_entry(cache: Path, entry: Path, ignore_errors: bool = False) -> None:
+    """Delete a folder of the cache only if it resolves two levels under its root (an entry or
+    a partial copy of one): never the root, another model, or a path a link points elsewhere."""
+    root, target = cache.resolve(), entry.resolve()
+    if target.parent.parent != root:
+        raise UnsafeCachePath(f"refusing to delete {entry}: it is not an entry of the cache {cache}")
+    shutil.rmtree(target, ignore_errors=ignore_errors)
 
 
 def complete(entry: Path) -> dict | None:
@@ -97,7 +116,7 @@ def fetch(spec: ModelSpec, cache: Path, revision: str | None = None) -> Fetched:
         marker = {"source": spec.source, "revision": rev, "bytes": size, "fetchedAt": time.time()}
         (partial / MARKER).write_text(json.dumps(marker))
         if entry.exists() and complete(entry) is None:
-            shutil.rmtree(entry)  # an older cut-off copy without its marker
+            _remove_entry(cache, entry)  # an older cut-off copy without its marker
         try:
             partial.rename(entry)
         except OSError:
@@ -106,5 +125,5 @@ def fetch(spec: ModelSpec, cache: Path, revision: str | None = None) -> Fetched:
             # another pod completed the same entry first: use it
     finally:
         if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
+            _remove_entry(cache, partial, ignore_errors=True)
     return Fetched(entry, True, time.perf_counter() - t0, size, rev)

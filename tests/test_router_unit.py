@@ -201,3 +201,59 @@ def test_the_openapi_document_states_this_routers_limits():
     assert body["properties"]["size"]["enum"] == [CFG.size, None]
     assert {"200", "400", "413", "429", "503", "504"} <= set(post["responses"])
     assert set(doc["paths"]) == {"/v1/images/generations", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+
+
+def test_a_chunked_body_is_held_to_the_limit_and_a_stalled_upload_times_out():
+    """A chunked upload declares no length: it was read whole (up to 16 MiB) and for as long as
+    the client liked. Now it is counted as it arrives (413 past maxBodyBytes, nothing more
+    buffered) and a body not received within bodyTimeoutSeconds is a 408."""
+    import asyncio
+
+    from aiohttp import web
+
+    from hadis.router.api import ApiError
+    from hadis.router.config import Limits
+    from hadis.router.service import read_body
+
+    limits = Limits(max_body_bytes=2048, body_timeout_s=0.5)
+    seen: list[int] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            body = await read_body(request, limits)
+        except ApiError as e:
+            return web.json_response(e.body(), status=e.status)
+        seen.append(len(body))
+        return web.Response(text="ok")
+
+    async def send(port: int, chunks: list[bytes], end: bool) -> int:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for c in chunks:
+            writer.write(b"%x\r\n%s\r\n" % (len(c), c))
+        if end:
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        status = int((await reader.readline()).split()[1])
+        writer.close()
+        return status
+
+    async def run() -> list[int]:
+        app = web.Application()
+        app.router.add_post("/", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            return [
+                await send(port, [b"a" * 1000, b"b" * 1000], end=True),  # 2000 bytes: within
+                await send(port, [b"a" * 1000] * 5, end=True),  # 5000 bytes: over
+                await send(port, [b"a" * 100], end=False),  # never finished
+            ]
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(run()) == [200, 413, 408]
+    assert seen == [2000]

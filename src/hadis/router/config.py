@@ -22,7 +22,7 @@ writes one for a local data plane. Example::
       endpoints: [127.0.0.1:8010]
     routers: {replicas: 1}        # router replicas sharing the tiers (and their discovery)
     scoring: {mode: rule}         # or {mode: learned, modelFile: /etc/hadis/router-model.json}
-    limits: {maxN: 4, maxPromptChars: 4000, maxBodyBytes: 65536, maxInFlight: 64}
+    limits: {maxN: 4, maxPromptChars: 4000, maxBodyBytes: 65536, maxInFlight: 64, bodyTimeoutSeconds: 10}
 
 Unknown keys are refused (a typo must not silently change behaviour).
 """
@@ -84,6 +84,9 @@ class Limits:
     max_prompt_chars: int = 4000
     max_body_bytes: int = 64 * 1024
     max_in_flight: int = 64  # images in flight per tier before new requests are shed
+    # A body not received whole within this long is refused (408): a slow upload, or a chunked
+    # one that never ends, holds neither memory nor a connection for longer.
+    body_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -249,7 +252,7 @@ def parse_config(text: str, source: str) -> RouterConfig:
     limits_doc = doc.get("limits") or {}
     if not isinstance(limits_doc, dict):
         raise DataError(source, "must be a mapping", field="limits")
-    _take(limits_doc, source, "limits", {"maxN", "maxPromptChars", "maxBodyBytes", "maxInFlight"})
+    _take(limits_doc, source, "limits", {"maxN", "maxPromptChars", "maxBodyBytes", "maxInFlight", "bodyTimeoutSeconds"})
     limits = Limits(
         max_n=_int(limits_doc, "maxN", source, "limits.", 1, 16, Limits.max_n),
         max_prompt_chars=_int(limits_doc, "maxPromptChars", source, "limits.", 1, 1_000_000, Limits.max_prompt_chars),
@@ -257,6 +260,7 @@ def parse_config(text: str, source: str) -> RouterConfig:
             limits_doc, "maxBodyBytes", source, "limits.", 1024, 16 * 1024 * 1024, Limits.max_body_bytes
         ),
         max_in_flight=_int(limits_doc, "maxInFlight", source, "limits.", 1, 100_000, Limits.max_in_flight),
+        body_timeout_s=_number(limits_doc, "bodyTimeoutSeconds", source, "limits.", 0.1, 600, Limits.body_timeout_s),
     )
     return RouterConfig(
         cascade=cascade,
@@ -295,6 +299,7 @@ def dump_config(cfg: RouterConfig) -> str:
             "maxPromptChars": cfg.limits.max_prompt_chars,
             "maxBodyBytes": cfg.limits.max_body_bytes,
             "maxInFlight": cfg.limits.max_in_flight,
+            "bodyTimeoutSeconds": cfg.limits.body_timeout_s,
         },
     }
     for key, tier in (("light", cfg.light), ("heavy", cfg.heavy)):

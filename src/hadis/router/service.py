@@ -40,7 +40,7 @@ from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
 from hadis.router.admission import TierLoad, admit
 from hadis.router.api import ApiError, GenerationRequest, openapi_document, parse_generation_request
-from hadis.router.config import Discovery, RouterConfig, Tier, parse_config
+from hadis.router.config import Discovery, Limits, RouterConfig, Tier, parse_config
 from hadis.router.discovery import SliceWatch
 from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
 from hadis.router.metrics import RouterMetrics
@@ -401,14 +401,7 @@ class Router:
 
     # ------------------------------------------------------------------ one request, in steps
     async def _read_request(self, request: web.Request, cfg: RouterConfig) -> GenerationRequest:
-        length = request.content_length
-        if length is not None and length > cfg.limits.max_body_bytes:
-            raise ApiError(413, f"request body is {length} bytes; the limit is {cfg.limits.max_body_bytes}")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ApiError(413, f"request body exceeds {cfg.limits.max_body_bytes} bytes") from None
-        return parse_generation_request(body, cfg)
+        return parse_generation_request(await read_body(request, cfg.limits), cfg)
 
     def _route(self, plane: Plane, req: GenerationRequest) -> Routed:
         """Score the prompt, pick its entry tier, and admit it there, or shed it with a 503."""
@@ -531,6 +524,26 @@ class Router:
         body = {"ready": ok, "ready_endpoints": ready, "cascade": self.cfg.cascade}
         body["dispatch"] = {n: self.plane.clients[n].pool.source for n in TIERS}
         return web.json_response(body, status=status)
+
+
+async def read_body(request: web.Request, limits: Limits) -> bytes:
+    """The request body, held to ``limits.max_body_bytes`` whether its length is declared or it
+    comes chunked (counted as it arrives: nothing past the limit is buffered), and to
+    ``limits.body_timeout_s`` as a whole: 413 or 408, never an unbounded wait or buffer."""
+    cap = limits.max_body_bytes
+    length = request.content_length
+    if length is not None and length > cap:
+        raise ApiError(413, f"request body is {length} bytes; the limit is {cap}")
+    body = bytearray()
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            while chunk := await request.content.read(min(64 * 1024, cap + 1 - len(body))):
+                body += chunk
+                if len(body) > cap:
+                    raise ApiError(413, f"request body exceeds {cap} bytes")
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {limits.body_timeout_s:g}s") from None
+    return bytes(body)
 
 
 def generation_response(images: list[ImageOutcome], rid: str) -> web.Response:

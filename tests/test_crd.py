@@ -95,6 +95,15 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
             )
             for rev in ("..", ".", "v1/../..", "./v1")
         ],
+        *[
+            ({"prometheus": {"url": url}}, "spec.prometheus.url")
+            for url in (
+                "http://169.254.169.254/latest/meta-data/#",
+                "http://p:9090/?x=",
+                "http://u:p@p:9090",
+                "file:///etc",
+            )
+        ],
     ],
 )
 def test_invalid_cascades_are_refused_by_the_api_server(crd, namespace, patch, message):

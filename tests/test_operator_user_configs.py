@@ -208,3 +208,38 @@ def test_one_query_serves_concurrent_readers_of_the_same_prometheus():
     for t in threads:
         t.join()
     assert len(calls) == 1
+
+
+def test_a_url_pointed_elsewhere_is_refused_and_no_remote_answer_reaches_the_status():
+    """SSRF: with a trailing '#' the API path became a fragment and the operator fetched the
+    URL's own path (a cloud metadata server's credentials), then copied the first 200
+    characters of the answer into the Degraded condition. Such URLs are refused, and whatever a
+    server answers, the message says only its HTTP status or the error's type."""
+    import http.server
+
+    secret = "AKIA-THE-NODE-ROLE-SECRET"
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # a metadata server: credentials for any path, 200 or 403
+            body = f'{{"AccessKeyId": "{secret}"}}'.encode()
+            self.send_response(403 if "api/v1" in self.path else 200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for url in (f"{base}/latest/meta-data/iam/security-credentials/node#", f"{base}/x?a=", "http://u:p@h:1"):
+            with pytest.raises(prom.UnsafeUrl) as err:
+                prom.query_rate(url, "ns", "e1", "1m", 5)
+            assert secret not in prom.metrics_failure(err.value, 5)
+        with pytest.raises(Exception) as err:  # a plain URL whose server answers 403 with the secret
+            prom.query_rate(base, "ns", "e1", "1m", 5)
+        said = prom.metrics_failure(err.value, 5)
+        assert said == "Prometheus answered HTTP 403" and secret not in said
+    finally:
+        server.shutdown()

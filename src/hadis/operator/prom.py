@@ -14,6 +14,7 @@ daemon reports as the MetricsUnavailable condition, keeping the last plan.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,23 @@ SERVED_MAX_AGE_S = 5.0  # served figures move slowly (a window of minutes): one 
 
 class NoSeries(LookupError):
     """Prometheus answered, but with no series for the cascade."""
+
+
+class UnsafeUrl(ValueError):
+    """A Prometheus URL the operator will not query (the CRD refuses it too)."""
+
+
+_URL = re.compile(r"https?://[^/?#@\s]+(/[^?#@\s]*)?")
+
+
+def checked_url(url: str) -> str:
+    """``url`` if it is a plain http(s) base URL; UnsafeUrl otherwise. A query, a fragment or
+    credentials would change where the API path the client appends is sent."""
+    if not _URL.fullmatch(url):
+        raise UnsafeUrl(
+            f"spec.prometheus.url {url[:100]!r} is not a plain http(s) base URL (no query, fragment or credentials)"
+        )
+    return url
 
 
 class SharedAnswers:
@@ -74,7 +92,10 @@ def client(url: str) -> Any:
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
-    return PrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=1, read=False, backoff_factor=0.2))
+    # TLS verified (the system's CAs, or REQUESTS_CA_BUNDLE's file: the chart can mount one)
+    return PrometheusConnect(
+        url=checked_url(url), disable_ssl=False, retry=Retry(total=1, read=False, backoff_factor=0.2)
+    )
 
 
 def _query(url: str, query: str, timeout_s: float) -> list[dict]:
@@ -129,13 +150,20 @@ def query_served(
 
 
 def metrics_failure(e: Exception, timeout_s: float) -> str:
-    """What went wrong reading the arrival rate, in the words of the MetricsUnavailable condition."""
+    """What went wrong reading the demand, in the words of the MetricsUnavailable condition.
+
+    Never the answer's body: a status is readable by whoever may read the cascade, and a URL
+    pointed elsewhere (a metadata server) would copy what it answers there. An HTTP error is
+    its status code; anything else its type."""
     import requests
 
-    if isinstance(e, NoSeries):
+    if isinstance(e, NoSeries | UnsafeUrl):
         return str(e)
     if isinstance(e, requests.Timeout):
         return f"Prometheus did not answer within {timeout_s:g}s"
     if isinstance(e, requests.ConnectionError):
         return f"Prometheus unreachable ({type(e).__name__})"
-    return f"Prometheus query failed ({type(e).__name__}: {str(e)[:200]})"
+    status = re.match(r"HTTP Status Code (\d{3})", str(e))
+    if status:
+        return f"Prometheus answered HTTP {status.group(1)}"
+    return f"Prometheus query failed ({type(e).__name__})"

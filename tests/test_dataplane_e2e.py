@@ -264,3 +264,39 @@ def test_heavy_worker_killed_under_traffic(plane):
     for reason in ("heavy_unavailable", "heavy_saturated"):
         flagged = sum(d["degraded_reason"] == reason for d in late)
         assert _metric(plane, "hadis_router_degraded_images_total", reason=reason) >= flagged
+
+
+def test_stalled_chunked_uploads_keep_the_router_within_memory_and_it_still_serves(plane):
+    """64 clients each start a chunked upload of 1 MiB and then stall (no final chunk). The body
+    limit (maxBodyBytes, 64 KiB) holds for chunked bodies, so each is answered 413 once it
+    passes the limit and nothing more of it is buffered; before, each was read whole and waited
+    on for as long as the client liked. RSS before and after is printed."""
+    import socket
+
+    from test_router_fuzz import rss_kib
+
+    pid = plane.procs["router"].pid
+    before = rss_kib(pid)
+    chunk = b"x" * (64 * 1024)
+    sockets = []
+    for _ in range(64):
+        s = socket.create_connection(("127.0.0.1", plane.router_port), timeout=30)
+        s.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: r\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sockets.append(s)
+    statuses = []
+    for s in sockets:
+        try:
+            for _ in range(16):  # up to 1 MiB, unless the router has answered and closed
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass  # refused mid-upload: the answer is already waiting
+    peak = rss_kib(pid)
+    for s in sockets:
+        line = s.makefile("rb").readline()
+        statuses.append(int(line.split()[1]) if line else 0)
+        s.close()
+    print(f"router RSS {before / 1024:.0f} MiB before, {peak / 1024:.0f} MiB with 64 stalled 1 MiB uploads")
+    assert statuses == [413] * 64, statuses
+    assert peak - before < 32 * 1024, (before, peak)  # 64 x 1 MiB would be 64 MiB
+    status, _h, body = _post(f"{plane.router_url}/v1/images/generations", {"prompt": "a red ball"})
+    assert status == 200 and body["data"], body

@@ -159,6 +159,38 @@ def test_a_model_removed_from_the_spec_is_pruned_and_another_cascades_name_is_re
     assert live["spec"]["template"]["spec"]["containers"][0]["image"] == "foreign:1"
 
 
+def test_a_cascade_the_policy_refuses_is_not_built_and_says_which_rule(crd, namespace, monkeypatch):
+    """The platform team allows images from one registry only (the chart's ``policy`` values,
+    ``HADIS_POLICY``): a cascade naming another gets no object at all, and its status names the
+    rule and the field; allowed again, it is built."""
+    from kopf.testing import KopfRunner
+
+    from hadis.operator import handlers
+
+    monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
+    monkeypatch.setenv("HADIS_POLICY", json.dumps({"imagePrefixes": ["ghcr.io/hadis-serving/"]}))
+    handlers.operator_policy.cache_clear()
+    try:
+        _apply_profile(crd, namespace)
+        doc = yaml.safe_load((EXAMPLES / "cascade-e1.yaml").read_text())
+        doc["spec"]["workerImage"] = "evil.example/miner:1"
+        crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+        args = ["run", "--standalone", "--namespace", namespace, "-m", "hadis.operator.handlers"]
+        with KopfRunner(args, timeout=60) as runner:
+            st = wait_until(lambda: _with_reason(crd, namespace, "e1", "PolicyViolation"), "PolicyViolation")
+            message = condition(st, "Ready")["message"]
+            assert "spec.workerImage 'evil.example/miner:1': policy imagePrefixes allows" in message, message
+            assert condition(st, "Stalled")["status"] == "True"
+            assert "e1-" not in crd("get", "deployments,services,configmaps", "-n", namespace)  # nothing built
+            patch = {"spec": {"workerImage": "ghcr.io/hadis-serving/hadis-worker:0.1.0"}}
+            crd("patch", "dcas", "e1", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+            wait_until(lambda: _ready(crd, namespace, "e1"), "Ready once the image is allowed")
+        assert runner.exception is None
+    finally:
+        monkeypatch.delenv("HADIS_POLICY")
+        handlers.operator_policy.cache_clear()
+
+
 def test_missing_profile_sets_a_condition_and_an_event(crd, namespace, operator):
     crd("apply", "-n", namespace, "-f", str(EXAMPLES / "cascade-tiny.yaml"))  # its ConfigMap does not exist
     st = wait_until(lambda: _with_reason(crd, namespace, "tiny", "ProfileMissing"), "ProfileMissing condition")

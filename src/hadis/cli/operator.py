@@ -45,7 +45,7 @@ async def _health_server(host: str, port: int, health, retry_period_s: float) ->
 def cmd_operator_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from hadis.operator import cluster, handlers  # noqa: F401 (importing handlers registers them)
+    from hadis.operator import cluster, handlers  # importing handlers registers them
     from hadis.operator.health import HealthState
     from hadis.operator.leader import ElectionConfig, LeaseElector, LostLeadership, run_as_leader
     from hadis.operator.metrics import LEADER, forget_plans
@@ -54,6 +54,10 @@ def cmd_operator_run(args: argparse.Namespace) -> int:
     logging.getLogger("hadis").setLevel(logging.INFO)
     if not args.namespace and not args.all_namespaces:
         raise SystemExit("error: give --namespace NS (repeatable) or --all-namespaces")
+    try:
+        handlers.operator_policy()  # a malformed HADIS_POLICY stops the start, not a reconcile
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     health = HealthState(time.monotonic())
 
     async def operate(stop_flag: asyncio.Event) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from kubernetes.client.rest import ApiException
 from hadis import contract
 from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle
 from hadis.core.errors import DataError, NotFound
-from hadis.operator import builders, cluster, drift, logic, metrics, prom
+from hadis.operator import builders, cluster, drift, logic, metrics, policy, prom
 from hadis.operator.spec import CascadeSpec
 
 
@@ -71,8 +72,19 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
+@functools.cache
+def operator_policy() -> policy.Policy:
+    """The platform team's policy (the chart's ``policy`` values); ``hadis operator run`` refuses
+    to start on a malformed one, so this parse has succeeded once already."""
+    return policy.Policy.parse(os.environ.get("HADIS_POLICY"))
+
+
 def checked_bundle(namespace: str, spec: CascadeSpec, profile: tuple[str, dict] | None) -> logic.Plannable:
-    """The cascade's profile restricted to its models, or why it cannot plan with it."""
+    """The cascade's profile restricted to its models, or why it cannot plan with it (the
+    operator's policy first: a refused spec is never built)."""
+    refused = policy.violations(spec, operator_policy())
+    if refused:
+        return logic.Plannable(None, "PolicyViolation", "; ".join(refused))
     try:
         bundle = cluster.bundle_of(namespace, spec.profile_configmap, profile)
     except DataError as e:

@@ -283,7 +283,14 @@ def condition_reason(conditions: Sequence[Mapping[str, Any]], type_: str) -> str
 
 # Ready=False reasons that no amount of waiting clears: the spec or its profile must change.
 # kstatus (Flux, Helm 4, kpt) reads them as Failed through the Stalled condition.
-STALLED_REASONS = ("ApplyFailed", "ProfileInvalid", "ProfileMismatch", "BudgetTooSmall", "NameConflict")
+STALLED_REASONS = (
+    "ApplyFailed",
+    "ProfileInvalid",
+    "ProfileMismatch",
+    "BudgetTooSmall",
+    "NameConflict",
+    "PolicyViolation",
+)
 
 
 def merge_conditions(previous: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -414,7 +421,14 @@ def rollout_condition(
 
 
 # Ready=False reasons that a pass which found no such problem has cleared.
-PASSING_PROBLEMS = ("PodsUnschedulable", "ProfileMissing", "ProfileInvalid", "ProfileMismatch", "BudgetTooSmall")
+PASSING_PROBLEMS = (
+    "PodsUnschedulable",
+    "ProfileMissing",
+    "ProfileInvalid",
+    "ProfileMismatch",
+    "BudgetTooSmall",
+    "PolicyViolation",
+)
 
 
 def ready_once_cleared(

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 import hadis.operator.handlers  # noqa: F401  (the same: every import done before the operator's thread)
 from hadis.local import running_prometheus
-from support import cascade, wait_until
+from support import cascade as live_cascade
+from support import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("HADIS_OPERATOR_FUZZ_EXAMPLES", "20"))
@@ -169,7 +170,7 @@ def _stable(doc: dict) -> str | None:
 
 def _writes(kube, namespace: str, cascade: str) -> dict[str, str]:
     """What an operator write changes: the cascade (status), the owned objects' specs."""
-    out = {"cascade": cascade(kube, namespace, cascade)["metadata"]["resourceVersion"]}
+    out = {"cascade": live_cascade(kube, namespace, cascade)["metadata"]["resourceVersion"]}
     kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,networkpolicies"
     items = json.loads(kube("get", kinds, "-n", namespace, "-l", f"serving.hadis.dev/cascade={cascade}", "-o", "json"))
     for i in items["items"]:
@@ -230,16 +231,17 @@ def test_every_cascade_is_refused_readably_or_settles_and_then_stays_quiet(crd, 
                 try:
                     # Settled: a stable state once the re-plan daemon has made its first pass.
                     assert _wait(lambda: _replans(ns, name) >= applied + 1, SETTLE_S), f"{name}: no re-plan"
-                    state = _wait(lambda: _stable(cascade(crd, ns, name)), SETTLE_S)
-                    assert state, f"{name}: no stable state in {SETTLE_S:.0f}s: {cascade(crd, ns, name).get('status')}"
+                    state = _wait(lambda: _stable(live_cascade(crd, ns, name)), SETTLE_S)
+                    last = live_cascade(crd, ns, name).get("status") if not state else None
+                    assert state, f"{name}: no stable state in {SETTLE_S:.0f}s: {last}"
                     before = _writes(crd, ns, name)
-                    first = cascade(crd, ns, name)
+                    first = live_cascade(crd, ns, name)
                     seen = _replans(ns, name)
                     assert _wait(lambda: _replans(ns, name) >= seen + 3, 30), f"{name}: the re-plans stopped"
                     after = _writes(crd, ns, name)
                     changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
                     assert not changed, (
-                        f"{name} ({state}) kept writing: {changed}: {_diff(first, cascade(crd, ns, name))}"
+                        f"{name} ({state}) kept writing: {changed}: {_diff(first, live_cascade(crd, ns, name))}"
                     )
                     tally[state] += 1
                 finally:

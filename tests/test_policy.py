@@ -60,6 +60,13 @@ def test_a_shared_cluster_policy_refuses_each_field_by_name():
     assert "PolicyViolation" in logic.STALLED_REASONS  # only a spec (or policy) change clears it
 
 
+def test_a_prometheus_prefix_holds_at_a_path_boundary():
+    policy = Policy.parse(json.dumps({"prometheusUrlPrefixes": ["http://prom:9090"]}))
+    assert not violations(_spec(prometheus={"url": "http://prom:9090"}), policy)
+    assert not violations(_spec(prometheus={"url": "http://prom:9090/team-a"}), policy)
+    assert violations(_spec(prometheus={"url": "http://prom:9090.evil.example"}), policy)
+
+
 def test_an_empty_rule_allows_nothing_and_hostpath_roots_hold_after_normalising():
     no_host = Policy.parse(json.dumps({"hostPathRoots": []}))
     assert violations(_spec(modelCache={"hostPath": {"path": "/var/cache/hadis"}}), no_host)

@@ -54,6 +54,12 @@ def _allowed(value: str, prefixes: Sequence[str] | None) -> bool:
     return prefixes is None or any(value.startswith(p) for p in prefixes)
 
 
+def _url_allowed(url: str, prefixes: Sequence[str] | None) -> bool:
+    """A URL under one of ``prefixes`` at a path boundary: ``http://p:9090`` allows
+    ``http://p:9090/prom`` but not ``http://p:9090.evil.example``."""
+    return prefixes is None or any(url == p or url.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
 def _under(path: str, roots: Sequence[str] | None) -> bool:
     """Whether ``path`` (normalised: no ``..`` escapes a root) lies under one of ``roots``."""
     if roots is None:
@@ -86,7 +92,7 @@ def violations(spec: CascadeSpec, policy: Policy) -> list[str]:
         out.append(
             f"spec.modelCache.hostPath.path {host!r}: policy hostPathRoots allows {list(policy.host_path_roots or ())}"
         )
-    if not _allowed(spec.prometheus.url, policy.prometheus_url_prefixes):
+    if not _url_allowed(spec.prometheus.url, policy.prometheus_url_prefixes):
         out.append(
             f"spec.prometheus.url {spec.prometheus.url!r}: policy prometheusUrlPrefixes allows "
             f"{list(policy.prometheus_url_prefixes or ())}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
@@ -149,6 +151,21 @@ def test_retry_after_header_is_whole_seconds():
     assert ApiError(400, "bad").headers() == {}
 
 
+@contextlib.asynccontextmanager
+async def _serving(app) -> AsyncIterator[int]:
+    """``app`` (aiohttp) on a free loopback port for the block; yields the port."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
+
+
 def test_each_worker_call_opens_its_own_connection_so_a_service_spreads_them():
     """Behind a Service, kube-proxy balances connections: a kept-alive one would pin every call
     to one pod. Three calls must arrive on three connections, and a call slower than 2 s must
@@ -170,19 +187,14 @@ def test_each_worker_call_opens_its_own_connection_so_a_service_spreads_them():
 
         app = web.Application()
         app.router.add_get("/v2/health/live", live)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        tier = TierClient(Tier("m", (f"127.0.0.1:{port}",)))
-        try:
-            client = tier._client_for(f"127.0.0.1:{port}")
-            for _ in range(3):
-                assert await client.is_server_live()
-        finally:
-            await tier.close()
-            await runner.cleanup()
+        async with _serving(app) as port:
+            tier = TierClient(Tier("m", (f"127.0.0.1:{port}",)))
+            try:
+                client = tier._client_for(f"127.0.0.1:{port}")
+                for _ in range(3):
+                    assert await client.is_server_live()
+            finally:
+                await tier.close()
         return peers
 
     assert len(asyncio.run(run())) == 3
@@ -241,19 +253,12 @@ def test_a_chunked_body_is_held_to_the_limit_and_a_stalled_upload_times_out():
     async def run() -> list[int]:
         app = web.Application()
         app.router.add_post("/", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
+        async with _serving(app) as port:
             return [
                 await send(port, [b"a" * 1000, b"b" * 1000], end=True),  # 2000 bytes: within
                 await send(port, [b"a" * 1000] * 5, end=True),  # 5000 bytes: over
                 await send(port, [b"a" * 100], end=False),  # never finished
             ]
-        finally:
-            await runner.cleanup()
 
     assert asyncio.run(run()) == [200, 413, 408]
     assert seen == [2000]

@@ -153,19 +153,11 @@ def idle_prometheus(tmp_path, namespace):
     series at zero for the cascades of ``IDLE_CASCADES``) with the test's namespace as the target
     label: every cascade's arrival rate there is 0 req/s. Without a series the operator says
     MetricsUnavailable instead of planning, so a test of plans at no load needs one."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from hadis.local import running_prometheus
+    from support import idle_router
 
-    from hadis.local import free_port, running_prometheus
-    from hadis.router.metrics import RouterMetrics
-
-    metrics = RouterMetrics(CollectorRegistry())
-    for cascade in IDLE_CASCADES:
-        metrics.expose(cascade, ("light", "heavy"))
-    port = free_port()
-    server, thread = start_http_server(port, "127.0.0.1", registry=metrics.registry)
-    try:
-        with running_prometheus(tmp_path / "prometheus", [f"127.0.0.1:{port}"], "1s", {"namespace": namespace}) as url:
-            yield url
-    finally:
-        server.shutdown()
-        thread.join(5)
+    with (
+        idle_router(*IDLE_CASCADES) as (address, _metrics),
+        running_prometheus(tmp_path / "prometheus", [address], "1s", {"namespace": namespace}) as url,
+    ):
+        yield url

@@ -3,9 +3,10 @@ helper. Tests wait on conditions, never on fixed sleeps (docs/testing.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,6 +26,28 @@ def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every
             last = e
         time.sleep(every_s)
     raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
+
+
+@contextlib.contextmanager
+def idle_router(*cascades: str) -> Iterator[tuple[str, Any]]:
+    """An idle router's metrics (the router's own ``RouterMetrics``, every series of
+    ``cascades`` at zero) served on a free loopback port for Prometheus to scrape: yields the
+    scrape address and the metrics (a test may count requests on them)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from hadis.local import free_port
+    from hadis.router.metrics import RouterMetrics
+
+    metrics = RouterMetrics(CollectorRegistry())
+    for c in cascades:
+        metrics.expose(c, ("light", "heavy"))
+    port = free_port()
+    server, thread = start_http_server(port, "127.0.0.1", registry=metrics.registry)
+    try:
+        yield f"127.0.0.1:{port}", metrics
+    finally:
+        server.shutdown()
+        thread.join(5)
 
 
 def cascade(kube, namespace: str, name: str) -> dict:

@@ -432,25 +432,20 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
     import urllib.request
 
     from kopf.testing import KopfRunner
-    from prometheus_client import CollectorRegistry, start_http_server
 
-    from hadis.local import free_port, up_tiny
+    from hadis.local import up_tiny
     from hadis.operator.logic import MIN_PLANNING_RATE
-    from hadis.router.metrics import RouterMetrics
+    from support import idle_router
 
     other = f"{namespace[:50]}-b"
     plane = up_tiny(tmp_path / "plane", router_ratio=0.0, disc_ratio=0.0, progress=lambda _l: None)
-    idle = RouterMetrics(CollectorRegistry())  # the other namespace's router: no requests
-    idle.expose("tiny", ("light", "heavy"))
-    idle_port = free_port()
     stop = threading.Event()
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(plane.stop)
-        server, _thread = start_http_server(idle_port, "127.0.0.1", registry=idle.registry)
-        cleanup.callback(server.shutdown)
+        idle, _metrics = cleanup.enter_context(idle_router("tiny"))  # the other namespace's router: no requests
         targets = {
             f"127.0.0.1:{plane.router_port}": {"namespace": namespace},
-            f"127.0.0.1:{idle_port}": {"namespace": other},
+            idle: {"namespace": other},
         }
         prom_url = cleanup.enter_context(running_prometheus(tmp_path / "prometheus", targets, "15s"))
         cleanup.callback(stop.set)

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, start_http_server
 
 from hadis.core.bundle import parse_configmap
-from hadis.local import free_port, running_prometheus
+from hadis.local import running_prometheus
 from hadis.operator import builders, logic, prom
 from hadis.operator.spec import CascadeSpec
 from hadis.router.metrics import RouterMetrics
+from support import idle_router
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,21 +84,10 @@ def test_owned_objects_prune_a_removed_model_and_refuse_another_cascades_names(l
 
 @contextlib.contextmanager
 def _routers(cascades: dict[str, str]) -> Iterator[dict[str, tuple[str, RouterMetrics]]]:
-    """Idle routers' metrics (``RouterMetrics``, the router's own), one per namespace ->
-    cascade: namespace -> (scrape address, metrics)."""
-    out, servers = {}, []
-    for ns, cascade in cascades.items():
-        metrics = RouterMetrics(CollectorRegistry())
-        metrics.expose(cascade, ("light", "heavy"))
-        port = free_port()
-        servers.append(start_http_server(port, "127.0.0.1", registry=metrics.registry))
-        out[ns] = (f"127.0.0.1:{port}", metrics)
-    try:
-        yield out
-    finally:
-        for server, thread in servers:
-            server.shutdown()
-            thread.join(5)
+    """Idle routers (``support.idle_router``), one per namespace -> cascade: namespace ->
+    (scrape address, metrics)."""
+    with contextlib.ExitStack() as stack:
+        yield {ns: stack.enter_context(idle_router(cascade)) for ns, cascade in cascades.items()}
 
 
 def _until_series(url: str, namespace: str, cascade: str, window: str) -> float:

@@ -125,9 +125,10 @@ def install_operator(
     namespace: str = OPERATOR_NS,
     watch: list[str] | None = None,
     timeout: str = "5m",
+    policy: dict | None = None,
 ) -> None:
     """helm upgrade --install of the chart, its pods on the real node; returns when they are Ready.
-    ``watch``: the namespaces it reconciles (default: all)."""
+    ``watch``: the namespaces it reconciles (default: all); ``policy``: the chart's policy values."""
     # the image ID as an annotation: a rebuilt image under the same tag rolls the operator pods
     image_id = node.image_id(CONTROL_IMAGE) or ""
     values = {
@@ -135,6 +136,7 @@ def install_operator(
         "tolerations": LOCAL_TOLERATIONS,
         "podAnnotations": {"hadis.dev/image-id": image_id.removeprefix("sha256:")[:16]},
         "watchNamespaces": watch or [],
+        "policy": policy or {},
     }
     vfile = STATE / "operator-values.json"
     vfile.parent.mkdir(parents=True, exist_ok=True)

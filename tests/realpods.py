@@ -42,6 +42,9 @@ RESTRICTED = {
     "pod-security.kubernetes.io/enforce-version": "latest",
 }
 CACHE_CLAIM = "model-cache"
+# The stack runs under a shared-cluster policy (the chart's ``policy`` values): our images only, no
+# hostPath cache, only the local node's taint tolerated. Every real-pod test passes under it.
+POLICY = {"imagePrefixes": ["ghcr.io/hadis-serving/"], "hostPathRoots": [], "tolerationKeys": [node.TAINT_KEY]}
 
 
 @dataclass
@@ -111,7 +114,7 @@ def running_stack(kube, tmp: Path) -> Iterator[Stack]:
     try:
         restricted_namespace(c, ns)
         restricted_namespace(c, op_ns)
-        demo.install_operator(c, release=release, namespace=op_ns, watch=[ns])
+        demo.install_operator(c, release=release, namespace=op_ns, watch=[ns], policy=POLICY)
         procs, prom_url = demo.start_prometheus(c, tmp / "prometheus", [ns, op_ns], release, op_ns)
         background += procs
         cache_claim(c, ns, volume)

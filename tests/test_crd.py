@@ -74,6 +74,11 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
         ({"planner": {"objective": {"maxFid": 0}}}, "spec.planner.objective.maxFid"),
         ({"planner": {"objective": {"spareGpus": "Hoard"}}}, "spec.planner.objective.spareGpus"),
         ({"router": {"resources": {"limits": {"memory": "lots"}}}}, "spec.router.resources.limits.memory"),
+        ({"router": {"auth": {"requestsPerMinute": 60}}}, "spec.router.auth.apiKeySecretName: Required value"),
+        ({"router": {"auth": {"apiKeySecretName": "Team_A"}}}, "spec.router.auth.apiKeySecretName"),
+        ({"router": {"auth": {"apiKeySecretName": "k", "requestsPerMinute": 0}}}, "spec.router.auth.requestsPerMinute"),
+        ({"router": {"allowFrom": []}}, "spec.router.allowFrom"),
+        ({"router": {"allowFrom": [{"ipBlock": {}}]}}, "spec.router.allowFrom[0].ipBlock.cidr: Required value"),
         (
             {
                 "models": [
@@ -144,3 +149,71 @@ def test_names_that_cannot_name_the_objects_are_refused(crd, namespace, name, me
     longest = max(len(m["name"]) for m in doc["spec"]["models"])
     doc["metadata"]["name"] = "a" * (62 - longest)  # the longest name that fits is accepted
     crd("apply", "-n", namespace, "-f", "-", stdin=json.dumps(doc))
+
+
+def test_the_charts_admission_policy_refuses_what_the_policy_forbids(crd, namespace, helm_bin, tmp_path):
+    """The chart's policy values rendered as a ValidatingAdmissionPolicy and applied to the API
+    server: each broken rule is refused at apply time with the rule named; a cascade within the
+    policy is accepted; a namespace outside watchNamespaces is not bound."""
+    import time
+
+    import yaml
+
+    policy = {
+        "imagePrefixes": ["ghcr.io/hadis-serving/"],
+        "hostPathRoots": ["/var/cache/hadis-node"],
+        "prometheusUrlPrefixes": ["http://prometheus-operated:9090"],
+        "tolerationKeys": ["node.hadis.dev/local"],
+        "requireApiKeys": True,
+    }
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"policy": policy, "watchNamespaces": [namespace]}))
+    rendered = subprocess.run(
+        [helm_bin, "template", f"vap-{namespace[-6:]}", str(ROOT / "charts" / "hadis-operator"), "-n", "hadis-system",
+         "--kube-version", "1.34.2", "-f", str(values), "--show-only", "templates/admissionpolicy.yaml"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    good = yaml.safe_load((EXAMPLES / "cascade-tiny.yaml").read_text())
+    good["spec"]["router"]["auth"] = {"apiKeySecretName": "tiny-keys"}
+
+    def dry_run(doc: dict, ns: str = namespace) -> str:
+        """'' when the API server would accept ``doc``, else its refusal."""
+        try:
+            crd("apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=json.dumps(doc))
+        except subprocess.CalledProcessError as e:
+            return " ".join(e.stderr.split())
+        return ""
+
+    def bad(**spec) -> dict:
+        doc = json.loads(json.dumps(good))
+        for key, value in spec.items():
+            doc["spec"][key] = value
+        return doc
+
+    unkeyed = bad(router={"resources": good["spec"]["router"]["resources"]})
+    crd("apply", "-f", "-", stdin=rendered)
+    try:
+        end = time.monotonic() + 60  # the API server compiles a new policy within moments
+        while not dry_run(unkeyed):
+            assert time.monotonic() < end, "the admission policy never took effect"
+            time.sleep(0.5)
+        assert dry_run(good) == ""
+        assert "policy requireApiKeys asks every router for API keys" in dry_run(unkeyed)
+        assert "image evil.io/miner:1: policy imagePrefixes allows ghcr.io/hadis-serving/" in dry_run(
+            bad(workerImage="evil.io/miner:1")
+        )
+        for path in ("/etc", "/var/cache/hadis-node/../../etc", "/var/cache/hadis-node-other"):
+            refusal = dry_run(bad(modelCache={"hostPath": {"path": path}}))
+            assert f"spec.modelCache.hostPath.path {path}: policy hostPathRoots allows /var/cache/hadis-node" in refusal
+        assert dry_run(bad(modelCache={"hostPath": {"path": "/var/cache/hadis-node/team-a"}})) == ""
+        refusal = dry_run(bad(prometheus={"url": "http://prometheus-operated:9090.evil.example"}))
+        assert "policy prometheusUrlPrefixes allows http://prometheus-operated:9090" in refusal
+        refusal = dry_run(bad(placement={"tolerations": [{"operator": "Exists"}]}))
+        assert "tolerations key(s) (none: every taint): policy tolerationKeys allows node.hadis.dev/local" in refusal
+        crd("create", "namespace", f"{namespace}-x")
+        try:
+            assert dry_run(unkeyed, f"{namespace}-x") == ""  # not a watched namespace: not bound
+        finally:
+            crd("delete", "namespace", f"{namespace}-x", "--wait=false")
+    finally:
+        crd("delete", "-f", "-", stdin=rendered)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hadis.local import LocalPlane, free_port, running_prometheus, scraped_value, tiny_config, up_tiny
-from hadis.router.config import dump_config
+from hadis.router.config import Auth, dump_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.dataplane
@@ -34,7 +34,7 @@ def plane(tmp_path_factory) -> LocalPlane:
 
 @pytest.fixture(scope="module")
 def prometheus(plane, tmp_path_factory):
-    targets = [f"127.0.0.1:{plane.router_port}"] + [f"127.0.0.1:{p}" for p in plane.metrics_ports.values()]
+    targets = [f"127.0.0.1:{plane.admin_port}"] + [f"127.0.0.1:{p}" for p in plane.metrics_ports.values()]
     with running_prometheus(tmp_path_factory.mktemp("prometheus"), targets) as url:
         yield url
 
@@ -53,9 +53,10 @@ def _set_config(
     light_endpoints: tuple[str, ...] | None = None,
     light_name: str | None = None,
     heavy_name: str | None = None,
+    auth: Auth | None = None,
     **changes,
 ) -> None:
-    cfg = tiny_config(plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], **changes)
+    cfg = replace(tiny_config(plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], **changes), auth=auth)
     if light_endpoints:
         cfg = replace(cfg, light=replace(cfg.light, endpoints=light_endpoints))
     if light_name:
@@ -73,7 +74,7 @@ def _set_config(
 
 
 def _metric(plane: LocalPlane, name: str, **labels) -> float:
-    return scraped_value(plane.router_url, name, **labels)
+    return scraped_value(plane.admin_url, name, **labels)
 
 
 def test_openai_client_generates_an_image(plane):
@@ -116,6 +117,63 @@ def test_bad_requests_get_json_errors(plane):
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=5)
     assert err.value.code == 404 and "error" in json.loads(err.value.read())
+
+
+def test_api_keys_and_a_quota_per_key_as_openai_clients_expect(plane, tmp_path):
+    """With auth configured, the openai client gets AuthenticationError without a valid key and
+    RateLimitError (Retry-After) over its key's quota; keys are revoked by removing their file."""
+    from openai import AuthenticationError, OpenAI, RateLimitError
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    team_a, team_b = "sk-team-a-0123456789abcdef", "sk-team-b-0123456789abcdef"
+    (keys / "team-a").write_text(team_a + "\n")
+    (keys / "team-b").write_text(team_b)
+    url, gen = f"{plane.router_url}/v1", {"prompt": "a red ball", "size": "64x64", "response_format": "b64_json"}
+    before = {r: _metric(plane, "hadis_router_rejected_requests_total", reason=r) for r in ("unauthorized", "quota")}
+    _set_config(plane, router_ratio=0.0, disc_ratio=0.0, auth=Auth(str(keys), requests_per_minute=1, burst=2))
+    try:
+        status, headers, body = _post(f"{url}/images/generations", {"prompt": "a cat"})
+        assert status == 401 and body["error"]["code"] == "invalid_api_key" and "Bearer" in headers["WWW-Authenticate"]
+        with pytest.raises(AuthenticationError, match="the API key is not valid"):
+            OpenAI(base_url=url, api_key="sk-wrong-0123456789abcdef", max_retries=0).images.generate(**gen)
+        a = OpenAI(base_url=url, api_key=team_a, max_retries=0)
+        assert [len(a.images.generate(**gen).data) for _ in range(2)] == [1, 1]  # its burst
+        with pytest.raises(RateLimitError, match="over its quota of 1 requests per minute") as err:
+            a.images.generate(**gen)  # a minute per request after the burst: no machine is that slow
+        assert 1 <= int(err.value.response.headers["retry-after"]) <= 60
+        b = OpenAI(base_url=url, api_key=team_b, max_retries=0)
+        assert len(b.images.generate(**gen).data) == 1  # its own quota
+        (keys / "team-b").unlink()  # revoked: refused once the router has re-read the folder
+
+        def refused() -> bool:
+            try:
+                b.images.generate(**gen)
+            except AuthenticationError:
+                return True
+            except RateLimitError:  # still a known key (over its quota)
+                pass
+            return False
+
+        end = time.monotonic() + 30
+        while not refused():
+            assert time.monotonic() < end, "team-b's key still accepted 30 s after its file was removed"
+            time.sleep(0.5)
+        assert _metric(plane, "hadis_router_api_key_requests_total", key="team-a") == 2
+        assert _metric(plane, "hadis_router_rejected_requests_total", reason="quota") >= before["quota"] + 1
+        assert (
+            _metric(plane, "hadis_router_rejected_requests_total", reason="unauthorized") >= before["unauthorized"] + 3
+        )
+        with urllib.request.urlopen(f"{plane.admin_url}/openapi.json", timeout=5) as r:
+            doc = json.loads(r.read())
+        assert doc["paths"]["/v1/images/generations"]["post"]["security"] == [{"apiKey": []}]
+        # the inference port serves neither metrics nor the document
+        for path in ("/metrics", "/openapi.json"):
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(f"{plane.router_url}{path}", timeout=5)
+            assert missing.value.code == 404
+    finally:
+        _set_config(plane, router_ratio=0.0, disc_ratio=0.0)
 
 
 def test_forced_thresholds_escalate_and_route(plane):
@@ -180,7 +238,7 @@ def test_oversized_body_is_refused_with_json(plane):
 
 def _readyz(plane: LocalPlane) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(f"{plane.router_url}/readyz", timeout=5) as r:
+        with urllib.request.urlopen(f"{plane.admin_url}/readyz", timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())

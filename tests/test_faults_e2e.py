@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from hadis.contract import ROUTER_ADMIN_PORT, ROUTER_PORT
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 import demo  # noqa: E402
@@ -113,9 +115,10 @@ def _leader(stack) -> str | None:
     )
 
 
-def _router_url(stack) -> str:
+def _router_url(stack, port: int = ROUTER_PORT) -> str:
+    """A ready router pod's inference URL (``port``: or its admin port's)."""
     router = next(p for p in pods(stack.cluster, stack.namespace, "app.kubernetes.io/component=router") if ready(p))
-    return f"http://{router['status']['podIP']}:8080"
+    return f"http://{router['status']['podIP']}:{port}"
 
 
 def _replicas(stack) -> dict[str, int]:
@@ -345,14 +348,14 @@ def test_a_soak_at_steady_load_keeps_the_router_and_operator_memory_flat(stack):
     exports it, sampled every 2 s. Flat: the end within 20 MiB of the level after the first
     tenth (warm-up: the first images, the first plans)."""
     c = stack.cluster
-    url = _router_url(stack)
+    url, admin = _router_url(stack), _router_url(stack, ROUTER_ADMIN_PORT)
     op_ip = c.json("get", "pod", _leader(stack), "-n", stack.operator_namespace)["status"]["podIP"]
     op_url = f"http://{op_ip}:8080"
     samples: list[tuple[float, float]] = []
     with Traffic(url, 2.0, SIMPLE) as traffic:
         end = time.monotonic() + SOAK_S
         while time.monotonic() < end:
-            samples.append((_rss_mib(url), _rss_mib(op_url)))
+            samples.append((_rss_mib(admin), _rss_mib(op_url)))
             time.sleep(2.0)
     _account(f"soak of {SOAK_S:.0f}s at 2 req/s", traffic)
     base = samples[max(1, len(samples) // 10)]

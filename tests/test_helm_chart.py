@@ -79,8 +79,8 @@ def test_defaults_render_a_leader_elected_cluster_wide_operator(helm_bin):
     role = _one(docs, "ClusterRole", "hop-hadis-operator")
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert {("serving.hadis.dev", "diffusioncascades/status"), ("apps", "deployments"), ("", "pods")} <= granted
-    # delete only on what the operator prunes (a model removed from spec.models); the rest goes by
-    # garbage collection
+    # delete only on what the operator prunes (a model removed from spec.models, a NetworkPolicy
+    # turned off); the rest goes by garbage collection
     deletable = {
         (g, r)
         for rule in role["rules"]
@@ -88,7 +88,7 @@ def test_defaults_render_a_leader_elected_cluster_wide_operator(helm_bin):
         for g in rule["apiGroups"]
         for r in rule["resources"]
     }
-    assert deletable == {("apps", "deployments"), ("", "services")}
+    assert deletable == {("apps", "deployments"), ("", "services"), ("networking.k8s.io", "networkpolicies")}
     lease = _one(docs, "Role")
     assert lease["metadata"]["namespace"] == "hadis-system" and lease["rules"][0]["resources"] == ["leases"]
 

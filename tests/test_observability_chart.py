@@ -205,7 +205,7 @@ def test_pod_monitors_scrape_the_operator_with_its_labels_and_the_watched_namesp
     ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
     assert "health" in ports
     assert cascades["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
-    assert [e["port"] for e in cascades["spec"]["podMetricsEndpoints"]] == ["http", "metrics"]
+    assert [e["port"] for e in cascades["spec"]["podMetricsEndpoints"]] == ["metrics"]  # routers and workers alike
 
 
 def test_service_monitors_get_a_metrics_service_for_the_operator(helm_bin):
@@ -228,8 +228,8 @@ def _running(namespace: str, name: str, template: dict, ip: str) -> dict:
 def test_the_pod_monitors_select_the_pods_the_operator_and_the_chart_create(helm_bin):
     """hack/monitors.py applies the rendered PodMonitors the way Prometheus Operator would (the
     demo's and the real-pod tests' Prometheus scrape through it): the operator at its health
-    port with honorLabels, each router at its http port, each worker at Triton's metrics port
-    (not its inference port), only in the watched namespaces."""
+    port with honorLabels, each router at its admin port, each worker at Triton's metrics port
+    (neither at its inference port), only in the watched namespaces."""
     sys.path.insert(0, str(ROOT / "hack"))
     import monitors
 
@@ -239,9 +239,10 @@ def test_the_pod_monitors_select_the_pods_the_operator_and_the_chart_create(helm
 
     docs = render(helm_bin, "metrics.podMonitor.enabled=true", "watchNamespaces={team-a}")
     jobs = monitors.scrape_jobs(docs)
-    assert [(j.interval, j.path, j.honor_labels) for j in jobs] == [("15s", "/metrics", True)] + [
-        ("15s", "/metrics", False)
-    ] * 2
+    assert [(j.interval, j.path, j.honor_labels) for j in jobs] == [
+        ("15s", "/metrics", True),
+        ("15s", "/metrics", False),
+    ]
     bundle = parse_configmap((ROOT / "profiles" / "configmap-tiny.yaml").read_text())
     doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-tiny.yaml").read_text())
     spec = CascadeSpec.parse(doc["spec"])
@@ -261,11 +262,10 @@ def test_the_pod_monitors_select_the_pods_the_operator_and_the_chart_create(helm
     }
     found = [monitors.job_targets(j, pods) for j in jobs]
     assert [g["targets"] for g in found[0]] == [["10.0.0.1:8080"]]
-    routers = {g["labels"]["pod"]: g["targets"][0] for g in found[1]}
-    workers = {g["labels"]["pod"]: g["targets"][0] for g in found[2]}
-    assert routers == {"tiny-router-0": routers["tiny-router-0"]} and routers["tiny-router-0"].endswith(":8080")
-    assert set(workers) == {"tiny-tiny-light-0", "tiny-tiny-heavy-0"}
-    assert all(t.startswith("10.1.") and t.endswith(":8002") for t in workers.values())
-    assert all(g["labels"]["namespace"] == "team-a" for g in found[1] + found[2])
+    targets = {g["labels"]["pod"]: g["targets"][0] for g in found[1]}
+    assert set(targets) == {"tiny-router-0", "tiny-tiny-light-0", "tiny-tiny-heavy-0"}
+    assert targets["tiny-router-0"].startswith("10.1.") and targets["tiny-router-0"].endswith(":9090")  # admin port
+    assert all(t.startswith("10.1.") and t.endswith(":8002") for p, t in targets.items() if p != "tiny-router-0")
+    assert all(g["labels"]["namespace"] == "team-a" for g in found[1])
     with pytest.raises(ValueError, match="keep and drop only"):
         monitors.kept([{"action": "labelmap", "regex": "x"}], pods["team-a"][0])

@@ -686,3 +686,65 @@ def test_ready_follows_the_last_plan_once_a_passing_problem_is_gone():
     refused = [condition("Ready", False, "ApplyFailed", "Deployment ...", 1, now)]
     assert ready_once_cleared(refused, plan, 1, now) == []  # still true: only a new spec clears it
     assert ready_once_cleared(pending, None, 1, now) == []  # nothing deployed yet
+
+
+def _tiny_objects(router: dict, **spec) -> dict[tuple[str, str], dict]:
+    """What the tiny example cascade owns, with ``router`` (and ``spec``) over its spec."""
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator import logic
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-tiny.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-tiny.yaml").read_text())["spec"]
+    spec_ = typed({**doc, **spec, "router": {**doc.get("router", {}), **router}})
+    d = logic.decide(bundle, spec_, 1.0, None)
+    owned = builders.owned_objects(spec_, "tiny", "team-a", bundle, d.plan, d.replicas, Images())
+    return {(o["kind"], o["metadata"]["name"]): o for o in owned}
+
+
+def test_api_keys_mount_the_named_secret_and_the_router_config_asks_for_them():
+    objs = _tiny_objects({"auth": {"apiKeySecretName": "team-a-keys", "requestsPerMinute": 120}})
+    pod = objs[("Deployment", "tiny-router")]["spec"]["template"]["spec"]
+    assert {"name": "api-keys", "secret": {"secretName": "team-a-keys", "defaultMode": 0o440}} in pod["volumes"]
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert {"name": "api-keys", "mountPath": "/etc/hadis-api-keys", "readOnly": True} in mounts
+    cfg = parse_config(objs[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "router.yaml")
+    assert cfg.auth is not None and (cfg.auth.api_keys_dir, cfg.auth.requests_per_minute, cfg.auth.burst) == (
+        "/etc/hadis-api-keys", 120.0, 10
+    )  # fmt: skip
+    plain = _tiny_objects({})
+    assert parse_config(plain[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "r").auth is None
+    assert all(
+        v["name"] != "api-keys" for v in plain[("Deployment", "tiny-router")]["spec"]["template"]["spec"]["volumes"]
+    )
+
+
+def test_the_router_serves_metrics_on_an_admin_port_apart_from_inference():
+    objs = _tiny_objects({})
+    c = objs[("Deployment", "tiny-router")]["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "metrics": 9090}
+    assert c["args"][c["args"].index("--admin-port") + 1] == "9090"
+    assert c["readinessProbe"]["httpGet"]["port"] == "http"  # ready: the inference port answers
+    svc = objs[("Service", "tiny-router")]["spec"]["ports"]
+    assert {p["name"]: p["targetPort"] for p in svc} == {"http": "http", "metrics": "metrics"}
+
+
+def test_allow_from_makes_a_router_network_policy_that_keeps_the_metrics_port_open():
+    peers = [{"namespaceSelector": {"matchLabels": {"team": "a"}}}, {"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    objs = _tiny_objects({"allowFrom": peers}, networkPolicy={"enabled": False})
+    policy = objs[("NetworkPolicy", "tiny-router")]["spec"]
+    router_labels = objs[("Deployment", "tiny-router")]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= router_labels.items()
+    inference, admin = policy["ingress"]
+    assert inference == {"from": peers, "ports": [{"protocol": "TCP", "port": 8080}]}
+    assert admin == {"ports": [{"protocol": "TCP", "port": 9090}]}  # any scraper
+    assert ("NetworkPolicy", "tiny-workers") not in objs  # turned off on its own
+    assert not any(k[0] == "NetworkPolicy" and k[1] == "tiny-router" for k in _tiny_objects({}))
+
+
+def test_a_network_policy_turned_off_is_pruned():
+    on = _tiny_objects({"allowFrom": [{"podSelector": {}}]})
+    taken = {key: "tiny" for key in on}
+    off = list(_tiny_objects({}, networkPolicy={"enabled": False}).values())
+    assert [k for k in builders.prunable(taken, "tiny", off) if k[0] == "NetworkPolicy"] == [
+        ("NetworkPolicy", "tiny-router"), ("NetworkPolicy", "tiny-workers")
+    ]  # fmt: skip

@@ -260,6 +260,10 @@ def test_profile_problems_and_an_slo_no_budget_meets_read_degraded(crd, namespac
         "-p", '{"spec":{"profile":{"configMapName":"hadis-l40s"},"sloSeconds":0.05}}')  # fmt: skip
     st = wait_until(lambda: _with_reason(crd, namespace, "e1", "BudgetInfeasible"), "BudgetInfeasible")
     assert condition(st, "Ready")["status"] == "True" and condition(st, "Stalled")["status"] == "False"
+    # the fallback plan's workers start first (Reconciling: kstatus InProgress); once they are
+    # ready the cascade serves its best plan and says it misses the SLO: Degraded and Current
+    st = wait_until(lambda: _rolled_out(crd, namespace, "e1"), "Progressing=False RolloutComplete", 90)
+    assert condition(st, "Ready")["reason"] == "BudgetInfeasible"
     assert _health(crd, namespace, "e1", "budget-infeasible") == ("Degraded", "Current")
 
 
@@ -444,7 +448,7 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
         cleanup.callback(plane.stop)
         idle, _metrics = cleanup.enter_context(idle_router("tiny"))  # the other namespace's router: no requests
         targets = {
-            f"127.0.0.1:{plane.router_port}": {"namespace": namespace},
+            f"127.0.0.1:{plane.admin_port}": {"namespace": namespace},
             idle: {"namespace": other},
         }
         prom_url = cleanup.enter_context(running_prometheus(tmp_path / "prometheus", targets, "15s"))

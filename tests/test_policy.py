@@ -35,6 +35,16 @@ def test_no_policy_allows_what_the_crd_allows():
     assert violations(spec, Policy.parse(None)) == [] == violations(spec, Policy.parse("{}"))
 
 
+def test_require_api_keys_refuses_a_router_that_asks_for_none():
+    policy = Policy.parse(json.dumps({"requireApiKeys": True}))
+    assert violations(_spec(), policy) == [
+        "spec.router.auth is not set: policy requireApiKeys asks every router for API keys"
+    ]
+    assert violations(_spec(router={"auth": {"apiKeySecretName": "team-a-keys"}}), policy) == []
+    with pytest.raises(ValueError, match="requireApiKeys must be true or false"):
+        Policy.parse('{"requireApiKeys": "yes"}')
+
+
 def test_a_shared_cluster_policy_refuses_each_field_by_name():
     policy = Policy.parse(json.dumps(SHARED))
     assert violations(_spec(), policy) == []

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from hadis.contract import ROUTER_ADMIN_PORT
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "hack"))
 import demo  # noqa: E402  (hack/demo.py: what make demo does, one implementation)
@@ -204,8 +206,9 @@ def test_the_router_sends_images_to_the_worker_pods_it_watches_least_loaded_firs
     assert len(heavy) >= 2, [p["metadata"]["name"] for p in heavy]
     router = _router_pods(c, ns)[0]
     url = f"http://{router['status']['podIP']}:8080"
+    admin = f"http://{router['status']['podIP']}:{ROUTER_ADMIN_PORT}"
     demo.wait_until(
-        lambda: _metric(url, "hadis_router_dispatch_endpoints", model="tiny-heavy", source="endpointslices")
+        lambda: _metric(admin, "hadis_router_dispatch_endpoints", model="tiny-heavy", source="endpointslices")
         == len(heavy),
         "the router dispatching to every ready heavy pod", 30,
     )  # fmt: skip
@@ -217,7 +220,7 @@ def test_the_router_sends_images_to_the_worker_pods_it_watches_least_loaded_firs
             assert [(s, h.get("X-Hadis-Model")) for s, h, _ in replies] == [(200, "tiny-heavy")] * len(heavy)
     gained = {p["metadata"]["name"]: demo.worker_served(p) - before[p["metadata"]["name"]] for p in heavy}
     assert sorted(gained.values()) == [rounds] * len(heavy), gained  # least in flight: one each
-    ready = json.loads(urllib.request.urlopen(f"{url}/readyz", timeout=5).read())
+    ready = json.loads(urllib.request.urlopen(f"{admin}/readyz", timeout=5).read())
     assert ready["dispatch"] == {"light": "endpointslices", "heavy": "endpointslices"}, ready
     print(f"{rounds} rounds of {len(heavy)} concurrent heavy images, per heavy pod: {gained}")
 
@@ -437,6 +440,65 @@ def test_a_learned_cascade_routes_with_its_model(stack):
     assert any(abs(rule.score(p) - logged[r]) > 1e-3 for r, p in sent.items())  # not the rule score
 
 
+def test_api_keys_from_a_secret_and_a_router_network_policy_come_and_go_with_the_spec(stack):
+    """spec.router.auth names a Secret: the router pods mount it and answer 401 without one of its
+    keys and 429 over a key's quota, to the openai client. spec.router.allowFrom makes the
+    routers' NetworkPolicy (the local bridge plugin does not enforce NetworkPolicy: the object is
+    checked). Both removed, the router is open again and the operator (the chart's RBAC) prunes
+    the policy."""
+    from openai import AuthenticationError, OpenAI, RateLimitError
+
+    c, ns = stack.cluster, stack.namespace
+    token = f"sk-realpods-{uuid.uuid4().hex}"
+    c.kubectl("create", "secret", "generic", "tiny-api-keys", "-n", ns, f"--from-literal=team-a={token}")
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}]
+    auth = {"apiKeySecretName": "tiny-api-keys", "requestsPerMinute": 1, "burst": 1}
+    c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge",
+              "-p", json.dumps({"spec": {"router": {"auth": auth, "allowFrom": peers}}}))  # fmt: skip
+
+    def keyed(pod: dict) -> bool:
+        return any(v.get("secret", {}).get("secretName") == "tiny-api-keys" for v in pod["spec"]["volumes"])
+
+    def keyed_router() -> dict | None:
+        d = c.json("get", "deployment", "tiny-router", "-n", ns)
+        if not keyed(d["spec"]["template"]) or not _rolled(c, ns, "tiny-router"):
+            return None
+        return next((p for p in _router_pods(c, ns) if keyed(p)), None)
+
+    router = demo.wait_until(keyed_router, "the router rolled out with its keys", 180)
+    url = f"http://{router['status']['podIP']}:8080"
+    status, headers, _s = _post(url, SIMPLE[0])
+    assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
+    gen = {"prompt": SIMPLE[1], "size": "64x64", "response_format": "b64_json"}
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=f"{url}/v1", api_key=f"sk-wrong-{uuid.uuid4().hex}", max_retries=0).images.generate(**gen)
+    client = OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0, timeout=30)
+    assert len(client.images.generate(**gen).data) == 1
+    with pytest.raises(RateLimitError) as err:
+        client.images.generate(**gen)
+    assert 1 <= int(err.value.response.headers["retry-after"]) <= 60
+    policy = c.json("get", "networkpolicy", "tiny-router", "-n", ns)["spec"]
+    assert policy["ingress"][0] == {"from": peers, "ports": [{"port": 8080, "protocol": "TCP"}]}
+    assert policy["podSelector"]["matchLabels"].items() <= router["metadata"]["labels"].items()
+
+    c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge",
+              "-p", json.dumps({"spec": {"router": {"auth": None, "allowFrom": None}}}))  # fmt: skip
+
+    def open_router() -> dict | None:
+        d = c.json("get", "deployment", "tiny-router", "-n", ns)
+        if keyed(d["spec"]["template"]) or not _rolled(c, ns, "tiny-router"):
+            return None
+        return next((p for p in _router_pods(c, ns) if not keyed(p)), None)
+
+    router = demo.wait_until(open_router, "the router rolled out without keys", 180)
+    assert _post(f"http://{router['status']['podIP']}:8080", SIMPLE[2])[0] == 200
+    demo.wait_until(
+        lambda: not c.kubectl("get", "networkpolicy", "-n", ns, "-o", "name").count("tiny-router"),
+        "the router NetworkPolicy pruned", 60,
+    )  # fmt: skip
+    assert c.kubectl("get", "networkpolicy", "tiny-workers", "-n", ns, "-o", "name").strip()  # the workers' stays
+
+
 def test_three_routers_at_ten_times_capacity_keep_the_admitted_p99_within_the_slo(stack):
     """Each router counts its peers (their Service's ready endpoints) and admits against its share
     of the tiers, so together they admit what one router would: what they take, they finish in time."""
@@ -447,9 +509,11 @@ def test_three_routers_at_ten_times_capacity_keep_the_admitted_p99_within_the_sl
     c, ns = stack.cluster, stack.namespace
     c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"router":{"replicas":3}}}')
     demo.wait_until(lambda: len(_router_pods(c, ns)) == 3 and _rolled(c, ns, "tiny-router"), "3 router pods", 180)
-    urls = [f"http://{p['status']['podIP']}:8080" for p in _router_pods(c, ns)]
-    for u in urls:
-        demo.wait_until(lambda u=u: _metric(u, "hadis_router_replicas") == 3, f"{u} counting 3 routers", 30)
+    ips = [p["status"]["podIP"] for p in _router_pods(c, ns)]
+    urls = [f"http://{ip}:8080" for ip in ips]
+    for ip in ips:
+        admin = f"http://{ip}:{ROUTER_ADMIN_PORT}"
+        demo.wait_until(lambda u=admin: _metric(u, "hadis_router_replicas") == 3, f"{ip} counting 3 routers", 30)
     dcas = c.json("get", "dcas", "tiny", "-n", ns)
     slo = float(dcas["spec"]["sloSeconds"])
     light = dcas["status"]["plan"]["replicas"]["tiny-light"]

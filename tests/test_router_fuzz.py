@@ -31,7 +31,7 @@ def plane(tmp_path_factory) -> LocalPlane:
 
 @pytest.fixture(scope="module")
 def api(plane):
-    schema = schemathesis.openapi.from_url(f"{plane.router_url}/openapi.json")
+    schema = schemathesis.openapi.from_url(f"{plane.admin_url}/openapi.json")
     schema.config.update(base_url=plane.router_url, request_timeout=60)
     return schema
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -14,13 +15,15 @@ from hadis.core.errors import DataError
 from hadis.local import tiny_config
 from hadis.router.admission import TierLoad, admit
 from hadis.router.api import ApiError, parse_generation_request
-from hadis.router.config import dump_config, parse_config
+from hadis.router.config import Auth, dump_config, parse_config
 
 CFG = tiny_config(8000, 8010)
 
 
 def test_config_round_trips():
     assert parse_config(dump_config(CFG), "c.yaml") == CFG
+    keyed = replace(CFG, auth=Auth("/etc/keys", requests_per_minute=30.0, burst=3))
+    assert parse_config(dump_config(keyed), "c.yaml") == keyed
 
 
 @pytest.mark.parametrize(
@@ -36,6 +39,9 @@ def test_config_round_trips():
         ({"scoring": {"mode": "learned"}}, "scoring.modelFile"),
         ({"limits": {"maxN": 0}}, "limits.maxN"),
         ({"limits": {"maxn": 2}}, "limits"),
+        ({"auth": {"apiKeysDir": "keys"}}, "auth.apiKeysDir"),
+        ({"auth": {"apiKeysDir": "/keys", "requestsPerMinute": 0}}, "auth.requestsPerMinute"),
+        ({"auth": {"apiKeysDir": "/keys", "token": "x"}}, "auth"),
         ({"typo": 1}, ""),
     ],
 )
@@ -211,8 +217,14 @@ def test_the_openapi_document_states_this_routers_limits():
     assert body["properties"]["n"]["maximum"] == CFG.limits.max_n
     assert body["properties"]["prompt"]["maxLength"] == CFG.limits.max_prompt_chars
     assert body["properties"]["size"]["enum"] == [CFG.size, None]
-    assert {"200", "400", "413", "429", "503", "504"} <= set(post["responses"])
-    assert set(doc["paths"]) == {"/v1/images/generations", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert {"200", "400", "401", "408", "413", "429", "503", "504"} <= set(post["responses"])
+    # the inference port's API (metrics and this document are on the admin port)
+    assert set(doc["paths"]) == {"/v1/images/generations", "/healthz", "/readyz"}
+    assert "security" not in post and "securitySchemes" not in doc["components"]  # no key asked for
+    keyed = openapi_document(replace(CFG, auth=Auth("/keys")), "1.2.3")
+    assert keyed["paths"]["/v1/images/generations"]["post"]["security"] == [{"apiKey": []}]
+    assert keyed["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
+    assert "security" not in keyed["paths"]["/readyz"]["get"]  # the probes ask for no key
 
 
 def test_a_chunked_body_is_held_to_the_limit_and_a_stalled_upload_times_out():

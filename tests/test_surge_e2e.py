@@ -52,7 +52,7 @@ def test_spike_is_degraded_not_dropped_and_replicas_follow_in_seconds(crd, names
         prom_url = cleanup.enter_context(
             # The namespace label a ServiceMonitor's scrape adds: rates are read per namespace.
             running_prometheus(
-                tmp_path / "prometheus", [f"127.0.0.1:{plane.router_port}"], labels={"namespace": namespace}
+                tmp_path / "prometheus", [f"127.0.0.1:{plane.admin_port}"], labels={"namespace": namespace}
             )
         )
         monkeypatch.setenv("KUBECONFIG", crd.kubeconfig)
@@ -115,7 +115,7 @@ def test_spike_is_degraded_not_dropped_and_replicas_follow_in_seconds(crd, names
             stop.set()
             watcher.join(5)
             plan = status().get("plan") or {}
-        saturated = scraped_value(plane.router_url, "hadis_router_degraded_images_total", reason="heavy_saturated")
+        saturated = scraped_value(plane.admin_url, "hadis_router_degraded_images_total", reason="heavy_saturated")
         assert runner.exception is None, runner.output[-3000:]
 
     spike = results[int(BASE_S * BASE_RPS) :]

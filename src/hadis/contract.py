@@ -26,13 +26,14 @@ ROUTER_IMAGE = f"ghcr.io/hadis-serving/hadis:{__version__}"
 WORKER_IMAGE = f"ghcr.io/hadis-serving/hadis-worker:{__version__}"
 USER_ID = 65532  # the images' non-root user, with a passwd entry
 
-# Ports: Triton's on a worker (PyTriton's defaults), the router's.
-WORKER_HTTP, WORKER_GRPC, WORKER_METRICS, ROUTER_PORT = 8000, 8001, 8002, 8080
+# Ports: Triton's on a worker (PyTriton's defaults), the router's (inference; admin: metrics, OpenAPI).
+WORKER_HTTP, WORKER_GRPC, WORKER_METRICS, ROUTER_PORT, ROUTER_ADMIN_PORT = 8000, 8001, 8002, 8080, 9090
 
 # The router's ConfigMap and its learned model's; where the worker's weights are mounted.
 ROUTER_CONFIG_KEY = "router.yaml"
 ROUTER_MODEL_KEY = "router-model.json"
 ROUTER_MODEL_DIR = "/etc/hadis-model"
+ROUTER_KEYS_DIR = "/etc/hadis-api-keys"  # the cascade's API-key Secret, a file per key
 WEIGHTS_DIR = "/models/weights"
 
 # The Triton model's tensors: one prompt (BYTES) and one seed (INT64) per row in; one PNG

@@ -58,6 +58,7 @@ class LocalPlane:
 
     workdir: Path
     router_port: int
+    admin_port: int  # the router's /metrics, /openapi.json and detailed /readyz
     worker_ports: dict[str, int]  # model -> Triton HTTP port
     metrics_ports: dict[str, int]  # model -> Triton metrics port
     config_path: Path
@@ -66,6 +67,10 @@ class LocalPlane:
     @property
     def router_url(self) -> str:
         return f"http://127.0.0.1:{self.router_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def stop(self, timeout_s: float = 15.0) -> None:
         for proc in self.procs.values():
@@ -99,7 +104,10 @@ def start_worker(plane: LocalPlane, model: str, spec: str, min_batch_s: float = 
 
 
 def start_router(plane: LocalPlane) -> None:
-    cmd = _hadis("router", "serve", "--config", str(plane.config_path), "--port", str(plane.router_port))
+    cmd = _hadis(
+        "router", "serve", "--config", str(plane.config_path), "--port", str(plane.router_port),
+        "--admin-port", str(plane.admin_port),
+    )  # fmt: skip
     logf = (plane.workdir / "router.log").open("w")
     plane.procs["router"] = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -147,6 +155,7 @@ def up_tiny(
     plane = LocalPlane(
         workdir=wd,
         router_port=router_port or free_port(),
+        admin_port=free_port(),
         worker_ports={m: free_port() for m in models},
         metrics_ports={m: free_port() for m in models},
         config_path=wd / "router.yaml",
@@ -191,6 +200,7 @@ def run_up_tiny(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"router: {plane.router_url}", flush=True)
+    progress(f"metrics and OpenAPI: {plane.admin_url}/metrics, {plane.admin_url}/openapi.json")
     progress(f"config: {plane.config_path} (edit it: the router reloads it); Ctrl-C stops everything")
     code = 0
     while stop["signal"] is None:

@@ -60,7 +60,7 @@ def cmd_worker_fetch(args: argparse.Namespace) -> int:
 def cmd_router_serve(args: argparse.Namespace) -> int:
     from hadis.router.service import serve
 
-    serve(args.config, host=args.host, port=args.port)
+    serve(args.config, host=args.host, port=args.port, admin_port=args.admin_port)
     return 0
 
 
@@ -182,12 +182,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rsub = r.add_subparsers(dest="router_command", required=True, metavar="{serve}")
     rs = rsub.add_parser(
         "serve",
-        help="serve POST /v1/images/generations, /healthz, /readyz, /metrics",
-        description="Reads a hadis.router-config/v1 file and reloads it when it changes.",
+        help="serve POST /v1/images/generations (and /metrics, /openapi.json on an admin port)",
+        description="Reads a hadis.router-config/v1 file and reloads it (and its API keys) when it changes. "
+        "The inference port serves POST /v1/images/generations, /healthz and /readyz; the admin port "
+        "serves /metrics, /openapi.json, /healthz and a detailed /readyz.",
     )
     rs.add_argument("--config", required=True, help="router config YAML")
     rs.add_argument("--host", default="127.0.0.1")
-    rs.add_argument("--port", type=int, default=8080)
+    rs.add_argument("--port", type=int, default=8080, help="inference port (default 8080)")
+    rs.add_argument("--admin-port", type=int, default=9090, help="metrics and OpenAPI port (default 9090)")
     rs.set_defaults(func=cmd_router_serve)
 
     u = sub.add_parser(

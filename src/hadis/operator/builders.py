@@ -9,7 +9,7 @@ operator owns only the fields built here (server-side apply with its own field m
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +17,10 @@ from hadis.contract import (
     CASCADE_LABEL,
     LIVE_PATH,
     MODEL_LABEL,
+    ROUTER_ADMIN_PORT,
     ROUTER_CONFIG_KEY,
     ROUTER_IMAGE,
+    ROUTER_KEYS_DIR,
     ROUTER_MODEL_DIR,
     ROUTER_MODEL_KEY,
     ROUTER_PORT,
@@ -33,8 +35,9 @@ from hadis.contract import (
 from hadis.core.bundle import Bundle
 from hadis.core.planner import Plan
 from hadis.core.profile import Profile
-from hadis.operator.spec import CascadeSpec, ModelEntry
+from hadis.operator.spec import CascadeSpec, ModelEntry, RouterAuthSpec
 from hadis.router.config import (
+    Auth,
     Capacity,
     Discovery,
     Limits,
@@ -321,6 +324,7 @@ def router_config(
     model_file: str | None = None,
     capacities: Mapping[str, Capacity | None] | None = None,
     router_replicas: int = 1,
+    auth: RouterAuthSpec | None = None,
 ) -> RouterConfig:
     """The router's config: each tier's Service (the fallback), its EndpointSlices to watch, and
     the profile's capacity; the routers' own Service, to count the replicas sharing the tiers."""
@@ -345,6 +349,7 @@ def router_config(
         scoring=Scoring(scoring, model_file),
         limits=Limits(),
         routers=Routers(router_replicas, Discovery(namespace, router_name(cascade))),
+        auth=None if auth is None else Auth(ROUTER_KEYS_DIR, auth.requests_per_minute, auth.burst),
     )
 
 
@@ -389,9 +394,12 @@ def router_deployment(
     placement: Mapping[str, Any] | None = None,
     model_configmap: str | None = None,
     resources: Mapping[str, Any] | None = None,
+    keys_secret: str | None = None,
 ) -> dict[str, Any]:
     """The router pods; ``model_configmap`` (a learned router model) is mounted at
-    ``ROUTER_MODEL_DIR``, and the router reloads it when the ConfigMap changes."""
+    ``ROUTER_MODEL_DIR``, ``keys_secret`` (the API keys) at ``ROUTER_KEYS_DIR``, and the router
+    reloads either when it changes. The Secret must exist: until it does the pods do not start
+    (and the rollout, Progressing, says so) rather than serve without keys."""
     sel = {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"}
     mounts = [
         {"name": "config", "mountPath": "/etc/hadis", "readOnly": True},
@@ -404,6 +412,9 @@ def router_deployment(
     if model_configmap:
         mounts.append({"name": "router-model", "mountPath": ROUTER_MODEL_DIR, "readOnly": True})
         volumes.append({"name": "router-model", "configMap": {"name": model_configmap}})
+    if keys_secret:
+        mounts.append({"name": "api-keys", "mountPath": ROUTER_KEYS_DIR, "readOnly": True})
+        volumes.append({"name": "api-keys", "secret": {"secretName": keys_secret, "defaultMode": 0o440}})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -434,8 +445,13 @@ def router_deployment(
                                 "0.0.0.0",
                                 "--port",
                                 str(ROUTER_PORT),
+                                "--admin-port",
+                                str(ROUTER_ADMIN_PORT),
                             ],
-                            "ports": [{"name": "http", "containerPort": ROUTER_PORT}],
+                            "ports": [
+                                {"name": "http", "containerPort": ROUTER_PORT},
+                                {"name": "metrics", "containerPort": ROUTER_ADMIN_PORT},
+                            ],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2},
                             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
                             "resources": dict(resources or ROUTER_RESOURCES),
@@ -457,7 +473,10 @@ def router_service(cascade: str, namespace: str) -> dict[str, Any]:
         "metadata": {"name": router_name(cascade), "namespace": namespace, "labels": labels(cascade, "router")},
         "spec": {
             "selector": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "metrics", "port": ROUTER_ADMIN_PORT, "targetPort": "metrics"},
+            ],
         },
     }
 
@@ -487,6 +506,25 @@ def worker_network_policy(cascade: str, namespace: str) -> dict[str, Any]:
                     ],
                 },
                 {"ports": [{"protocol": "TCP", "port": WORKER_METRICS}]},
+            ],
+        },
+    }
+
+
+def router_network_policy(cascade: str, namespace: str, allow_from: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Only ``allow_from`` (NetworkPolicy peers: pods, namespaces, CIDRs) reaches the routers'
+    inference port; their admin port (metrics, OpenAPI) stays open to scrapers. Enforced only
+    where the cluster's CNI implements NetworkPolicy."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{router_name(cascade)}", "namespace": namespace, "labels": labels(cascade, "router")},
+        "spec": {
+            "podSelector": {"matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"}},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [dict(p) for p in allow_from], "ports": [{"protocol": "TCP", "port": ROUTER_PORT}]},
+                {"ports": [{"protocol": "TCP", "port": ROUTER_ADMIN_PORT}]},
             ],
         },
     }
@@ -533,6 +571,7 @@ def owned_objects(
         f"{ROUTER_MODEL_DIR}/{ROUTER_MODEL_KEY}" if learned else None,
         capacities,
         spec.router.replicas,
+        spec.router.auth,
     )
     objs: list[dict] = []
     for m in spec.models:
@@ -546,17 +585,20 @@ def owned_objects(
     objs.append(
         router_deployment(
             name, namespace, spec.router.replicas, images.router, placement, spec.router.model_configmap,
-            spec.router.resources,
+            spec.router.resources, spec.router.auth.secret_name if spec.router.auth else None,
         )
     )  # fmt: skip
     objs.append(router_service(name, namespace))
     if spec.network_policy:
         objs.append(worker_network_policy(name, namespace))
+    if spec.router.allow_from is not None:
+        objs.append(router_network_policy(name, namespace, spec.router.allow_from))
     return objs
 
 
-# The kinds a cascade owns, and so may prune (``prunable``).
-PRUNED_KINDS = ("Deployment", "Service")
+# The kinds a cascade owns, and so may prune (``prunable``): a NetworkPolicy goes when its option
+# is turned off.
+PRUNED_KINDS = ("Deployment", "Service", "NetworkPolicy")
 
 
 def prunable(taken: Mapping[tuple[str, str], str], cascade: str, owned: list[dict]) -> list[tuple[str, str]]:

@@ -70,10 +70,15 @@ _PATCH = {
     "RoleBinding": ("RbacAuthorizationV1Api", "patch_namespaced_role_binding"),
     "NetworkPolicy": ("NetworkingV1Api", "patch_namespaced_network_policy"),
 }
-_LIST = {"Deployment": ("AppsV1Api", "list_namespaced_deployment"), "Service": ("CoreV1Api", "list_namespaced_service")}
+_LIST = {
+    "Deployment": ("AppsV1Api", "list_namespaced_deployment"),
+    "Service": ("CoreV1Api", "list_namespaced_service"),
+    "NetworkPolicy": ("NetworkingV1Api", "list_namespaced_network_policy"),
+}
 _DELETE = {
     "Deployment": ("AppsV1Api", "delete_namespaced_deployment"),
     "Service": ("CoreV1Api", "delete_namespaced_service"),
+    "NetworkPolicy": ("NetworkingV1Api", "delete_namespaced_network_policy"),
 }
 
 

@@ -24,6 +24,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from hadis import contract
+from hadis.core.bundle import LABELS as PROFILE_LABELS
 from hadis.core.bundle import PROFILE_KEY, TABLE_KEY, Bundle
 from hadis.core.errors import DataError, NotFound
 from hadis.operator import builders, cluster, drift, logic, metrics, policy, prom
@@ -327,7 +328,13 @@ def _is_profile(body, **_: Any) -> bool:
     return PROFILE_KEY in data and TABLE_KEY in data
 
 
-@kopf.index("v1", "configmaps", when=_is_profile)
+# Only ConfigMaps labelled as planning profiles (as ``hadis profile``/``hadis bundle`` write them)
+# are watched: the operator holds no copy of the namespaces' other ConfigMaps. A cascade whose
+# profile lacks the label still plans: its profile is read when a re-plan needs it.
+PROFILES = {"app.kubernetes.io/component": PROFILE_LABELS["app.kubernetes.io/component"]}
+
+
+@kopf.index("v1", "configmaps", labels=PROFILES, when=_is_profile)
 def profile_configmaps(body, namespace, name, meta, **_: Any) -> dict:
     return {(namespace, name): (meta.get("resourceVersion", ""), dict(body.get("data") or {}))}
 

@@ -4,8 +4,10 @@
 A DiffusionCascade makes pods: whoever may create one may otherwise pick any image, mount any
 node folder as the weight cache, tolerate any taint and point the operator at any URL. Each
 rule is a list of allowed prefixes (or keys); an absent rule allows anything, an empty list
-allows nothing. A cascade that breaks a rule is not applied: its Ready condition says
-``PolicyViolation`` and names the rule and the field.
+allows nothing. ``requireApiKeys: true`` refuses a cascade whose router asks for no API key.
+A cascade that breaks a rule is not applied: its Ready condition says ``PolicyViolation`` and
+names the rule and the field. The chart also renders the rules as a ValidatingAdmissionPolicy,
+so the API server refuses such a cascade when it is applied.
 
 Pure: a spec and a policy in, the violations out.
 """
@@ -21,6 +23,7 @@ from typing import Any
 from hadis.operator.spec import CascadeSpec
 
 RULES = ("imagePrefixes", "hostPathRoots", "prometheusUrlPrefixes", "tolerationKeys")
+FLAGS = ("requireApiKeys",)
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,16 @@ class Policy:
     host_path_roots: tuple[str, ...] | None = None
     prometheus_url_prefixes: tuple[str, ...] | None = None
     toleration_keys: tuple[str, ...] | None = None
+    require_api_keys: bool = False
 
     @classmethod
     def parse(cls, text: str | None) -> Policy:
         """The policy from ``HADIS_POLICY``'s JSON (absent or empty: no rule set)."""
         doc = json.loads(text) if text and text.strip() else {}
-        if not isinstance(doc, dict) or set(doc) - set(RULES):
-            raise ValueError(f"HADIS_POLICY must be a JSON object with keys among {', '.join(RULES)}")
+        if not isinstance(doc, dict) or set(doc) - set(RULES) - set(FLAGS):
+            raise ValueError(f"HADIS_POLICY must be a JSON object with keys among {', '.join(RULES + FLAGS)}")
+        if not isinstance(doc.get("requireApiKeys", False), bool):
+            raise ValueError("HADIS_POLICY requireApiKeys must be true or false")
 
         def rule(key: str) -> tuple[str, ...] | None:
             v = doc.get(key)
@@ -47,7 +53,7 @@ class Policy:
                 raise ValueError(f"HADIS_POLICY {key} must be a list of strings")
             return tuple(v)
 
-        return cls(*(rule(k) for k in RULES))
+        return cls(*(rule(k) for k in RULES), require_api_keys=doc.get("requireApiKeys", False))
 
 
 def _allowed(value: str, prefixes: Sequence[str] | None) -> bool:
@@ -97,6 +103,8 @@ def violations(spec: CascadeSpec, policy: Policy) -> list[str]:
             f"spec.prometheus.url {spec.prometheus.url!r}: policy prometheusUrlPrefixes allows "
             f"{list(policy.prometheus_url_prefixes or ())}"
         )
+    if policy.require_api_keys and spec.router.auth is None:
+        out.append("spec.router.auth is not set: policy requireApiKeys asks every router for API keys")
     for i, t in enumerate(_tolerations(spec.placement)):
         key = t.get("key")  # no key with operator Exists tolerates every taint
         if policy.toleration_keys is not None and (key is None or key not in policy.toleration_keys):

@@ -107,12 +107,23 @@ class DriftSpec:
 
 
 @dataclass(frozen=True)
+class RouterAuthSpec:
+    """spec.router.auth: the Secret of API keys (a key per data entry) and a quota per key."""
+
+    secret_name: str
+    requests_per_minute: float | None = None
+    burst: int = 10
+
+
+@dataclass(frozen=True)
 class RouterSpec:
     replicas: int
     image: str | None
     scoring: str  # rule or learned
     model_configmap: str | None  # a learned router model's ConfigMap (scoring: learned only)
     resources: Mapping[str, Any] | None
+    auth: RouterAuthSpec | None = None  # None: the images API asks for no key
+    allow_from: tuple[Mapping[str, Any], ...] | None = None  # NetworkPolicy peers; None: anyone
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,8 @@ class CascadeSpec:
                 scoring=str(router["scoring"]),
                 model_configmap=router.get("modelConfigMapName") if router["scoring"] == "learned" else None,
                 resources=router.get("resources"),
+                auth=_router_auth(router.get("auth")),
+                allow_from=None if router.get("allowFrom") is None else tuple(router["allowFrom"]),
             ),
             worker_image=s.get("workerImage") or None,
             model_cache=s.get("modelCache") or None,
@@ -185,6 +198,15 @@ class CascadeSpec:
         plan of this cascade can use fewer (a cascade serves a light and a heavy model)."""
         per = sorted(m.gpus_per_replica for m in self.models)
         return per[0] + per[1]
+
+
+def _router_auth(auth: Mapping[str, Any] | None) -> RouterAuthSpec | None:
+    if not auth:
+        return None
+    rpm = auth.get("requestsPerMinute")
+    return RouterAuthSpec(
+        str(auth["apiKeySecretName"]), None if rpm is None else float(rpm), int(auth.get("burst") or 10)
+    )
 
 
 def _surge(surge: Mapping[str, Any]) -> SurgeSpec | None:

@@ -31,6 +31,7 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after_s: float | None = None,
+        extra_headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -39,14 +40,16 @@ class ApiError(Exception):
         self.param = param
         self.code = code
         self.retry_after_s = retry_after_s
+        self.extra_headers = dict(extra_headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def headers(self) -> dict[str, str]:
-        if self.retry_after_s is None:
-            return {}
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+        out = dict(self.extra_headers)
+        if self.retry_after_s is not None:
+            out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
+        return out
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ def _image_schema() -> dict[str, Any]:
 
 
 def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
-    """The router's HTTP API as OpenAPI 3.0 (served at ``/openapi.json``).
+    """The router's inference API as OpenAPI 3.0 (served at ``/openapi.json`` on the admin port).
 
     ``POST /v1/images/generations`` is OpenAI's images API as far as the router implements it:
     the same request fields and response shape, with the limits of this router's config, and
@@ -176,7 +179,10 @@ def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
         },
     }
     status_doc = {"type": "object", "additionalProperties": True}
-    return {
+    components: dict[str, Any] = {"schemas": {"Error": error}}
+    if cfg.auth is not None:
+        components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+    doc = {
         "openapi": "3.0.3",
         "info": {
             "title": f"HADIS router ({cfg.cascade})",
@@ -201,8 +207,10 @@ def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
                             },
                         ),
                         "400": _error_response("the request is invalid"),
+                        "401": _error_response("no valid API key (when the cascade asks for keys)"),
+                        "408": _error_response("the body did not arrive in time"),
                         "413": _error_response("the body is over the limit"),
-                        "429": _error_response("too many requests in flight"),
+                        "429": _error_response("the API key is over its quota: retry after Retry-After"),
                         "503": _error_response("overloaded or no worker ready: retry after Retry-After"),
                         "504": _error_response("no worker answered within the deadline"),
                     },
@@ -218,12 +226,9 @@ def openapi_document(cfg: RouterConfig, version: str) -> dict[str, Any]:
                     },
                 }
             },
-            "/metrics": {
-                "get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus metrics"}}}
-            },
-            "/openapi.json": {
-                "get": {"operationId": "openapi", "responses": {"200": {"description": "this document"}}}
-            },
         },
-        "components": {"schemas": {"Error": error}},
+        "components": components,
     }
+    if cfg.auth is not None:  # the probes stay open: only the images API asks for a key
+        doc["paths"]["/v1/images/generations"]["post"]["security"] = [{"apiKey": []}]
+    return doc

@@ -23,6 +23,9 @@ writes one for a local data plane. Example::
     routers: {replicas: 1}        # router replicas sharing the tiers (and their discovery)
     scoring: {mode: rule}         # or {mode: learned, modelFile: /etc/hadis/router-model.json}
     limits: {maxN: 4, maxPromptChars: 4000, maxBodyBytes: 65536, maxInFlight: 64, bodyTimeoutSeconds: 10}
+    # optional: API keys (one file per key, as a mounted Secret: file name = key name, content =
+    # token); requests need "Authorization: Bearer <token>". requestsPerMinute: a quota per key.
+    auth: {apiKeysDir: /etc/hadis/api-keys, requestsPerMinute: 60, burst: 10}
 
 Unknown keys are refused (a typo must not silently change behaviour).
 """
@@ -90,6 +93,15 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """API keys read from ``api_keys_dir``; with ``requests_per_minute``, a quota per key."""
+
+    api_keys_dir: str
+    requests_per_minute: float | None = None
+    burst: int = 10
+
+
+@dataclass(frozen=True)
 class Scoring:
     mode: str = "rule"
     model_file: str | None = None
@@ -108,6 +120,7 @@ class RouterConfig:
     scoring: Scoring = field(default_factory=Scoring)
     limits: Limits = field(default_factory=Limits)
     routers: Routers = field(default_factory=Routers)
+    auth: Auth | None = None  # None: no key is asked for
 
     @property
     def width_height(self) -> tuple[int, int]:
@@ -201,6 +214,21 @@ def _routers(doc: Any, source: str) -> Routers:
     )
 
 
+def _auth(doc: Any, source: str) -> Auth | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise DataError(source, "must be a mapping with apiKeysDir", field="auth")
+    _take(doc, source, "auth", {"apiKeysDir", "requestsPerMinute", "burst"})
+    keys_dir = doc.get("apiKeysDir")
+    if not isinstance(keys_dir, str) or not keys_dir.startswith("/"):
+        raise DataError(source, "must be an absolute directory path", field="auth.apiKeysDir")
+    rpm = None
+    if doc.get("requestsPerMinute") is not None:
+        rpm = _number(doc, "requestsPerMinute", source, "auth.", 0.001, 1e7)
+    return Auth(keys_dir, rpm, _int(doc, "burst", source, "auth.", 1, 1_000_000, Auth.burst))
+
+
 def parse_config(text: str, source: str) -> RouterConfig:
     try:
         doc = yaml.safe_load(text)
@@ -226,6 +254,7 @@ def parse_config(text: str, source: str) -> RouterConfig:
             "scoring",
             "limits",
             "routers",
+            "auth",
         },
     )
     if doc.get("apiVersion") != API_VERSION:
@@ -273,6 +302,7 @@ def parse_config(text: str, source: str) -> RouterConfig:
         scoring=scoring,
         limits=limits,
         routers=_routers(doc.get("routers"), source),
+        auth=_auth(doc.get("auth"), source),
     )
 
 
@@ -319,4 +349,8 @@ def dump_config(cfg: RouterConfig) -> str:
         doc["routers"]["discovery"] = _discovery_doc(cfg.routers.discovery, with_port=False)
     if cfg.scoring.model_file:
         doc["scoring"]["modelFile"] = cfg.scoring.model_file
+    if cfg.auth is not None:
+        doc["auth"] = {"apiKeysDir": cfg.auth.api_keys_dir, "burst": cfg.auth.burst}
+        if cfg.auth.requests_per_minute is not None:
+            doc["auth"]["requestsPerMinute"] = cfg.auth.requests_per_minute
     return yaml.safe_dump(doc, sort_keys=False)

@@ -43,7 +43,8 @@ class RouterMetrics:
         )
         self.rejected = Counter(
             "hadis_router_rejected_requests",
-            "Requests refused: invalid (4xx), overload (shed early, 503), unavailable (no worker answered).",
+            "Requests refused: unauthorized (no valid API key, 401), quota (a key over its quota, 429), "
+            "invalid (other 4xx), overload (shed early, 503), unavailable (no worker answered).",
             ["cascade", "reason"],
             registry=r,
         )
@@ -64,6 +65,12 @@ class RouterMetrics:
             "hadis_router_worker_bad_answers",
             "Worker answers that were no image (a malformed body); the next replica is tried.",
             ["cascade", "model"],
+            registry=r,
+        )
+        self.key_requests = Counter(
+            "hadis_router_api_key_requests",
+            "Generation requests with a valid API key, by the key's name (its file in the keys' Secret).",
+            ["cascade", "key"],
             registry=r,
         )
         self._plan_series(r)
@@ -126,7 +133,7 @@ class RouterMetrics:
         self.latency.labels(c)
         for decision in ("light", "direct_heavy", "escalated", "heavy_fallback"):
             self.decisions.labels(c, decision)
-        for reason in ("invalid", "overload", "unavailable"):
+        for reason in ("unauthorized", "quota", "invalid", "overload", "unavailable"):
             self.rejected.labels(c, reason)
         for reason in ("heavy_unavailable", "heavy_saturated"):
             self.degraded.labels(c, reason)

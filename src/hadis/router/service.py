@@ -40,7 +40,8 @@ from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
 from hadis.router.admission import TierLoad, admit
 from hadis.router.api import ApiError, GenerationRequest, openapi_document, parse_generation_request
-from hadis.router.config import Discovery, Limits, RouterConfig, Tier, parse_config
+from hadis.router.auth import KeySet, Quotas, bearer_token, read_keys
+from hadis.router.config import Auth, Discovery, Limits, RouterConfig, Tier, parse_config
 from hadis.router.discovery import SliceWatch
 from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
 from hadis.router.metrics import RouterMetrics
@@ -91,6 +92,14 @@ def _stamp(path: Path) -> tuple[float, int] | None:
     except OSError:
         return None
     return (st.st_mtime, st.st_size)
+
+
+def _dir_stamp(directory: Path) -> tuple | None:
+    """What changes when a mounted Secret's files do (their names, times and sizes)."""
+    try:
+        return tuple(sorted((p.name, _stamp(p)) for p in directory.iterdir() if not p.name.startswith(".")))
+    except OSError:
+        return None
 
 
 def _make_scorer(cfg: RouterConfig):
@@ -172,6 +181,10 @@ class Router:
         self._model = self._model_stamp(cfg)
         self.ready_endpoints: dict[str, set[str]] = {"light": set(), "heavy": set()}
         self._tasks: list[asyncio.Task] = []
+        self.keys: KeySet | None = None  # the API keys, when the config asks for them
+        self._keys_stamp: tuple | None = None
+        self._quotas: Quotas | None = None
+        self._reload_keys(cfg.auth)
         self._published()
 
     @property
@@ -240,6 +253,64 @@ class Router:
             other = "service" if pool.source == "endpointslices" else "endpointslices"
             self.metrics.dispatch_endpoints.labels(c, tier.name, other).set(0)
 
+    def _reload_keys(self, auth: Auth | None) -> None:
+        """Read the API keys again when their directory changed (a Secret's update reaches a
+        mounted volume within the kubelet's sync period): keys are added and revoked live."""
+        if auth is None:
+            self.keys, self._keys_stamp = None, None
+            return
+        directory = Path(auth.api_keys_dir)
+        stamp = _dir_stamp(directory)
+        if self.keys is not None and stamp == self._keys_stamp:
+            return
+        self._keys_stamp = stamp
+        try:
+            keys = read_keys(directory)
+        except OSError as e:
+            keys = KeySet({}, (f"{directory} ({e.strerror})",))
+        for why in keys.ignored:
+            _log(logging.ERROR, "API key ignored", key=why)
+        if not keys.by_digest:
+            _log(
+                logging.ERROR, "no usable API key: every generation request is refused (401)", directory=str(directory)
+            )
+        self.keys = keys
+        _log(logging.INFO, "API keys loaded", keys=sorted(keys.by_digest.values()))
+
+    def _authorize(self, request: web.Request, cfg: RouterConfig) -> None:
+        """With ``auth`` configured: a known key (else 401, as OpenAI answers) within its quota
+        (else 429 with Retry-After). Checked before the body is read."""
+        auth = cfg.auth
+        if auth is None:
+            return
+        token = bearer_token(request.headers.get("Authorization"))
+        name = None if token is None or self.keys is None else self.keys.name_of(token)
+        if name is None:
+            self.metrics.rejected.labels(cfg.cascade, "unauthorized").inc()
+            why = "no API key given" if token is None else "the API key is not valid"
+            raise ApiError(
+                401,
+                f"{why}: send 'Authorization: Bearer <key>' with a key of this cascade",
+                code="invalid_api_key",
+                extra_headers={"WWW-Authenticate": 'Bearer realm="hadis"'},
+            )
+        if auth.requests_per_minute is not None:
+            q = self._quotas
+            if q is None or (q.requests_per_minute, q.burst) != (auth.requests_per_minute, auth.burst):
+                q = self._quotas = Quotas(auth.requests_per_minute, auth.burst)
+            wait = q.retry_after(name, time.monotonic(), self.peers or cfg.routers.replicas)
+            if wait > 0:
+                self.metrics.rejected.labels(cfg.cascade, "quota").inc()
+                raise ApiError(
+                    429,
+                    f"API key {name!r} is over its quota of {auth.requests_per_minute:g} requests per minute; "
+                    f"retry after {wait:.1f}s",
+                    type_="requests",
+                    code="rate_limit_exceeded",
+                    retry_after_s=wait,
+                )
+        self.metrics.key_requests.labels(cfg.cascade, name).inc()
+
     async def reload_if_changed(self) -> bool:
         """Swap in a changed config file or router model file; a bad one is logged and the old
         plane kept. Requests in flight keep the plane (config, worker clients, loads) they
@@ -303,6 +374,7 @@ class Router:
             await asyncio.sleep(RELOAD_INTERVAL_S)
             try:
                 await self.reload_if_changed()
+                self._reload_keys(self.cfg.auth)
             except Exception as e:  # never let the watcher die
                 _log(logging.ERROR, "config watcher error", error=repr(e))
 
@@ -464,12 +536,13 @@ class Router:
         self.metrics.arrivals.labels(cfg.cascade).inc()
         self.metrics.in_flight.labels(cfg.cascade).inc()
         try:
+            self._authorize(request, cfg)
             req = await self._read_request(request, cfg)
             self.metrics.requested_images.labels(cfg.cascade).inc(req.n)
             routed = self._route(plane, req)
             images = await self._images(plane, routed, req, t0 + cfg.slo_s, rid)
         except ApiError as e:
-            if e.status < 500:
+            if e.status < 500 and e.status not in (401, 429):  # those two are counted where raised
                 self.metrics.rejected.labels(cfg.cascade, "invalid").inc()
             _log(logging.INFO, "request refused", request_id=rid, status=e.status, error=e.message)
             return web.json_response(e.body(), status=e.status, headers={"X-Request-Id": rid, **e.headers()})
@@ -514,16 +587,25 @@ class Router:
     async def handle_openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(openapi_document(self.cfg, __version__))
 
-    async def handle_readyz(self, _request: web.Request) -> web.Response:
-        ready = {k: sorted(v) for k, v in self.ready_endpoints.items()}
+    def _ready(self) -> bool:
         # Either tier serves: with no light pod (a rollout, a re-plan to another light model) the
         # heavy tier answers every request (``heavy_fallback``); the router leaves its Service
         # only when neither can.
-        ok = bool(self.ready_endpoints["light"] or self.ready_endpoints["heavy"])
-        status = 200 if ok else 503
-        body = {"ready": ok, "ready_endpoints": ready, "cascade": self.cfg.cascade}
+        return bool(self.ready_endpoints["light"] or self.ready_endpoints["heavy"])
+
+    async def handle_readyz(self, _request: web.Request) -> web.Response:
+        """Readiness on the inference port: no detail for whoever can reach it."""
+        ok = self._ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    async def handle_readyz_detail(self, _request: web.Request) -> web.Response:
+        """Readiness on the admin port, with the ready worker endpoints and the dispatch source."""
+        ok = self._ready()
+        body = {"ready": ok, "ready_endpoints": {k: sorted(v) for k, v in self.ready_endpoints.items()}}
+        body["cascade"] = self.cfg.cascade
         body["dispatch"] = {n: self.plane.clients[n].pool.source for n in TIERS}
-        return web.json_response(body, status=status)
+        body["api_keys"] = None if self.keys is None else len(self.keys.by_digest)
+        return web.json_response(body, status=200 if ok else 503)
 
 
 async def read_body(request: web.Request, limits: Limits) -> bytes:
@@ -585,18 +667,44 @@ async def json_errors(request: web.Request, handler):
 
 
 def make_app(router: Router) -> web.Application:
+    """The inference port: the images API and the probes, nothing an operator alone should read."""
     app = web.Application(client_max_size=HARD_BODY_LIMIT, middlewares=[json_errors])
     app.router.add_post("/v1/images/generations", router.handle_generate)
-    app.router.add_get("/metrics", router.handle_metrics)
     app.router.add_get("/healthz", router.handle_healthz)
     app.router.add_get("/readyz", router.handle_readyz)
-    app.router.add_get("/openapi.json", router.handle_openapi)
     app.on_startup.append(router.start)
     app.on_cleanup.append(router.stop)
     return app
 
 
-def serve(config_path: str, host: str = "127.0.0.1", port: int = 8080) -> None:
+def make_admin_app(router: Router) -> web.Application:
+    """The admin port: metrics, the OpenAPI document and detailed readiness, for scrapers and
+    operators (a NetworkPolicy or the mesh keeps clients to the inference port)."""
+    app = web.Application(client_max_size=1024, middlewares=[json_errors])
+    app.router.add_get("/metrics", router.handle_metrics)
+    app.router.add_get("/healthz", router.handle_healthz)
+    app.router.add_get("/readyz", router.handle_readyz_detail)
+    app.router.add_get("/openapi.json", router.handle_openapi)
+    return app
+
+
+def with_admin_port(app: web.Application, router: Router, host: str, port: int) -> web.Application:
+    """Serve ``make_admin_app`` on ``port`` for as long as ``app`` runs."""
+    runner = web.AppRunner(make_admin_app(router), access_log=None)
+
+    async def start(_app: web.Application) -> None:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+
+    async def stop(_app: web.Application) -> None:
+        await runner.cleanup()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app
+
+
+def serve(config_path: str, host: str = "127.0.0.1", port: int = 8080, admin_port: int = 9090) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     log.addHandler(handler)
@@ -604,5 +712,6 @@ def serve(config_path: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     log.propagate = False
     router = Router(config_path)
     ProcessCollector(registry=router.metrics.registry)  # the served process's memory and CPU
-    _log(logging.INFO, "router starting", host=host, port=port, cascade=router.cfg.cascade)
-    web.run_app(make_app(router), host=host, port=port, print=None, access_log=None)
+    _log(logging.INFO, "router starting", host=host, port=port, admin_port=admin_port, cascade=router.cfg.cascade)
+    app = with_admin_port(make_app(router), router, host, admin_port)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)

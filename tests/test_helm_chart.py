@@ -207,3 +207,30 @@ def test_helm_install_grants_exactly_what_a_real_operator_needs(crd, helm_bin, n
     assert res.returncode == 0, res.stderr
     left = crd("get", "clusterroles,clusterrolebindings", "-o", "name")
     assert release not in left  # cluster-scoped objects go with the release
+
+
+def test_a_prometheus_ca_bundle_is_mounted_and_named_to_the_operator(helm_bin):
+    plain = _one(_render(helm_bin), "Deployment")["spec"]["template"]["spec"]
+    assert all(e["name"] != "REQUESTS_CA_BUNDLE" for e in plain["containers"][0]["env"])
+    assert [v["name"] for v in plain["volumes"]] == ["tmp"]
+    pod = _one(_render(helm_bin, "prometheusCA.configMapName=corp-ca", "prometheusCA.key=bundle.pem"), "Deployment")
+    spec = pod["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert {"name": "REQUESTS_CA_BUNDLE", "value": "/etc/hadis-ca/bundle.pem"} in c["env"]
+    assert {"name": "prometheus-ca", "mountPath": "/etc/hadis-ca", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "prometheus-ca", "configMap": {"name": "corp-ca"}} in spec["volumes"]
+
+
+def test_the_admission_policy_is_rendered_only_with_a_policy_and_can_be_turned_off(helm_bin):
+    kinds = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    assert not [d for d in _render(helm_bin) if d["kind"] in kinds]  # no policy: nothing to enforce
+    with_policy = _render(helm_bin, "policy.requireApiKeys=true", "watchNamespaces={team-a}")
+    vap = _one(with_policy, "ValidatingAdmissionPolicy")
+    binding = _one(with_policy, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"] and binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a"]
+    assert [v["expression"] for v in vap["spec"]["validations"]] == [
+        "has(object.spec.router) && has(object.spec.router.auth)"
+    ]  # only the rules set
+    off = _render(helm_bin, "policy.requireApiKeys=true", "admissionPolicy.enabled=false")
+    assert not [d for d in off if d["kind"] in kinds]

@@ -232,3 +232,37 @@ def test_a_url_pointed_elsewhere_is_refused_and_no_remote_answer_reaches_the_sta
         assert said == "Prometheus answered HTTP 403" and secret not in said
     finally:
         server.shutdown()
+
+
+def test_a_prometheus_over_https_is_verified_and_trusted_through_a_ca_bundle(tmp_path, monkeypatch):
+    """A real Prometheus serving https with a certificate of its own: refused (the condition says
+    the certificate could not be verified) until the operator is given the CA, as the chart's
+    prometheusCA does with REQUESTS_CA_BUNDLE; then read."""
+    import subprocess
+
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    with (
+        idle_router("e1") as (address, _metrics),
+        running_prometheus(tmp_path / "prometheus", {address: {"namespace": "team-a"}}, "1s", tls=(cert, key)) as url,
+    ):
+        assert url.startswith("https://")
+        with pytest.raises(Exception) as err:
+            prom.query_rate(url, "team-a", "e1", "1m", 5)
+        said = prom.metrics_failure(err.value, 5)
+        assert said.startswith("Prometheus's TLS certificate could not be verified"), said
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        end = time.monotonic() + 60
+        while True:  # the first scrapes land within seconds: until then the answer is NoSeries
+            try:
+                assert prom.query_rate(url, "team-a", "e1", "1m", 5) == 0.0
+                break
+            except prom.NoSeries:
+                assert time.monotonic() < end, "no series after 60 s"
+                time.sleep(1)

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,13 +38,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http_ok(url: str, timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
+def wait_http_ok(
+    url: str, timeout_s: float, proc: subprocess.Popen | None = None, context: ssl.SSLContext | None = None
+) -> bool:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as r:
+            with urllib.request.urlopen(url, timeout=1.0, context=context) as r:
                 if r.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -269,10 +272,12 @@ def running_prometheus(
     targets: Sequence[str] | Mapping[str, Mapping[str, str]],
     scrape_interval: str = "1s",
     labels: Mapping[str, str] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[str]:
     """Debian's Prometheus on a free loopback port, scraping ``targets`` (with target ``labels``,
     such as the ``namespace`` kube-prometheus-stack's monitors add; a mapping of target to its
-    own labels scrapes each with those, as routers in several namespaces); yields its URL."""
+    own labels scrapes each with those, as routers in several namespaces); yields its URL.
+    ``tls`` (certificate, key): it serves https with them (its web config file)."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     own = targets if isinstance(targets, Mapping) else {t: {} for t in targets}
@@ -282,17 +287,27 @@ def running_prometheus(
         "scrape_configs": [{"job_name": "hadis", "static_configs": static}] if static else [],
     }
     (directory / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    web, scheme, context = [], "http", None
+    if tls is not None:
+        (directory / "web.yml").write_text(
+            json.dumps({"tls_server_config": {"cert_file": str(tls[0]), "key_file": str(tls[1])}})
+        )
+        web, scheme, context = (
+            [f"--web.config.file={directory / 'web.yml'}"],
+            "https",
+            ssl.create_default_context(cafile=str(tls[0])),
+        )
     proc = subprocess.Popen(
         [
-            prometheus_binary(), f"--config.file={directory / 'prometheus.yml'}",
+            prometheus_binary(), f"--config.file={directory / 'prometheus.yml'}", *web,
             f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
         ],
         stdout=(directory / "log").open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        ready = wait_http_ok(f"http://127.0.0.1:{port}/-/ready", 30, proc)
+        ready = wait_http_ok(f"{scheme}://127.0.0.1:{port}/-/ready", 30, proc, context)
         assert ready, (directory / "log").read_text()[-2000:]
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)

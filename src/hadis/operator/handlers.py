@@ -328,7 +328,7 @@ def _is_profile(body, **_: Any) -> bool:
     return PROFILE_KEY in data and TABLE_KEY in data
 
 
-# Only ConfigMaps labelled as planning profiles (as ``hadis profile``/``hadis bundle`` write them)
+# Only ConfigMaps labelled as planning profiles (as ``hadis profile run``/``hadis table configmap`` write them)
 # are watched: the operator holds no copy of the namespaces' other ConfigMaps. A cascade whose
 # profile lacks the label still plans: its profile is read when a re-plan needs it.
 PROFILES = {"app.kubernetes.io/component": PROFILE_LABELS["app.kubernetes.io/component"]}

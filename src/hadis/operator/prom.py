@@ -92,7 +92,7 @@ def client(url: str) -> Any:
     from prometheus_api_client import PrometheusConnect
     from urllib3.util.retry import Retry
 
-    # TLS verified (the system's CAs, or REQUESTS_CA_BUNDLE's file: the chart can mount one)
+    # TLS verified (the system's CAs, or REQUESTS_CA_BUNDLE's file: the chart's prometheusCA mounts one)
     return PrometheusConnect(
         url=checked_url(url), disable_ssl=False, retry=Retry(total=1, read=False, backoff_factor=0.2)
     )
@@ -161,6 +161,8 @@ def metrics_failure(e: Exception, timeout_s: float) -> str:
         return str(e)
     if isinstance(e, requests.Timeout):
         return f"Prometheus did not answer within {timeout_s:g}s"
+    if isinstance(e, requests.exceptions.SSLError):
+        return "Prometheus's TLS certificate could not be verified: give the operator its CA (the chart's prometheusCA)"
     if isinstance(e, requests.ConnectionError):
         return f"Prometheus unreachable ({type(e).__name__})"
     status = re.match(r"HTTP Status Code (\d{3})", str(e))

@@ -63,7 +63,8 @@ rule_files: [rules.yaml]
 evaluation_interval: 1m
 tests:
   # a cascade missing its SLO for half its requests burns the budget 50x: the fast alert pages;
-  # one that answers every request in time burns none
+  # one that answers every request in time burns none, whatever it refuses its callers for
+  # (no API key, a key over its quota, an invalid request: their errors, not the SLO's)
   - interval: 1m
     input_series:
       - series: 'hadis_router_request_duration_seconds_count{namespace="ns", cascade="hot"}'
@@ -78,6 +79,10 @@ tests:
         values: '0+0x90'
       - series: 'hadis_router_rejected_requests_total{namespace="ns", cascade="calm", reason="overload"}'
         values: '0+0x90'
+      - series: 'hadis_router_rejected_requests_total{namespace="ns", cascade="calm", reason="unauthorized"}'
+        values: '0+60x90'
+      - series: 'hadis_router_rejected_requests_total{namespace="ns", cascade="calm", reason="quota"}'
+        values: '0+60x90'
     alert_rule_test:
       - eval_time: 10m
         alertname: HadisSLOBudgetBurnFast

@@ -481,53 +481,48 @@ def router_service(cascade: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def worker_network_policy(cascade: str, namespace: str) -> dict[str, Any]:
-    """Only the cascade's routers reach its workers' inference ports; their metrics port stays
-    open to any scraper. Enforced only where the cluster's CNI implements NetworkPolicy."""
+def _ingress_policy(
+    name: str,
+    cascade: str,
+    namespace: str,
+    component: str,
+    peers: Sequence[Mapping[str, Any]],
+    ports: Sequence[int],
+    open_port: int,
+) -> dict[str, Any]:
+    """A NetworkPolicy on the cascade's ``component`` pods: only ``peers`` reach ``ports``, and
+    anyone (a scraper) reaches ``open_port``. Enforced only where the cluster's CNI implements
+    NetworkPolicy."""
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": f"{cascade}-workers", "namespace": namespace, "labels": labels(cascade, "worker")},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(cascade, component)},
         "spec": {
-            "podSelector": {"matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "worker"}},
+            "podSelector": {"matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": component}},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {
-                    "from": [
-                        {
-                            "podSelector": {
-                                "matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"}
-                            }
-                        }
-                    ],
-                    "ports": [
-                        {"protocol": "TCP", "port": WORKER_HTTP},
-                        {"protocol": "TCP", "port": WORKER_GRPC},
-                    ],
-                },
-                {"ports": [{"protocol": "TCP", "port": WORKER_METRICS}]},
+                {"from": [dict(p) for p in peers], "ports": [{"protocol": "TCP", "port": p} for p in ports]},
+                {"ports": [{"protocol": "TCP", "port": open_port}]},
             ],
         },
     }
+
+
+def worker_network_policy(cascade: str, namespace: str) -> dict[str, Any]:
+    """Only the cascade's routers reach its workers' inference ports; their metrics port stays
+    open to any scraper."""
+    routers = {"podSelector": {"matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"}}}
+    return _ingress_policy(
+        f"{cascade}-workers", cascade, namespace, "worker", [routers], [WORKER_HTTP, WORKER_GRPC], WORKER_METRICS
+    )
 
 
 def router_network_policy(cascade: str, namespace: str, allow_from: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Only ``allow_from`` (NetworkPolicy peers: pods, namespaces, CIDRs) reaches the routers'
-    inference port; their admin port (metrics, OpenAPI) stays open to scrapers. Enforced only
-    where the cluster's CNI implements NetworkPolicy."""
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": f"{router_name(cascade)}", "namespace": namespace, "labels": labels(cascade, "router")},
-        "spec": {
-            "podSelector": {"matchLabels": {CASCADE_LABEL: cascade, "app.kubernetes.io/component": "router"}},
-            "policyTypes": ["Ingress"],
-            "ingress": [
-                {"from": [dict(p) for p in allow_from], "ports": [{"protocol": "TCP", "port": ROUTER_PORT}]},
-                {"ports": [{"protocol": "TCP", "port": ROUTER_ADMIN_PORT}]},
-            ],
-        },
-    }
+    inference port; their admin port (metrics, OpenAPI) stays open to scrapers."""
+    return _ingress_policy(
+        router_name(cascade), cascade, namespace, "router", allow_from, [ROUTER_PORT], ROUTER_ADMIN_PORT
+    )
 
 
 def _slowest_batch(profile: Profile, model: str) -> float | None:

@@ -260,7 +260,7 @@ class Router:
             self.keys, self._keys_stamp = None, None
             return
         directory = Path(auth.api_keys_dir)
-        stamp = _dir_stamp(directory)
+        stamp = (directory, _dir_stamp(directory))
         if self.keys is not None and stamp == self._keys_stamp:
             return
         self._keys_stamp = stamp

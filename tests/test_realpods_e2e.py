@@ -198,6 +198,31 @@ def _router_pods(c: demo.Cluster, ns: str) -> list[dict]:
     return [p for p in _pods(c, ns, "app.kubernetes.io/component=router") if _ready(p)]
 
 
+def _pending(pod: dict) -> float:
+    """Requests queued at a worker pod (Triton's nv_inference_pending_request_count)."""
+    text = urllib.request.urlopen(f"http://{pod['status']['podIP']}:8002/metrics", timeout=2).read().decode()
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("nv_inference_pending_"))
+
+
+def _batch_seconds(c: demo.Cluster, ns: str, model: str) -> float:
+    """The least time a batch of ``model`` takes (its ``--min-batch-seconds`` in the cascade)."""
+    entry = next(m for m in c.json("get", "dcas", "tiny", "-n", ns)["spec"]["models"] if m["name"] == model)
+    args = entry.get("args") or []
+    return float(args[args.index("--min-batch-seconds") + 1]) if "--min-batch-seconds" in args else 0.0
+
+
+def _quiet(pods: list[dict], batch_s: float) -> dict[str, float] | None:
+    """Each pod's served count once no work is left at it, else None: nothing queued, and no
+    completion for longer than a batch takes, so no batch was running either. (Work a router
+    gave up on at its deadline, in an earlier test, still completes at the worker.)"""
+    if any(_pending(p) for p in pods):
+        return None
+    before = {p["metadata"]["name"]: demo.worker_served(p) for p in pods}
+    time.sleep(batch_s + 0.5)  # one batch's time: a batch running at the first read ends within it
+    after = {p["metadata"]["name"]: demo.worker_served(p) for p in pods}
+    return after if after == before and not any(_pending(p) for p in pods) else None
+
+
 def test_the_router_sends_images_to_the_worker_pods_it_watches_least_loaded_first(stack):
     """Each tier's pods come from its EndpointSlices, not the Service's random pick: as many
     concurrent heavy images as there are heavy pods land one on each pod, every round."""
@@ -212,7 +237,7 @@ def test_the_router_sends_images_to_the_worker_pods_it_watches_least_loaded_firs
         == len(heavy),
         "the router dispatching to every ready heavy pod", 30,
     )  # fmt: skip
-    before = {p["metadata"]["name"]: demo.worker_served(p) for p in heavy}
+    before = demo.wait_until(lambda: _quiet(heavy, _batch_seconds(c, ns, "tiny-heavy")), "the heavy pods idle", 120)
     rounds = 2
     with concurrent.futures.ThreadPoolExecutor(len(heavy)) as pool:
         for _ in range(rounds):  # HARD[0] goes straight to heavy (the test above)

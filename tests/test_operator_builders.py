@@ -704,7 +704,7 @@ def _tiny_objects(router: dict, **spec) -> dict[tuple[str, str], dict]:
 def test_api_keys_mount_the_named_secret_and_the_router_config_asks_for_them():
     objs = _tiny_objects({"auth": {"apiKeySecretName": "team-a-keys", "requestsPerMinute": 120}})
     pod = objs[("Deployment", "tiny-router")]["spec"]["template"]["spec"]
-    assert {"name": "api-keys", "secret": {"secretName": "team-a-keys", "defaultMode": 0o440}} in pod["volumes"]
+    assert {"name": "api-keys", "secret": {"secretName": "team-a-keys", "defaultMode": 0o444}} in pod["volumes"]
     mounts = pod["containers"][0]["volumeMounts"]
     assert {"name": "api-keys", "mountPath": "/etc/hadis-api-keys", "readOnly": True} in mounts
     cfg = parse_config(objs[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "router.yaml")

@@ -490,24 +490,27 @@ def test_api_keys_from_a_secret_and_a_router_network_policy_come_and_go_with_the
             return None
         return next((p for p in _router_pods(c, ns) if keyed(p)), None)
 
-    router = demo.wait_until(keyed_router, "the router rolled out with its keys", 180)
-    url = f"http://{router['status']['podIP']}:8080"
-    status, headers, _s = _post(url, SIMPLE[0])
-    assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
-    gen = {"prompt": SIMPLE[1], "size": "64x64", "response_format": "b64_json"}
-    with pytest.raises(AuthenticationError):
-        OpenAI(base_url=f"{url}/v1", api_key=f"sk-wrong-{uuid.uuid4().hex}", max_retries=0).images.generate(**gen)
-    client = OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0, timeout=30)
-    assert len(client.images.generate(**gen).data) == 1
-    with pytest.raises(RateLimitError) as err:
-        client.images.generate(**gen)
-    assert 1 <= int(err.value.response.headers["retry-after"]) <= 60
-    policy = c.json("get", "networkpolicy", "tiny-router", "-n", ns)["spec"]
-    assert policy["ingress"][0] == {"from": peers, "ports": [{"port": 8080, "protocol": "TCP"}]}
-    assert policy["podSelector"]["matchLabels"].items() <= router["metadata"]["labels"].items()
-
-    c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge",
-              "-p", json.dumps({"spec": {"router": {"auth": None, "allowFrom": None}}}))  # fmt: skip
+    try:
+        router = demo.wait_until(keyed_router, "the router rolled out with its keys", 180)
+        url = f"http://{router['status']['podIP']}:8080"
+        admin = f"http://{router['status']['podIP']}:{ROUTER_ADMIN_PORT}/readyz"
+        assert json.loads(urllib.request.urlopen(admin, timeout=5).read())["api_keys"] == 1  # read by its user
+        status, headers, _s = _post(url, SIMPLE[0])
+        assert status == 401 and "Bearer" in headers["WWW-Authenticate"]
+        gen = {"prompt": SIMPLE[1], "size": "64x64", "response_format": "b64_json"}
+        with pytest.raises(AuthenticationError):
+            OpenAI(base_url=f"{url}/v1", api_key=f"sk-wrong-{uuid.uuid4().hex}", max_retries=0).images.generate(**gen)
+        client = OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0, timeout=30)
+        assert len(client.images.generate(**gen).data) == 1
+        with pytest.raises(RateLimitError) as err:
+            client.images.generate(**gen)
+        assert 1 <= int(err.value.response.headers["retry-after"]) <= 60
+        policy = c.json("get", "networkpolicy", "tiny-router", "-n", ns)["spec"]
+        assert policy["ingress"][0] == {"from": peers, "ports": [{"port": 8080, "protocol": "TCP"}]}
+        assert policy["podSelector"]["matchLabels"].items() <= router["metadata"]["labels"].items()
+    finally:  # the later tests call the router without a key
+        c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge",
+                  "-p", json.dumps({"spec": {"router": {"auth": None, "allowFrom": None}}}))  # fmt: skip
 
     def open_router() -> dict | None:
         d = c.json("get", "deployment", "tiny-router", "-n", ns)

@@ -414,7 +414,8 @@ def router_deployment(
         volumes.append({"name": "router-model", "configMap": {"name": model_configmap}})
     if keys_secret:
         mounts.append({"name": "api-keys", "mountPath": ROUTER_KEYS_DIR, "readOnly": True})
-        volumes.append({"name": "api-keys", "secret": {"secretName": keys_secret, "defaultMode": 0o440}})
+        # readable by the router's non-root user: with no fsGroup, 0440 leaves the files root's only
+        volumes.append({"name": "api-keys", "secret": {"secretName": keys_secret, "defaultMode": 0o444}})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

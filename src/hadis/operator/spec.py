@@ -205,7 +205,7 @@ def _router_auth(auth: Mapping[str, Any] | None) -> RouterAuthSpec | None:
         return None
     rpm = auth.get("requestsPerMinute")
     return RouterAuthSpec(
-        str(auth["apiKeySecretName"]), None if rpm is None else float(rpm), int(auth.get("burst") or 10)
+        str(auth["apiKeySecretName"]), None if rpm is None else float(rpm), int(auth.get("burst", RouterAuthSpec.burst))
     )
 
 

@@ -32,6 +32,7 @@ class ApiError(Exception):
         code: str | None = None,
         retry_after_s: float | None = None,
         extra_headers: dict[str, str] | None = None,
+        reason: str = "invalid",
     ):
         super().__init__(message)
         self.status = status
@@ -41,6 +42,7 @@ class ApiError(Exception):
         self.code = code
         self.retry_after_s = retry_after_s
         self.extra_headers = dict(extra_headers or {})
+        self.reason = reason  # a 4xx's label on the router's rejected-requests counter
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

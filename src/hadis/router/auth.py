@@ -29,11 +29,11 @@ class KeySet:
     ignored: tuple[str, ...] = ()  # names of files that hold no usable token, and why
 
     def name_of(self, token: str) -> str | None:
-        digest = _digest(token)
+        digest, found = _digest(token), None
         for known, name in self.by_digest.items():  # every entry compared: no early exit
             if hmac.compare_digest(known, digest):
-                return name
-        return None
+                found = name
+        return found
 
 
 def _digest(token: str) -> bytes:

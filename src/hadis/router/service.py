@@ -286,13 +286,13 @@ class Router:
         token = bearer_token(request.headers.get("Authorization"))
         name = None if token is None or self.keys is None else self.keys.name_of(token)
         if name is None:
-            self.metrics.rejected.labels(cfg.cascade, "unauthorized").inc()
             why = "no API key given" if token is None else "the API key is not valid"
             raise ApiError(
                 401,
                 f"{why}: send 'Authorization: Bearer <key>' with a key of this cascade",
                 code="invalid_api_key",
                 extra_headers={"WWW-Authenticate": 'Bearer realm="hadis"'},
+                reason="unauthorized",
             )
         if auth.requests_per_minute is not None:
             q = self._quotas
@@ -300,7 +300,6 @@ class Router:
                 q = self._quotas = Quotas(auth.requests_per_minute, auth.burst)
             wait = q.retry_after(name, time.monotonic(), self.peers or cfg.routers.replicas)
             if wait > 0:
-                self.metrics.rejected.labels(cfg.cascade, "quota").inc()
                 raise ApiError(
                     429,
                     f"API key {name!r} is over its quota of {auth.requests_per_minute:g} requests per minute; "
@@ -308,6 +307,7 @@ class Router:
                     type_="requests",
                     code="rate_limit_exceeded",
                     retry_after_s=wait,
+                    reason="quota",
                 )
         self.metrics.key_requests.labels(cfg.cascade, name).inc()
 
@@ -542,8 +542,8 @@ class Router:
             routed = self._route(plane, req)
             images = await self._images(plane, routed, req, t0 + cfg.slo_s, rid)
         except ApiError as e:
-            if e.status < 500 and e.status not in (401, 429):  # those two are counted where raised
-                self.metrics.rejected.labels(cfg.cascade, "invalid").inc()
+            if e.status < 500:  # a 5xx is counted where it is raised (overload, unavailable)
+                self.metrics.rejected.labels(cfg.cascade, e.reason).inc()
             _log(logging.INFO, "request refused", request_id=rid, status=e.status, error=e.message)
             return web.json_response(e.body(), status=e.status, headers={"X-Request-Id": rid, **e.headers()})
         finally:

@@ -279,6 +279,108 @@ def test_router_is_ready_only_when_a_model_it_routes_to_answers(plane):
     _wait_readyz(plane, 200, light=[light])
 
 
+def _holding_router(plane: LocalPlane, tmp_path: Path, hold: bool):
+    """A router in this process over the plane's real workers, every image light. Its tiers have
+    capacity figures (one image at a time per pod, a pod starts in 1 s), and the test reports
+    their ready pods as an EndpointSlice watch would (the one part of a cluster not here)."""
+    from hadis.router.config import Capacity, Limits
+    from hadis.router.service import Router
+
+    cfg = tiny_config(plane.worker_ports["tiny-light"], plane.worker_ports["tiny-heavy"], 0.0, 0.0, slo_s=8.0)
+    cap = Capacity(base_s=0.5, per_replica=2.0, replicas=1, slots=1, start_s=1.0)
+    cfg = replace(
+        cfg,
+        light=replace(cfg.light, capacity=cap),
+        heavy=replace(cfg.heavy, capacity=cap),
+        limits=Limits(hold=hold),
+        cascade=f"holding-{str(hold).lower()}",
+    )
+    path = tmp_path / f"router-{hold}.yaml"
+    path.write_text(dump_config(cfg))
+    return Router(path)
+
+
+async def _serve(router, n: int, then=None) -> list[tuple[int, dict]]:
+    """``n`` concurrent requests through ``router``'s images API; ``then`` runs while they wait."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from hadis.router.service import make_app
+
+    runner = web.AppRunner(make_app(router))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/images/generations"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def one(k: int) -> tuple[int, dict]:
+                async with http.post(url, json={"prompt": f"a held prompt {k}", "seed": k}) as r:
+                    return r.status, await r.json()
+
+            calls = asyncio.gather(*(one(k) for k in range(n)))
+            if then is not None:
+                await then()
+            return list(await calls)
+    finally:
+        await runner.cleanup()
+
+
+def test_requests_are_held_for_a_coming_pod_and_bound_late_not_shed(plane, tmp_path):
+    """Holding on real workers: with no light or heavy pod ready yet but one planned (1 s to
+    start), requests wait and are served when it is Ready; with holding off the same requests
+    are refused at once. Then, with the pod Ready and one slot per pod, a burst is bound one
+    image at a time (late binding): the rest wait at the router, none is refused."""
+    import asyncio
+
+    async def main(hold: bool) -> dict:
+        router = _holding_router(plane, tmp_path, hold)
+        light, heavy = router.tier_key("light"), router.tier_key("heavy")
+        light_pod = f"127.0.0.1:{plane.worker_ports['tiny-light']}"
+        router.endpoints_changed(light, ())  # the plan's light and heavy pods are starting
+        router.endpoints_changed(heavy, ())
+        seen = {"depth": 0, "bound": 0}
+
+        async def pod_becomes_ready() -> None:
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                seen["depth"] = max(seen["depth"], router.queues[light].depth)
+                await asyncio.sleep(0.02)
+            router.endpoints_changed(light, (light_pod,))
+
+        cold = await _serve(router, 3, pod_becomes_ready)
+
+        async def watch_binding() -> None:
+            pool, end = router.queues[light].pool, time.monotonic() + 60
+            while (any(pool.in_flight.values()) or not seen["bound"]) and time.monotonic() < end:
+                seen["bound"] = max(seen["bound"], pool.in_flight.get(light_pod, 0))
+                seen["depth"] = max(seen["depth"], router.queues[light].depth)
+                await asyncio.sleep(0.005)
+
+        burst = await _serve(router, 5, watch_binding) if hold else []
+        wait = router.metrics.registry.get_sample_value(
+            "hadis_router_queue_wait_seconds_sum", {"cascade": router.cfg.cascade, "model": "tiny-light"}
+        )
+        for client in router.plane.clients.values():
+            await client.close()
+        return {"cold": cold, "burst": burst, "wait": wait, **seen}
+
+    held = asyncio.run(main(hold=True))
+    assert [status for status, _ in held["cold"]] == [200] * 3, held["cold"]
+    assert all(d["model"] == "tiny-light" for _, body in held["cold"] for d in body["data"])
+    assert held["depth"] >= 3 and held["wait"] >= 3 * 1.9  # each waited for the pod (2 s)
+    assert [status for status, _ in held["burst"]] == [200] * 5
+    assert held["bound"] == 1  # one image at the pod at a time; the others waited at the router
+
+    shed = asyncio.run(main(hold=False))
+    assert [status for status, _ in shed["cold"]] == [503] * 3, shed["cold"]
+    assert all(body["error"]["code"] == "unavailable" for _, body in shed["cold"])
+    assert shed["depth"] == 0  # refused at once, never held
+
+
 def test_heavy_worker_killed_under_traffic(plane):
     """Policy: with the heavy tier down, prompts for it are served by light, flagged degraded;
     no request waits past its deadline.

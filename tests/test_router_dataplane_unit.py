@@ -145,7 +145,7 @@ class HeldTier:
         self.release = asyncio.Event()
         self.calls = 0
 
-    async def generate(self, prompt, seed, deadline) -> WorkerResult:
+    async def generate(self, prompt, seed, deadline, bind_by=None) -> WorkerResult:
         self.calls += 1
         await self.release.wait()
         return WorkerResult(b"png", self.confidence, "tiny", self.name, 0.01)
@@ -205,7 +205,7 @@ def test_an_escalation_after_a_reload_uses_and_names_the_old_heavy_model(tmp_pat
         task = asyncio.create_task(router._image(router.plane, "light", "a cat", 1, 1e18))
         await asyncio.sleep(0)
         other = dataclasses.replace(base, heavy=dataclasses.replace(base.heavy, name="other-heavy"))
-        router.plane = build_plane(other, router.plane, router.pools)
+        router.plane = build_plane(other, router.plane, router.queues)
         new_heavy = HeldTier(router.plane.clients["heavy"], "other-heavy", confidence=None)
         new_heavy.release.set()
         router.plane = dataclasses.replace(router.plane, clients={**router.plane.clients, "heavy": new_heavy})
@@ -254,7 +254,7 @@ def test_light_down_heavy_serves_in_time_and_both_down_is_unavailable(tmp_path):
     from hadis.router.triton import WorkerUnavailable
 
     class Down(HeldTier):
-        async def generate(self, prompt, seed, deadline):
+        async def generate(self, prompt, seed, deadline, bind_by=None):
             self.calls += 1
             raise WorkerUnavailable("tiny-light: connection refused")
 

@@ -301,14 +301,21 @@ def worker_service(cascade: str, namespace: str, model: ModelEntry) -> dict[str,
     }
 
 
-def tier_capacity(profile: Profile, model: str, slo_s: float, replicas: int) -> Capacity | None:
+def tier_capacity(
+    profile: Profile, model: str, slo_s: float, replicas: int, start_s: float | None = None
+) -> Capacity | None:
     """The profile's view of one tier for the router's admission, until it measures its own:
-    one image alone, and the best throughput of a batch that fits the SLO."""
+    one image alone, the best throughput of a batch that fits the SLO, and that batch as the
+    images a pod takes at once (late binding). ``start_s``: a new pod's start, created to Ready,
+    as measured on the cluster; else the profile's weight load time, when it has one."""
     batches = [(b, s) for b, s in profile.feasible_batches(model) if s <= slo_s]
     if not batches:
         return None
     base = min(s for b, s in batches if b == min(b for b, _ in batches))
-    return Capacity(base_s=base, per_replica=max(b / s for b, s in batches), replicas=replicas)
+    best, best_s = max(batches, key=lambda bs: (bs[0] / bs[1], -bs[0]))
+    if start_s is None:
+        start_s = profile.model(model).load_seconds
+    return Capacity(base_s=base, per_replica=best / best_s, replicas=replicas, slots=best, start_s=start_s)
 
 
 def router_config(
@@ -325,9 +332,11 @@ def router_config(
     capacities: Mapping[str, Capacity | None] | None = None,
     router_replicas: int = 1,
     auth: RouterAuthSpec | None = None,
+    hold: bool = True,
 ) -> RouterConfig:
     """The router's config: each tier's Service (the fallback), its EndpointSlices to watch, and
-    the profile's capacity; the routers' own Service, to count the replicas sharing the tiers."""
+    the profile's capacity; the routers' own Service, to count the replicas sharing the tiers;
+    ``hold``: hold what a tier cannot start now (``spec.router.holdRequests``)."""
 
     def tier(model: str) -> Tier:
         svc = worker_name(cascade, model)
@@ -347,7 +356,7 @@ def router_config(
         router_ratio=router_ratio,
         disc_ratio=disc_ratio,
         scoring=Scoring(scoring, model_file),
-        limits=Limits(),
+        limits=Limits(hold=hold),
         routers=Routers(router_replicas, Discovery(namespace, router_name(cascade))),
         auth=None if auth is None else Auth(ROUTER_KEYS_DIR, auth.requests_per_minute, auth.burst),
     )
@@ -568,6 +577,7 @@ def owned_objects(
         capacities,
         spec.router.replicas,
         spec.router.auth,
+        spec.router.hold_requests,
     )
     objs: list[dict] = []
     for m in spec.models:

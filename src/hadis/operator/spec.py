@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
             "scaleDownDelaySeconds": 60,
         },
     },
-    "router": {"replicas": 1, "scoring": "rule"},
+    "router": {"replicas": 1, "scoring": "rule", "holdRequests": True},
 }
 MODEL_DEFAULTS: dict[str, Any] = {"gpusPerReplica": 1}
 
@@ -124,6 +124,7 @@ class RouterSpec:
     resources: Mapping[str, Any] | None
     auth: RouterAuthSpec | None = None  # None: the images API asks for no key
     allow_from: tuple[Mapping[str, Any], ...] | None = None  # NetworkPolicy peers; None: anyone
+    hold_requests: bool = True  # hold what a tier cannot start now while it can still be served
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ class CascadeSpec:
                 resources=router.get("resources"),
                 auth=_router_auth(router.get("auth")),
                 allow_from=None if router.get("allowFrom") is None else tuple(router["allowFrom"]),
+                hold_requests=bool(router["holdRequests"]),
             ),
             worker_image=s.get("workerImage") or None,
             model_cache=s.get("modelCache") or None,

@@ -19,6 +19,11 @@ replica's best batch throughput) a burst that meets a cold router is admitted ag
 tier can do, not waved through; the measured ``base_s`` then scales that capacity to the speed the
 tier really runs at.
 
+Holding (``hold``): the work ahead is drained by the ready replicas now and, from the moment they
+are expected Ready, by the replicas the plan is bringing up (``coming_capacity`` from
+``coming_at``): a request that the tier cannot start now is admitted when that capacity finishes
+it within the SLO, and waits for a pod (``hadis.router.holding``) instead of being shed.
+
 With several router replicas each one sees only its own images. Each admits against its
 ``share`` (1/N of the tier's capacity and of ``max_in_flight``); what it learns needs no
 correction, because under load its own completions are its share of the tier's: own in-flight
@@ -45,6 +50,8 @@ class TierLoad:
     prior_base_s: float | None = None
     prior_capacity: float | None = None  # the whole tier's, images per second
     share: float = 1.0  # this router's part of the tier (1 / router replicas)
+    coming_capacity: float = 0.0  # the whole tier's images per second from replicas not yet Ready
+    coming_at: float | None = None  # when they are expected Ready (time.monotonic())
     _done: deque = field(default_factory=deque)
     _window_start: float | None = None
     _busy_window: bool = False
@@ -64,14 +71,18 @@ class TierLoad:
             capacity *= min(10.0, max(0.1, self.prior_base_s / self.base_s))
         return base, capacity
 
-    def predicted_latency(self, n: int = 1) -> float:
-        """Seconds until ``n`` more images would be done (0 when nothing is known yet)."""
+    def predicted_latency(self, n: int = 1, now: float | None = None) -> float:
+        """Seconds until ``n`` more images would be done (0 when nothing is known yet). With
+        ``now`` given, capacity that is coming counts from when it is expected."""
         base, capacity = self.effective()
         if base is None:
             return 0.0
-        if not capacity:
-            return base
-        return (self.in_flight + max(0, n - 1)) / capacity + base
+        work = self.in_flight + max(0, n - 1)
+        coming = self.coming_capacity * self.share if now is not None and self.coming_at is not None else 0.0
+        if not coming:
+            return work / capacity + base if capacity else base
+        eta = max(0.0, self.coming_at - now)
+        return drain_seconds(work, capacity or 0.0, coming, eta) + base
 
     def start(self, n: int = 1) -> int:
         """Count ``n`` images in; returns how many were ahead of them."""
@@ -103,6 +114,17 @@ class TierLoad:
         self.in_flight = max(0, self.in_flight - n)
 
 
+def drain_seconds(work: float, rate: float, coming_rate: float, coming_after_s: float) -> float:
+    """Seconds to drain ``work`` images at ``rate`` images per second now, joined by
+    ``coming_rate`` after ``coming_after_s`` seconds."""
+    if rate > 0 and work <= rate * coming_after_s:
+        return work / rate
+    total = rate + coming_rate
+    if total <= 0:
+        return math.inf
+    return coming_after_s + (work - rate * coming_after_s) / total
+
+
 @dataclass(frozen=True)
 class Admission:
     admitted: bool
@@ -111,15 +133,17 @@ class Admission:
     predicted_s: float = 0.0
 
 
-def admit(load: TierLoad, n: int, slo_s: float, max_in_flight: int) -> Admission:
+def admit(load: TierLoad, n: int, slo_s: float, max_in_flight: int, now: float | None = None) -> Admission:
     """Admit ``n`` images to a tier, or say why not and when to retry. ``max_in_flight`` is the
-    tier's; this router holds its share of it (at least one image)."""
-    predicted = load.predicted_latency(n)
+    tier's; this router holds its share of it (at least one image). ``now``: count the capacity
+    that is coming (holding); without it, only the ready replicas'."""
+    predicted = load.predicted_latency(n, now)
     limit = max(1, math.ceil(max_in_flight * load.share))
     if load.in_flight + n > limit:
         capacity = load.effective()[1]
         drain = load.in_flight / capacity if capacity else slo_s
         return Admission(False, "in-flight limit reached", max(1.0, drain), predicted)
     if predicted > slo_s:
-        return Admission(False, "predicted latency exceeds the SLO", max(1.0, predicted - slo_s), predicted)
+        wait = predicted - slo_s if math.isfinite(predicted) else slo_s
+        return Admission(False, "predicted latency exceeds the SLO", max(1.0, wait), predicted)
     return Admission(True, predicted_s=predicted)

@@ -15,14 +15,17 @@ writes one for a local data plane. Example::
       # optional: the Service whose EndpointSlices list the tier's pods; the router then sends
       # each image to the ready pod with the least work in flight (endpoints are the fallback)
       discovery: {namespace: default, service: demo-tiny-light, port: http}
-      # optional: the planning profile's figures, used until the router has measured its own
-      capacity: {baseSeconds: 1.0, imagesPerSecondPerReplica: 4.0, replicas: 2}
+      # optional: the planning profile's figures, used until the router has measured its own;
+      # slotsPerReplica: images one pod takes at once (late binding), startSeconds: a new pod's
+      # start (requests are held for the pods the plan is bringing up)
+      capacity: {baseSeconds: 1.0, imagesPerSecondPerReplica: 4.0, replicas: 2, slotsPerReplica: 4, startSeconds: 20}
     heavy:
       name: tiny-heavy
       endpoints: [127.0.0.1:8010]
     routers: {replicas: 1}        # router replicas sharing the tiers (and their discovery)
     scoring: {mode: rule}         # or {mode: learned, modelFile: /etc/hadis/router-model.json}
-    limits: {maxN: 4, maxPromptChars: 4000, maxBodyBytes: 65536, maxInFlight: 64, bodyTimeoutSeconds: 10}
+    limits: {maxN: 4, maxPromptChars: 4000, maxBodyBytes: 65536, maxInFlight: 64, bodyTimeoutSeconds: 10,
+             holdRequests: true}  # false: shed at once what a tier cannot start now
     # optional: API keys (one file per key, as a mounted Secret: file name = key name, content =
     # token); requests need "Authorization: Bearer <token>". requestsPerMinute: a quota per key.
     auth: {apiKeysDir: /etc/hadis/api-keys, requestsPerMinute: 60, burst: 10}
@@ -62,6 +65,8 @@ class Capacity:
     base_s: float  # one image alone
     per_replica: float  # images per second one busy replica completes
     replicas: int  # planned; the discovered ready replicas replace it when known
+    slots: int | None = None  # images one replica takes at once (late binding); None: no limit
+    start_s: float | None = None  # a new replica's start, created to Ready (holding counts on it)
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,9 @@ class Limits:
     max_prompt_chars: int = 4000
     max_body_bytes: int = 64 * 1024
     max_in_flight: int = 64  # images in flight per tier before new requests are shed
+    # Hold a request that a tier cannot start now while a slot or a coming pod can still serve it
+    # within the SLO (hadis.router.holding); off: shed it at once, as before holding existed.
+    hold: bool = True
     # A body not received whole within this long is refused (408): a slow upload, or a chunked
     # one that never ends, holds neither memory nor a connection for longer.
     body_timeout_s: float = 10.0
@@ -172,11 +180,38 @@ def _capacity(doc: Any, source: str, key: str) -> Capacity | None:
         return None
     if not isinstance(doc, dict):
         raise DataError(source, "must be a mapping", field=key)
-    _take(doc, source, key, {"baseSeconds", "imagesPerSecondPerReplica", "replicas"})
+    _take(doc, source, key, {"baseSeconds", "imagesPerSecondPerReplica", "replicas", "slotsPerReplica", "startSeconds"})
     return Capacity(
         base_s=_number(doc, "baseSeconds", source, f"{key}.", 0.0001, 86400),
         per_replica=_number(doc, "imagesPerSecondPerReplica", source, f"{key}.", 0.0001, 1e6),
         replicas=_int(doc, "replicas", source, f"{key}.", 0, 100_000, 1),
+        slots=_int(doc, "slotsPerReplica", source, f"{key}.", 1, 4096, 1) if "slotsPerReplica" in doc else None,
+        start_s=_number(doc, "startSeconds", source, f"{key}.", 0.0, 86400) if "startSeconds" in doc else None,
+    )
+
+
+def _limits(limits_doc: Any, source: str) -> Limits:
+    limits_doc = limits_doc or {}
+    if not isinstance(limits_doc, dict):
+        raise DataError(source, "must be a mapping", field="limits")
+    _take(
+        limits_doc,
+        source,
+        "limits",
+        {"maxN", "maxPromptChars", "maxBodyBytes", "maxInFlight", "bodyTimeoutSeconds", "holdRequests"},
+    )
+    hold = limits_doc.get("holdRequests", Limits.hold)
+    if not isinstance(hold, bool):
+        raise DataError(source, f"must be true or false, got {hold!r}", field="limits.holdRequests")
+    return Limits(
+        max_n=_int(limits_doc, "maxN", source, "limits.", 1, 16, Limits.max_n),
+        max_prompt_chars=_int(limits_doc, "maxPromptChars", source, "limits.", 1, 1_000_000, Limits.max_prompt_chars),
+        max_body_bytes=_int(
+            limits_doc, "maxBodyBytes", source, "limits.", 1024, 16 * 1024 * 1024, Limits.max_body_bytes
+        ),
+        max_in_flight=_int(limits_doc, "maxInFlight", source, "limits.", 1, 100_000, Limits.max_in_flight),
+        body_timeout_s=_number(limits_doc, "bodyTimeoutSeconds", source, "limits.", 0.1, 600, Limits.body_timeout_s),
+        hold=hold,
     )
 
 
@@ -278,19 +313,6 @@ def parse_config(text: str, source: str) -> RouterConfig:
     if mode == "learned" and not model_file:
         raise DataError(source, "learned scoring needs a model file", field="scoring.modelFile")
     scoring = Scoring(mode, model_file, _int(scoring_doc, "window", source, "scoring.", 10, 1_000_000, 2000))
-    limits_doc = doc.get("limits") or {}
-    if not isinstance(limits_doc, dict):
-        raise DataError(source, "must be a mapping", field="limits")
-    _take(limits_doc, source, "limits", {"maxN", "maxPromptChars", "maxBodyBytes", "maxInFlight", "bodyTimeoutSeconds"})
-    limits = Limits(
-        max_n=_int(limits_doc, "maxN", source, "limits.", 1, 16, Limits.max_n),
-        max_prompt_chars=_int(limits_doc, "maxPromptChars", source, "limits.", 1, 1_000_000, Limits.max_prompt_chars),
-        max_body_bytes=_int(
-            limits_doc, "maxBodyBytes", source, "limits.", 1024, 16 * 1024 * 1024, Limits.max_body_bytes
-        ),
-        max_in_flight=_int(limits_doc, "maxInFlight", source, "limits.", 1, 100_000, Limits.max_in_flight),
-        body_timeout_s=_number(limits_doc, "bodyTimeoutSeconds", source, "limits.", 0.1, 600, Limits.body_timeout_s),
-    )
     return RouterConfig(
         cascade=cascade,
         slo_s=_number(doc, "sloSeconds", source, "", 0.001, 86400),
@@ -300,7 +322,7 @@ def parse_config(text: str, source: str) -> RouterConfig:
         router_ratio=_number(doc, "routerRatio", source, "", 0.0, 1.0, 0.0),
         disc_ratio=_number(doc, "discRatio", source, "", 0.0, 1.0, 0.0),
         scoring=scoring,
-        limits=limits,
+        limits=_limits(doc.get("limits"), source),
         routers=_routers(doc.get("routers"), source),
         auth=_auth(doc.get("auth"), source),
     )
@@ -330,6 +352,7 @@ def dump_config(cfg: RouterConfig) -> str:
             "maxBodyBytes": cfg.limits.max_body_bytes,
             "maxInFlight": cfg.limits.max_in_flight,
             "bodyTimeoutSeconds": cfg.limits.body_timeout_s,
+            "holdRequests": cfg.limits.hold,
         },
     }
     for key, tier in (("light", cfg.light), ("heavy", cfg.heavy)):
@@ -344,6 +367,10 @@ def dump_config(cfg: RouterConfig) -> str:
                 "imagesPerSecondPerReplica": c.per_replica,
                 "replicas": c.replicas,
             }
+            if c.slots is not None:
+                doc[key]["capacity"]["slotsPerReplica"] = c.slots
+            if c.start_s is not None:
+                doc[key]["capacity"]["startSeconds"] = c.start_s
     doc["routers"] = {"replicas": cfg.routers.replicas}
     if cfg.routers.discovery is not None:
         doc["routers"]["discovery"] = _discovery_doc(cfg.routers.discovery, with_port=False)

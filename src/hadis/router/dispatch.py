@@ -13,11 +13,18 @@ watch reports no ready pod at all, the tier has none: the router fails over to t
 once. It does not fall back to the Service then, because kube-proxy sends a Service's traffic to
 terminating pods when no ready one is left, and those are about to stop (a rollout of a one-pod
 tier lost every request for the length of the drain that way).
+
+Late binding (``slots``): a pod takes at most ``slots`` images at once (its batch); ``pick``
+answers the least loaded pod with room, or nothing, and the request waits for one
+(``hadis.router.holding``) rather than queueing inside a pod that may be slower than another
+that frees first. ``expected`` is the plan's replica count: a shortfall of ready pods is
+capacity that is coming, dated from when the router first saw it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -64,6 +71,10 @@ class EndpointPool:
         self.discovered: tuple[str, ...] | None = None  # None: no watch has reported
         self.in_flight: dict[str, int] = {}
         self._turn = 0
+        self.slots: int | None = None  # images one pod takes at once; None: no limit
+        self.expected = 0  # the plan's replicas (0: not known)
+        self.short_since: float | None = None  # when fewer than ``expected`` were first ready
+        self.on_change: Callable[[], None] | None = None  # a slot freed or the pods changed
 
     @property
     def source(self) -> str:
@@ -78,6 +89,43 @@ class EndpointPool:
         live = set(self.candidates())
         for ep in [e for e, n in self.in_flight.items() if n <= 0 and e not in live]:
             del self.in_flight[ep]
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def plan(self, expected: int, slots: int | None, now: float) -> None:
+        """The plan's replica count and a pod's slots; dates a shortfall of ready pods."""
+        self.expected, self.slots = expected, slots
+        short = self.discovered is not None and len(self.discovered) < expected
+        if not short:
+            self.short_since = None
+        elif self.short_since is None:
+            self.short_since = now
+        self._changed()
+
+    def coming(self) -> int:
+        """Replicas the plan has asked for that are not Ready yet (0 before a watch reports)."""
+        return 0 if self.discovered is None else max(0, self.expected - len(self.discovered))
+
+    def room(self, endpoint: str) -> float:
+        """Images ``endpoint`` can still take now. Through a Service (no watch) one address stands
+        for all the planned replicas, so it holds their slots between them."""
+        if self.slots is None:
+            return math.inf
+        cap = self.slots
+        if self.discovered is None:
+            cap = math.ceil(self.slots * max(1, self.expected) / max(1, len(self.fallback)))
+        return cap - self.in_flight.get(endpoint, 0)
+
+    def pick(self, exclude: Iterable[str] = ()) -> str | None:
+        """The least loaded candidate with room (ties in turn), not in ``exclude``; else None."""
+        skip = set(exclude)
+        for endpoint in self.order():
+            if endpoint not in skip and self.room(endpoint) > 0:
+                return endpoint
+        return None
 
     def order(self) -> list[str]:
         """Every candidate, the least loaded first: the first is tried, the rest on failure."""
@@ -97,3 +145,4 @@ class EndpointPool:
             self.in_flight[endpoint] = max(0, n)
         else:
             self.in_flight.pop(endpoint, None)
+        self._changed()

@@ -121,6 +121,19 @@ class RouterMetrics:
             ["cascade", "model"],
             registry=r,
         )
+        self.queue_depth = Gauge(
+            "hadis_router_queue_depth_images",
+            "Images this router holds for the tier, waiting for a pod with room (holding).",
+            ["cascade", "model"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "hadis_router_queue_wait_seconds",
+            "Time an image waited for a pod with room before it was sent to one.",
+            ["cascade", "model"],
+            buckets=(0.005, 0.05, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
 
     def expose(self, cascade: str, models: tuple[str, ...]) -> None:
         """Create every series of a cascade at zero, so a rate or a share over them is 0 (not an
@@ -141,3 +154,4 @@ class RouterMetrics:
             self.images.labels(c, model)
             self.worker_errors.labels(c, model)
             self.bad_answers.labels(c, model)
+            self.queue_wait.labels(c, model)

@@ -38,12 +38,13 @@ from hadis.contract import model_ready_path
 from hadis.core.errors import DataError
 from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.core.streaming import StreamingPercentile
-from hadis.router.admission import TierLoad, admit
+from hadis.router.admission import Admission, TierLoad, admit
 from hadis.router.api import ApiError, GenerationRequest, openapi_document, parse_generation_request
 from hadis.router.auth import KeySet, Quotas, bearer_token, read_keys
 from hadis.router.config import Auth, Discovery, Limits, RouterConfig, Tier, parse_config
 from hadis.router.discovery import SliceWatch
 from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
+from hadis.router.holding import PodQueue, expected_capacity
 from hadis.router.metrics import RouterMetrics
 from hadis.router.triton import TierClient, WorkerResult, WorkerUnavailable
 
@@ -138,7 +139,7 @@ def _pool_key(tier: Tier) -> tuple:
 def build_plane(
     cfg: RouterConfig,
     old: Plane | None,
-    pools: Mapping[tuple, EndpointPool],
+    queues: Mapping[tuple, PodQueue],
     rescore: bool = False,
     on_bad_answer: Callable[[str], None] | None = None,
 ) -> Plane:
@@ -159,7 +160,7 @@ def build_plane(
         if same_model and replace(was, capacity=None) == replace(tier, capacity=None):
             clients[name] = old.clients[name]  # capacity is the planner's figure, not the client's
         else:
-            clients[name] = TierClient(tier, pools[_pool_key(tier)], on_bad_answer)
+            clients[name] = TierClient(tier, queues[_pool_key(tier)], on_bad_answer)
         loads[name] = old.loads[name] if same_model else TierLoad()
     same_light = old is not None and old.cfg.light.name == cfg.light.name
     conf_pct = old.conf_pct if same_light else StreamingPercentile(cfg.scoring.window)
@@ -173,11 +174,12 @@ class Router:
         cfg = self._read_config()
         self._stamp = self._file_stamp()
         self.pools: dict[tuple, EndpointPool] = {}
+        self.queues: dict[tuple, PodQueue] = {}  # one per pool: its images waiting for a pod
         self.watches: dict[tuple, SliceWatch] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # set on start: watches need it
         self.peers: int | None = None  # ready router replicas, when their Service is watched
         self._ensure_pools(cfg)
-        self.plane = build_plane(cfg, None, self.pools, on_bad_answer=self._bad_answer)
+        self.plane = build_plane(cfg, None, self.queues, on_bad_answer=self._bad_answer)
         self._model = self._model_stamp(cfg)
         self.ready_endpoints: dict[str, set[str]] = {"light": set(), "heavy": set()}
         self._tasks: list[asyncio.Task] = []
@@ -215,6 +217,7 @@ class Router:
             key = _pool_key(tier)
             if key not in self.pools:
                 self.pools[key] = EndpointPool(tier.endpoints)
+                self.queues[key] = PodQueue(self.pools[key])
             if tier.discovery and key not in self.watches and self._loop is not None:
                 self._watch(key, tier.discovery)
         peers = cfg.routers.discovery
@@ -225,13 +228,22 @@ class Router:
         def changed(slices: list | None) -> None:
             if key[0] == "peers":
                 self.peers = None if slices is None else ready_count(slices)
+                self._published()
             else:
-                self.pools[key].update(None if slices is None else ready_addresses(slices, d.port))
-            self._published()
+                self.endpoints_changed(key, None if slices is None else ready_addresses(slices, d.port))
 
         watch = self.watches[key] = SliceWatch(d.namespace, d.service, changed)
         assert self._loop is not None
         watch.start(self._loop)
+
+    def endpoints_changed(self, key: tuple, ready: tuple[str, ...] | None) -> None:
+        """A tier Service's ready pods, as its EndpointSlice watch reports them (None: unknown)."""
+        self.pools[key].update(ready)
+        self._published()
+
+    def tier_key(self, tier: str) -> tuple:
+        """The key of ``tier``'s endpoint pool and queue in the current plane."""
+        return _pool_key(self.plane.tier(tier))
 
     def _published(self) -> None:
         """Derived figures after a change: admission's priors and shares, and the gauges."""
@@ -245,10 +257,13 @@ class Router:
         for name in TIERS:
             tier, load, pool = plane.tier(name), plane.loads[name], plane.clients[name].pool
             load.share = 1.0 / max(1, routers)
-            if tier.capacity is not None:
-                replicas = tier.capacity.replicas if pool.discovered is None else len(pool.discovered)
-                load.prior_base_s = tier.capacity.base_s
-                load.prior_capacity = tier.capacity.per_replica * replicas
+            cap, hold = tier.capacity, plane.cfg.limits.hold
+            if cap is not None:
+                replicas = cap.replicas if pool.discovered is None else len(pool.discovered)
+                load.prior_base_s = cap.base_s
+                load.prior_capacity = cap.per_replica * replicas
+            self.queues[_pool_key(tier)].hold = hold
+            pool.plan(cap.replicas if cap else 0, cap.slots if cap and hold else None, time.monotonic())
             self.metrics.dispatch_endpoints.labels(c, tier.name, pool.source).set(len(pool.candidates()))
             other = "service" if pool.source == "endpointslices" else "endpointslices"
             self.metrics.dispatch_endpoints.labels(c, tier.name, other).set(0)
@@ -327,7 +342,7 @@ class Router:
             model = self._model_stamp(new_cfg)
             rescore = new_cfg.scoring.model_file is not None and model != self._model
             self._model = model
-            new = build_plane(new_cfg, old, self.pools, rescore, self._bad_answer)
+            new = build_plane(new_cfg, old, self.queues, rescore, self._bad_answer)
         except DataError as e:
             self.metrics.config_reloads.labels(old.cfg.cascade, "error").inc()
             _log(logging.ERROR, "config reload failed; keeping the previous config", error=str(e))
@@ -364,6 +379,7 @@ class Router:
                 if k in self.watches and k not in {_pool_key(self.plane.tier(n)) for n in TIERS}:
                     self.watches.pop(k).stop()
                     self.pools.pop(k, None)
+                    self.queues.pop(k, None)
 
         if stale or dead:
             asyncio.get_running_loop().call_later(old.cfg.slo_s * 2, lambda: asyncio.ensure_future(close()))
@@ -413,8 +429,9 @@ class Router:
     async def _call(self, plane: Plane, tier: str, prompt: str, seed: int, deadline: float) -> WorkerResult:
         load = plane.loads[tier]
         ahead = load.start()
+        bind_by = deadline - (load.effective()[0] or 0.0)  # later, the image cannot be done in time
         try:
-            result = await plane.clients[tier].generate(prompt, seed, deadline)
+            result = await plane.clients[tier].generate(prompt, seed, deadline, bind_by)
         except WorkerUnavailable:
             load.abandon()
             self.metrics.worker_errors.labels(plane.cfg.cascade, plane.tier(tier).name).inc()
@@ -423,6 +440,7 @@ class Router:
             load.abandon()
             raise
         load.finish(result.latency_s, time.monotonic(), ahead)
+        self.metrics.queue_wait.labels(plane.cfg.cascade, plane.tier(tier).name).observe(result.queued_s)
         return result
 
     def _light(self, plane: Plane, res: WorkerResult, degraded: str | None = None) -> ImageOutcome:
@@ -451,7 +469,7 @@ class Router:
             res = await self._call(plane, "light", prompt, seed, deadline)
         except WorkerUnavailable:  # no light pod answers (one replica, rolling out): heavy can
             remaining = deadline - time.monotonic()
-            if not admit(plane.loads["heavy"], 1, remaining, cfg.limits.max_in_flight).admitted:
+            if not self._admit(plane, "heavy", 1, remaining).admitted:
                 raise  # heavy cannot finish it in time either: say so now, not at the deadline
             heavy = await self._call(plane, "heavy", prompt, seed, deadline)
             self.metrics.decisions.labels(cfg.cascade, "heavy_fallback").inc()
@@ -460,7 +478,7 @@ class Router:
             return self._light(plane, res)
         pct = plane.conf_pct.percentile_and_observe(res.confidence, _unit(prompt, seed & 0xFFFFFFFF))
         remaining = deadline - time.monotonic()
-        heavy_adm = admit(plane.loads["heavy"], 1, remaining, cfg.limits.max_in_flight)
+        heavy_adm = self._admit(plane, "heavy", 1, remaining)
         outcome = after_light(pct, cfg.disc_ratio, heavy_adm.admitted)
         if outcome != "escalate":
             return self._light(plane, res, "heavy_saturated" if outcome == "degrade" else None)
@@ -470,6 +488,16 @@ class Router:
             return self._light(plane, res, "heavy_unavailable")
         self.metrics.decisions.labels(cfg.cascade, "escalated").inc()
         return ImageOutcome(heavy, cfg.heavy.name, escalated=True)
+
+    def _admit(self, plane: Plane, tier: str, n: int, within_s: float) -> Admission:
+        """Admission to ``tier``; holding counts the pods the plan is bringing up."""
+        load, cfg = plane.loads[tier], plane.cfg
+        if not cfg.limits.hold:
+            return admit(load, n, within_s, cfg.limits.max_in_flight)
+        now = time.monotonic()
+        pool = plane.clients[tier].pool
+        load.coming_capacity, load.coming_at = expected_capacity(pool, plane.tier(tier).capacity, now)
+        return admit(load, n, within_s, cfg.limits.max_in_flight, now)
 
     # ------------------------------------------------------------------ one request, in steps
     async def _read_request(self, request: web.Request, cfg: RouterConfig) -> GenerationRequest:
@@ -482,9 +510,9 @@ class Router:
         pct = plane.score_pct.percentile_and_observe(score, _unit(req.prompt))
         heavy_adm = light_adm = None
         if routes_to_heavy(pct, cfg.router_ratio):
-            heavy_adm = admit(plane.loads["heavy"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
+            heavy_adm = self._admit(plane, "heavy", req.n, cfg.slo_s)
         if heavy_adm is None or not heavy_adm.admitted:
-            light_adm = admit(plane.loads["light"], req.n, cfg.slo_s, cfg.limits.max_in_flight)
+            light_adm = self._admit(plane, "light", req.n, cfg.slo_s)
         entry = entry_tier(
             pct,
             cfg.router_ratio,
@@ -576,6 +604,7 @@ class Router:
             m.tier_capacity.labels(c, model, "profile" if source == "learned" else "learned").set(0.0)
             m.tier_predicted.labels(c, model).set(load.predicted_latency(1))
             m.tier_in_flight.labels(c, model).set(load.in_flight)
+            m.queue_depth.labels(c, model).set(self.queues[_pool_key(plane.tier(name))].depth)
 
     async def handle_metrics(self, _request: web.Request) -> web.Response:
         self._tier_gauges()

@@ -1,7 +1,8 @@
 """Calls to one tier's Triton workers (tritonclient, asyncio), with fail-over between replicas.
 
 The endpoints come from an ``EndpointPool``: the tier's ready pods when their EndpointSlices are
-watched (the least loaded first), else the tier's Service."""
+watched (the least loaded first), else the tier's Service. Each image is bound to a pod through
+the tier's ``PodQueue``: at once when one has room, else after a wait (holding)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 from hadis.contract import IN_PROMPT, IN_SEED, OUT_CONFIDENCE, OUT_DISCRIMINATOR, OUT_IMAGE
 from hadis.router.config import Tier
 from hadis.router.dispatch import EndpointPool
+from hadis.router.holding import NoPod, NoPodInTime, PodQueue
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,8 @@ class WorkerResult:
     confidence: float | None
     discriminator: str | None
     endpoint: str
-    latency_s: float
+    latency_s: float  # the worker's call, from binding to the answer
+    queued_s: float = 0.0  # waiting for a pod with room
 
 
 class WorkerUnavailable(Exception):
@@ -56,13 +59,15 @@ def _client(endpoint: str) -> triton_http.InferenceServerClient:
 class TierClient:
     """The least loaded of a tier's endpoints first; a failed connection is retried on the next."""
 
-    def __init__(
-        self, tier: Tier, pool: EndpointPool | None = None, on_bad_answer: Callable[[str], None] | None = None
-    ):
+    def __init__(self, tier: Tier, queue: PodQueue | None = None, on_bad_answer: Callable[[str], None] | None = None):
         self.tier = tier
-        self.pool = pool or EndpointPool(tier.endpoints)
+        self.queue = queue or PodQueue(EndpointPool(tier.endpoints))
         self.on_bad_answer = on_bad_answer  # called with the model's name for each malformed answer
         self._clients: dict[str, triton_http.InferenceServerClient] = {}
+
+    @property
+    def pool(self) -> EndpointPool:
+        return self.queue.pool
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}
@@ -81,22 +86,28 @@ class TierClient:
         for ep in [e for e in self._clients if e not in live and not self.pool.in_flight.get(e)]:
             await self._clients.pop(ep).close()
 
-    async def generate(self, prompt: str, seed: int, deadline: float) -> WorkerResult:
-        """One image before ``deadline`` (a ``time.monotonic()`` value), or WorkerUnavailable."""
+    async def generate(self, prompt: str, seed: int, deadline: float, bind_by: float | None = None) -> WorkerResult:
+        """One image before ``deadline`` (a ``time.monotonic()`` value), or WorkerUnavailable.
+        ``bind_by``: the last moment to start it (the deadline less one image's service)."""
         errors: list[str] = []
         if len(self._clients) > len(self.pool.candidates()):
             await self._prune()
-        order = self.pool.order()  # then no await until the first pick is counted in flight
-        if not order:
-            errors.append("no endpoints")
-        for endpoint in order:
-            remaining = deadline - time.monotonic()
+        tried: set[str] = set()
+        t_arrive = time.monotonic()
+        while True:
+            try:
+                endpoint = await self.queue.bind(deadline if bind_by is None else bind_by, frozenset(tried))
+            except (NoPod, NoPodInTime) as e:
+                errors.append(str(e))
+                break
+            tried.add(endpoint)
+            t0 = time.monotonic()
+            remaining = deadline - t0
             if remaining <= 0:
+                self.pool.finish(endpoint)
                 errors.append("deadline passed")
                 break
             timeout = min(remaining, self.tier.timeout_s) if self.tier.timeout_s else remaining
-            t0 = time.monotonic()
-            self.pool.start(endpoint)
             try:
                 result = await asyncio.wait_for(self._infer(endpoint, prompt, seed), timeout)
             except TimeoutError:
@@ -113,7 +124,7 @@ class TierClient:
             finally:
                 self.pool.finish(endpoint)
             png, conf, disc = result
-            return WorkerResult(png, conf, disc, endpoint, time.monotonic() - t0)
+            return WorkerResult(png, conf, disc, endpoint, time.monotonic() - t0, t0 - t_arrive)
         raise WorkerUnavailable(f"{self.tier.name}: " + "; ".join(errors))
 
     async def _infer(self, endpoint: str, prompt: str, seed: int) -> tuple[bytes, float | None, str | None]:

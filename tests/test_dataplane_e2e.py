@@ -381,6 +381,50 @@ def test_requests_are_held_for_a_coming_pod_and_bound_late_not_shed(plane, tmp_p
     assert shed["depth"] == 0  # refused at once, never held
 
 
+def test_a_scaled_to_zero_cascade_holds_its_first_requests_past_the_slo_until_a_pod_starts(plane, tmp_path):
+    """Scale to zero with the real workers: no pod in either tier and none planned; the router
+    stays ready, asks for a wake once, holds the first requests past the SLO (2 s here, the pod
+    comes after 3 s) and serves them when the pod is Ready. Without scale to zero the same
+    requests are refused at once (nothing is coming)."""
+    import asyncio
+
+    from hadis.router.config import ColdStart
+
+    async def main(cold: bool) -> dict:
+        router = _holding_router(plane, tmp_path, hold=True)
+        cfg = router.cfg
+        zero = replace(cfg.light.capacity, replicas=0)
+        cfg = replace(cfg, slo_s=2.0, light=replace(cfg.light, capacity=zero), heavy=replace(cfg.heavy, capacity=zero))
+        if cold:
+            cfg = replace(cfg, cold_start=ColdStart(30.0, "ns", "holding-wake"))
+        router.config_path.write_text(dump_config(cfg))
+        await router.reload_if_changed()
+        light, heavy = router.tier_key("light"), router.tier_key("heavy")
+        router.endpoints_changed(light, ())
+        router.endpoints_changed(heavy, ())
+        ready = router._ready()
+
+        async def first_pod() -> None:
+            await asyncio.sleep(3.0)
+            router.endpoints_changed(light, (f"127.0.0.1:{plane.worker_ports['tiny-light']}",))
+
+        t0 = time.monotonic()
+        answers = await _serve(router, 2, first_pod)
+        waited = time.monotonic() - t0
+        wakes = router.metrics.registry.get_sample_value("hadis_router_cold_starts_total", {"cascade": cfg.cascade})
+        for client in router.plane.clients.values():
+            await client.close()
+        return {"answers": answers, "waited": waited, "ready": ready, "wakes": wakes}
+
+    cold = asyncio.run(main(cold=True))
+    assert [status for status, _ in cold["answers"]] == [200, 200], cold["answers"]
+    assert cold["ready"] and cold["wakes"] == 1  # one wake for the burst
+    assert cold["waited"] >= 3.0  # past the 2 s SLO: held, not refused
+    print(f"cold start held and served 2 requests in {cold['waited']:.2f}s (pod Ready after 3 s)")
+    warm = asyncio.run(main(cold=False))
+    assert [status for status, _ in warm["answers"]] == [503, 503] and not warm["ready"]
+
+
 def test_heavy_worker_killed_under_traffic(plane):
     """Policy: with the heavy tier down, prompts for it are served by light, flagged degraded;
     no request waits past its deadline.

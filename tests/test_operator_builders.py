@@ -748,3 +748,69 @@ def test_a_network_policy_turned_off_is_pruned():
     assert [k for k in builders.prunable(taken, "tiny", off) if k[0] == "NetworkPolicy"] == [
         ("NetworkPolicy", "tiny-router"), ("NetworkPolicy", "tiny-workers")
     ]  # fmt: skip
+
+
+def test_scale_to_zero_adds_a_wake_lease_the_router_alone_may_annotate_and_a_cold_start_config():
+    objs = _tiny_objects({}, scaleToZero={"enabled": True, "idleSeconds": 60})
+    lease = objs[("Lease", "tiny-wake")]
+    assert lease["metadata"]["labels"]["app.kubernetes.io/component"] == "wake"
+    role = objs[("Role", "tiny-router")]
+    assert {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["tiny-wake"],
+        "verbs": ["get", "patch"],
+    } in role["rules"]
+    cfg = parse_config(objs[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "router.yaml")
+    assert cfg.cold_start is not None
+    assert (cfg.cold_start.timeout_s, cfg.cold_start.namespace, cfg.cold_start.lease) == (180.0, "team-a", "tiny-wake")
+    plain = _tiny_objects({})
+    assert ("Lease", "tiny-wake") not in plain and len(plain[("Role", "tiny-router")]["rules"]) == 1
+    assert parse_config(plain[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "r").cold_start is None
+
+
+def test_each_tier_tells_the_router_its_slots_and_whether_to_hold():
+    objs = _tiny_objects({})
+    cfg = parse_config(objs[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "router.yaml")
+    assert cfg.limits.hold and cfg.light.capacity is not None
+    assert cfg.light.capacity.slots == 4  # the tiny profile's best batch within the SLO
+    off = _tiny_objects({"holdRequests": False})
+    assert not parse_config(off[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "r").limits.hold
+
+
+def test_an_asleep_cascade_keeps_its_plan_with_every_worker_at_zero():
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import converge
+
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-tiny.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-tiny.yaml").read_text())["spec"]
+    spec = typed({**doc, "scaleToZero": {"enabled": True}})
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    awake = converge(spec, "tiny", "ns", bundle, 1.0, {}, [], 1, now, reconcile=True)
+    assert awake.status is not None and sum(awake.status["plan"]["replicas"].values()) > 0
+    asleep = converge(spec, "tiny", "ns", bundle, 0.0, awake.status, [], 1, now, trigger="idle", asleep="t0")
+    assert asleep.status is not None
+    plan = asleep.status["plan"]
+    assert set(plan["replicas"].values()) == {0} and plan["gpus"] == 0
+    assert (plan["scaledToZero"], plan["wakeToken"], plan["pair"]) == (True, "t0", awake.status["plan"]["pair"])
+    workers = [o for o in asleep.objects if o["kind"] == "Deployment" and "router" not in o["metadata"]["name"]]
+    assert workers and {o["spec"]["replicas"] for o in workers} == {0}
+    router = next(o for o in asleep.objects if o["kind"] == "Deployment" and "router" in o["metadata"]["name"])
+    assert router["spec"]["replicas"] == 1  # the router stays, to hold the first requests
+    woken = converge(spec, "tiny", "ns", bundle, 0.0, asleep.status, [], 1, now, trigger="wake")
+    assert woken.status is not None and sum(woken.status["plan"]["replicas"].values()) > 0
+    assert "scaledToZero" not in woken.status["plan"]
+
+
+def test_idle_watch_sleeps_after_an_idle_period_of_zero_and_wakes_on_a_new_token():
+    from hadis.operator.logic import IdleWatch
+
+    w = IdleWatch(idle_s=60, awake_since=0.0)
+    assert not w.idle_due(30) and w.check(30, 0.0, "") is None  # not awake long enough
+    assert w.check(70, None, "") is None  # no series is not idle
+    assert w.check(70, 0.2, "") is None  # traffic
+    assert w.check(70, 0.0, "") == "sleep" and w.asleep and w.token == ""
+    assert w.check(80, None, "") is None  # still the token it slept with
+    assert w.check(90, None, "2026-12-05T05:00:00Z") == "wake" and not w.asleep
+    assert w.check(100, 0.0, "2026-12-05T05:00:00Z") is None  # just woken: awake for idle_s first
+    assert w.check(151, 0.0, "2026-12-05T05:00:00Z") == "sleep" and w.token == "2026-12-05T05:00:00Z"

@@ -20,6 +20,10 @@ VERSION = "v1alpha1"
 PLURAL = "diffusioncascades"
 CASCADE_LABEL = f"{GROUP}/cascade"
 MODEL_LABEL = f"{GROUP}/model"
+# Scale to zero: a router sets this annotation (a time) on its cascade's wake Lease to ask the
+# operator for workers; the operator watches the Leases labelled with the component "wake".
+WAKE_ANNOTATION = f"{GROUP}/wake-requested-at"
+WAKE_COMPONENT = "wake"
 
 # The images this version ships (``make images``); the chart passes its own to the operator.
 ROUTER_IMAGE = f"ghcr.io/hadis-serving/hadis:{__version__}"

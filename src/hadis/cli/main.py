@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("model-queue", "random-worker", "least-in-flight"),
         default=None,
         help="send every system's requests this way instead of its own (an ablation; default: the "
-        "artifact's systems random-worker, hadis least-in-flight)",
+        "artifact's systems random-worker, hadis model-queue: the router's late binding)",
     )
     s.add_argument("--json", help="write per-system totals as JSON")
     s.add_argument("--csv", help="write per-window series as CSV")

@@ -25,6 +25,7 @@ from hadis.contract import (
     ROUTER_MODEL_KEY,
     ROUTER_PORT,
     USER_ID,
+    WAKE_COMPONENT,
     WEIGHTS_DIR,
     WORKER_GRPC,
     WORKER_HTTP,
@@ -39,6 +40,7 @@ from hadis.operator.spec import CascadeSpec, ModelEntry, RouterAuthSpec
 from hadis.router.config import (
     Auth,
     Capacity,
+    ColdStart,
     Discovery,
     Limits,
     RouterConfig,
@@ -121,6 +123,26 @@ def worker_name(cascade: str, model: str) -> str:
 
 def router_name(cascade: str) -> str:
     return f"{cascade}-router"
+
+
+def wake_lease_name(cascade: str) -> str:
+    return f"{cascade}-wake"
+
+
+def wake_lease(cascade: str, namespace: str) -> dict[str, Any]:
+    """The Lease a router annotates (``WAKE_ANNOTATION``) when a request finds a scaled-to-zero
+    cascade; the operator watches it and wakes the workers. A Lease, not the cascade: the router
+    may touch this one object and nothing of the spec."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": wake_lease_name(cascade),
+            "namespace": namespace,
+            "labels": labels(cascade, WAKE_COMPONENT),
+        },
+        "spec": {},
+    }
 
 
 _SECURITY = {
@@ -333,10 +355,12 @@ def router_config(
     router_replicas: int = 1,
     auth: RouterAuthSpec | None = None,
     hold: bool = True,
+    cold_start_s: float | None = None,
 ) -> RouterConfig:
     """The router's config: each tier's Service (the fallback), its EndpointSlices to watch, and
     the profile's capacity; the routers' own Service, to count the replicas sharing the tiers;
-    ``hold``: hold what a tier cannot start now (``spec.router.holdRequests``)."""
+    ``hold``: hold what a tier cannot start now (``spec.router.holdRequests``); ``cold_start_s``
+    (scale to zero): how long to hold a request that finds no pod, waking the cascade's Lease."""
 
     def tier(model: str) -> Tier:
         svc = worker_name(cascade, model)
@@ -359,6 +383,7 @@ def router_config(
         limits=Limits(hold=hold),
         routers=Routers(router_replicas, Discovery(namespace, router_name(cascade))),
         auth=None if auth is None else Auth(ROUTER_KEYS_DIR, auth.requests_per_minute, auth.burst),
+        cold_start=None if cold_start_s is None else ColdStart(cold_start_s, namespace, wake_lease_name(cascade)),
     )
 
 
@@ -371,19 +396,30 @@ def router_configmap(cascade: str, namespace: str, cfg: RouterConfig) -> dict[st
     }
 
 
-def router_rbac(cascade: str, namespace: str) -> list[dict[str, Any]]:
+def router_rbac(cascade: str, namespace: str, wake: bool = False) -> list[dict[str, Any]]:
     """The router's service account, allowed to watch the EndpointSlices of its namespace (the
-    tiers' pods and its peers) and nothing else."""
+    tiers' pods and its peers) and, with ``wake`` (scale to zero), to annotate its cascade's wake
+    Lease; nothing else."""
     name, meta = router_name(cascade), {"namespace": namespace, "labels": labels(cascade, "router")}
+    rules: list[dict[str, Any]] = [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+    ]
+    if wake:
+        rules.append(
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [wake_lease_name(cascade)],
+                "verbs": ["get", "patch"],
+            }
+        )
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, **meta}},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": {"name": name, **meta},
-            "rules": [
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
-            ],
+            "rules": rules,
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -578,6 +614,7 @@ def owned_objects(
         spec.router.replicas,
         spec.router.auth,
         spec.router.hold_requests,
+        spec.scale_to_zero.cold_start_timeout_s if spec.scale_to_zero else None,
     )
     objs: list[dict] = []
     for m in spec.models:
@@ -587,7 +624,9 @@ def owned_objects(
         )
         objs.append(worker_service(name, namespace, m))
     objs.append(router_configmap(name, namespace, cfg))
-    objs += router_rbac(name, namespace)
+    objs += router_rbac(name, namespace, wake=spec.scale_to_zero is not None)
+    if spec.scale_to_zero is not None:
+        objs.append(wake_lease(name, namespace))
     objs.append(
         router_deployment(
             name, namespace, spec.router.replicas, images.router, placement, spec.router.model_configmap,

@@ -69,6 +69,7 @@ _PATCH = {
     "Role": ("RbacAuthorizationV1Api", "patch_namespaced_role"),
     "RoleBinding": ("RbacAuthorizationV1Api", "patch_namespaced_role_binding"),
     "NetworkPolicy": ("NetworkingV1Api", "patch_namespaced_network_policy"),
+    "Lease": ("CoordinationV1Api", "patch_namespaced_lease"),
 }
 _LIST = {
     "Deployment": ("AppsV1Api", "list_namespaced_deployment"),

@@ -135,7 +135,8 @@ def _reconcile(body, spec: CascadeSpec, name, namespace, meta, status, patch, lo
     conv = planned(
         spec, name, namespace, "reconcile", now,
         lambda: logic.converge(
-            spec, name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images()
+            spec, name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images(),
+            asleep=asleep_token(spec, status),
         ),
     )  # fmt: skip
     assert conv.status is not None  # a reconcile always writes
@@ -143,6 +144,15 @@ def _reconcile(body, spec: CascadeSpec, name, namespace, meta, status, patch, lo
     for key, value in conv.status.items():
         patch.status[key] = value
     logger.info("reconciled: %s", json.dumps(conv.status["plan"]["replicas"]))
+
+
+def asleep_token(spec: CascadeSpec, status: Mapping[str, Any]) -> str | None:
+    """The wake token a scaled-to-zero cascade went to sleep with (None: it is awake, or may
+    not sleep: a spec without scaleToZero wakes it)."""
+    plan = status.get("plan") or {}
+    if spec.scale_to_zero is None or not plan.get("scaledToZero"):
+        return None
+    return str(plan.get("wakeToken") or "")
 
 
 def planned(
@@ -210,43 +220,99 @@ def _refusal(
 
 @kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, initial_delay=5.0, cancellation_timeout=5.0)
 async def replan(
-    stopped, body, name, namespace, logger, worker_rollouts, unschedulable_pods, profile_configmaps, **_: Any
+    stopped,
+    body,
+    name,
+    namespace,
+    logger,
+    worker_rollouts,
+    unschedulable_pods,
+    profile_configmaps,
+    wake_leases,
+    **_: Any,
 ) -> None:
     """Re-plan from the router's arrival rate in Prometheus: on ``spec.planner.intervalSeconds``,
     and with ``spec.planner.surge`` (the default) early, when a check every ``checkSeconds``
     finds the rate risen (``hadis.core.surge``; the estimator is ``FastRiseEstimator``, as in
     the simulator)."""
+    key = (namespace, name)
+
+    def view_of(spec: CascadeSpec) -> ClusterView:
+        return ClusterView(
+            rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
+            unschedulable=len(list(unschedulable_pods.get(key, []))),
+            profile=next(iter(profile_configmaps.get((namespace, spec.profile_configmap), [])), None),
+        )
+
+    async def once(*args: Any, **kwargs: Any) -> str:
+        try:
+            outcome = await asyncio.to_thread(replan_once, dict(body), *args, **kwargs)
+        except Exception as e:  # a daemon must outlive any one failure
+            outcome = "failed"
+            metrics.RECONCILE_ERRORS.labels(namespace, name, "replan").inc()
+            logger.warning("re-plan failed: %s", e)
+        metrics.REPLANS.labels(namespace, name, outcome).inc()
+        return outcome
+
     try:
         clock: logic.ReplanClock | None = None
+        idle: logic.IdleWatch | None = None
         while not stopped:
             spec = CascadeSpec.parse(body["spec"])  # kopf keeps body current: a spec change shows here
             if clock is None or (clock.interval_s, clock.surge) != (spec.interval_s, spec.surge):
                 planned_rate = ((body.get("status") or {}).get("plan") or {}).get("demandRps")
                 clock = logic.ReplanClock.start(spec.interval_s, spec.surge, time.monotonic(), planned_rate)
+            idle = idle_watch(spec, body.get("status") or {}, idle)
             await asyncio.sleep(clock.step_s)
             rate, error = await read_rate(spec, namespace, name, clock.window or spec.prometheus.window)
+            if idle is not None:
+                token = next(iter(wake_leases.get(key, [])), "")
+                if await sleep_or_wake(spec, namespace, name, idle, token, rate, view_of, once, logger) or idle.asleep:
+                    continue  # asleep: no re-plan until a request wakes it
             decision = clock.tick(time.monotonic(), rate)
             if decision is None:
                 continue  # a quiet check: nothing read from or written to the API server
             rate, why = decision
             served = await read_served(spec, namespace, name, logger) if rate is not None else None
-            key = (namespace, name)
-            view = ClusterView(
-                rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
-                unschedulable=len(list(unschedulable_pods.get(key, []))),
-                profile=next(iter(profile_configmaps.get((namespace, spec.profile_configmap), [])), None),
-            )
+            view = view_of(spec)
             metrics.METRICS_AVAILABLE.labels(namespace, name).set(0 if rate is None else 1)
             metrics.UNSCHEDULABLE.labels(namespace, name).set(view.unschedulable)
-            try:
-                outcome = await asyncio.to_thread(replan_once, dict(body), view, logger, rate, error, why, served)
-            except Exception as e:  # a daemon must outlive any one failure
-                outcome = "failed"
-                metrics.RECONCILE_ERRORS.labels(namespace, name, "replan").inc()
-                logger.warning("re-plan failed: %s", e)
-            metrics.REPLANS.labels(namespace, name, outcome).inc()
+            await once(view, logger, rate, error, why, served)
     finally:  # deleted (or the operator stops): its series go with it
         metrics.forget(namespace, name)
+
+
+def idle_watch(spec: CascadeSpec, status: Mapping[str, Any], idle: logic.IdleWatch | None) -> logic.IdleWatch | None:
+    """The daemon's scale-to-zero state for ``spec`` (None without scaleToZero), from the status
+    when it starts (a restarted operator knows the cascade sleeps, and with which token)."""
+    if spec.scale_to_zero is None:
+        return None
+    if idle is None or idle.idle_s != spec.scale_to_zero.idle_s:
+        return logic.IdleWatch(spec.scale_to_zero.idle_s, time.monotonic(), asleep_token(spec, status))
+    return idle
+
+
+async def sleep_or_wake(
+    spec: CascadeSpec, namespace: str, name: str, idle: logic.IdleWatch, token: str, rate: float | None,
+    view_of: Callable[[CascadeSpec], ClusterView], once: Callable[..., Any], logger,
+) -> bool:  # fmt: skip
+    """Put an idle cascade's workers to 0, or wake it on a new wake token; whether it did."""
+    now = time.monotonic()
+    idle_rate = None
+    if idle.idle_due(now):
+        idle_rate, _ = await read_rate(spec, namespace, name, f"{int(spec.scale_to_zero.idle_s)}s")
+    before = dataclasses.replace(idle)
+    change = idle.check(now, idle_rate, token)
+    if change is None:
+        return False
+    asleep = idle.token if change == "sleep" else None
+    trigger = "idle" if change == "sleep" else "wake"
+    outcome = await once(view_of(spec), logger, 0.0 if rate is None else rate, "", trigger, None, asleep=asleep)
+    if outcome not in ("applied", "unchanged"):
+        idle.token, idle.awake_since = before.token, before.awake_since  # try again next check
+        return True
+    logger.info("%s: %s", "scaled to zero" if asleep is not None else "woken by a request", outcome)
+    return True
 
 
 async def read_rate(spec: CascadeSpec, namespace: str, name: str, window: str) -> tuple[float | None, str]:
@@ -318,6 +384,15 @@ def _is_unschedulable(body, **_: Any) -> bool:
 # None, so a pod that was unschedulable for a moment (its claim not yet bound) stayed counted
 # after it ran, and the cascade said PodsUnschedulable for good. A pod that stops matching the
 # filter is taken out of the index.
+WAKE_LEASES = {contract.CASCADE_LABEL: kopf.PRESENT, "app.kubernetes.io/component": contract.WAKE_COMPONENT}
+
+
+@kopf.index("coordination.k8s.io", "v1", "leases", labels=WAKE_LEASES)
+def wake_leases(namespace, labels, annotations, **_: Any) -> dict:
+    """Each scale-to-zero cascade's wake token: what its routers last wrote on its Lease."""
+    return {(namespace, labels[contract.CASCADE_LABEL]): annotations.get(contract.WAKE_ANNOTATION, "")}
+
+
 @kopf.index("v1", "pods", labels=WORKERS, when=_is_unschedulable)
 def unschedulable_pods(namespace, labels, **_: Any) -> dict:
     return {(namespace, labels[contract.CASCADE_LABEL]): True}
@@ -370,6 +445,7 @@ def replan_once(
     error: str = "",
     trigger: str = "timer",
     served: dict[str, drift.Served] | None = None,
+    asleep: str | None = None,
 ) -> str:
     """One re-plan: conditions from the cluster, then a plan for ``rate`` (images/s), or, when
     Prometheus failed (``rate`` None), the MetricsUnavailable condition and the last plan kept.
@@ -414,7 +490,7 @@ def replan_once(
         spec, name, namespace, trigger, now,
         lambda: logic.converge(
             spec, name, namespace, bundle, rate, {**status, "conditions": previous}, view.rollouts, generation, now,
-            trigger=trigger, images=default_images(), unschedulable=view.unschedulable,
+            trigger=trigger, images=default_images(), unschedulable=view.unschedulable, asleep=asleep,
         ),
     )  # fmt: skip
     if conv.status is None:

@@ -27,6 +27,39 @@ MIN_PLANNING_RATE = 0.1
 DEFAULT_IMAGES = builders.Images()  # this version's router and worker images
 
 
+@dataclass
+class IdleWatch:
+    """When a scale-to-zero cascade goes to zero and when it wakes (``spec.scaleToZero``).
+
+    Asleep, a new token on the wake Lease (a router found no pod for a request) wakes it; awake
+    for ``idle_s`` at least, a measured rate of exactly zero over ``idle_s`` puts it to sleep
+    (no series is not zero: that is MetricsUnavailable, and the workers stay)."""
+
+    idle_s: float
+    awake_since: float
+    token: str | None = None  # the wake token it went to sleep with; None: awake
+
+    @property
+    def asleep(self) -> bool:
+        return self.token is not None
+
+    def check(self, now: float, idle_rate: float | None, token: str) -> str | None:
+        """``sleep``, ``wake`` or None (nothing to do)."""
+        if self.asleep:
+            if token != self.token:
+                self.token, self.awake_since = None, now
+                return "wake"
+            return None
+        if idle_rate == 0.0 and now - self.awake_since >= self.idle_s:
+            self.token = token
+            return "sleep"
+        return None
+
+    def idle_due(self, now: float) -> bool:
+        """Whether the idle rate is worth reading (awake long enough to sleep)."""
+        return not self.asleep and now - self.awake_since >= self.idle_s
+
+
 @dataclass(frozen=True)
 class Decision:
     plan: Plan
@@ -515,6 +548,7 @@ def converge(
     reconcile: bool = False,
     images: builders.Images = DEFAULT_IMAGES,
     unschedulable: int = 0,
+    asleep: str | None = None,
 ) -> Convergence:
     """One planning pass, for both the reconcile (``reconcile``: the spec changed, so every
     object is applied) and a re-plan (objects only when the plan changed; nothing at all when
@@ -522,10 +556,15 @@ def converge(
     ``ApplyFailed``, and the plan is the same). ``unschedulable`` worker pods make Ready False
     and Degraded True (PodsUnschedulable) in the same pass, so the conditions never alternate
     between two passes. The caller applies, then folds the rollout it reads back into the status
-    (``rollout_condition``), or the refusal (``apply_failed``)."""
+    (``rollout_condition``), or the refusal (``apply_failed``). ``asleep`` (scale to zero: the
+    wake Lease's token when it went to sleep) puts every worker at 0 replicas under the plan."""
     previous = list(status.get("conditions") or [])
     decision = decide(bundle, spec, rate_rps, status.get("plan"))
+    if asleep is not None:
+        decision = Decision(decision.plan, {m: 0 for m in decision.replicas})
     plan_doc = plan_status(decision.plan, decision.replicas, now, trigger)
+    if asleep is not None:
+        plan_doc.update(gpus=0, scaledToZero=True, wakeToken=asleep)
     conds = merge_conditions(
         previous,
         [

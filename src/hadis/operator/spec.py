@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "gpuBudget": {"min": 2},
     "prometheus": {"url": "http://prometheus-operated:9090", "window": "2m", "timeoutSeconds": 5},
     "networkPolicy": {"enabled": True},
+    "scaleToZero": {"enabled": False, "idleSeconds": 300, "coldStartTimeoutSeconds": 180},
     "profileDrift": {"enabled": True, "tolerance": 0.5, "window": "2m", "minBatches": 5},
     "planner": {
         "intervalSeconds": 10,
@@ -107,6 +108,15 @@ class DriftSpec:
 
 
 @dataclass(frozen=True)
+class ScaleToZeroSpec:
+    """spec.scaleToZero: workers to 0 after ``idle_s`` without a request; a request wakes them
+    and is held up to ``cold_start_timeout_s``."""
+
+    idle_s: float
+    cold_start_timeout_s: float
+
+
+@dataclass(frozen=True)
 class RouterAuthSpec:
     """spec.router.auth: the Secret of API keys (a key per data entry) and a quota per key."""
 
@@ -148,6 +158,7 @@ class CascadeSpec:
     model_cache: Mapping[str, Any] | None = None  # spec.modelCache as written
     placement: Mapping[str, Any] | None = None  # spec.placement as written
     network_policy: bool = True
+    scale_to_zero: ScaleToZeroSpec | None = None  # None: workers never go below the plan's
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> CascadeSpec:
@@ -185,6 +196,7 @@ class CascadeSpec:
             model_cache=s.get("modelCache") or None,
             placement=s.get("placement") or None,
             network_policy=bool(s["networkPolicy"]["enabled"]),
+            scale_to_zero=_scale_to_zero(s["scaleToZero"]),
         )
 
     @property
@@ -200,6 +212,12 @@ class CascadeSpec:
         plan of this cascade can use fewer (a cascade serves a light and a heavy model)."""
         per = sorted(m.gpus_per_replica for m in self.models)
         return per[0] + per[1]
+
+
+def _scale_to_zero(doc: Mapping[str, Any]) -> ScaleToZeroSpec | None:
+    if not doc["enabled"]:
+        return None
+    return ScaleToZeroSpec(float(doc["idleSeconds"]), float(doc["coldStartTimeoutSeconds"]))
 
 
 def _router_auth(auth: Mapping[str, Any] | None) -> RouterAuthSpec | None:

@@ -29,6 +29,9 @@ writes one for a local data plane. Example::
     # optional: API keys (one file per key, as a mounted Secret: file name = key name, content =
     # token); requests need "Authorization: Bearer <token>". requestsPerMinute: a quota per key.
     auth: {apiKeysDir: /etc/hadis/api-keys, requestsPerMinute: 60, burst: 10}
+    # optional, scale to zero: hold a request that finds no pod up to timeoutSeconds, and wake
+    # the cascade by annotating this Lease (the operator watches it)
+    coldStart: {timeoutSeconds: 180, wakeLease: {namespace: default, name: demo-wake}}
 
 Unknown keys are refused (a typo must not silently change behaviour).
 """
@@ -110,6 +113,17 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class ColdStart:
+    """Scale to zero: a request that finds a tier with no pod is held up to ``timeout_s`` (past
+    the SLO if need be) while the router wakes the cascade by annotating the Lease
+    ``namespace/lease``."""
+
+    timeout_s: float
+    namespace: str
+    lease: str
+
+
+@dataclass(frozen=True)
 class Scoring:
     mode: str = "rule"
     model_file: str | None = None
@@ -129,6 +143,7 @@ class RouterConfig:
     limits: Limits = field(default_factory=Limits)
     routers: Routers = field(default_factory=Routers)
     auth: Auth | None = None  # None: no key is asked for
+    cold_start: ColdStart | None = None  # None: the cascade is never scaled to zero
 
     @property
     def width_height(self) -> tuple[int, int]:
@@ -158,6 +173,7 @@ def _int(doc: dict, key: str, source: str, path: str, lo: int, hi: int, default:
 
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 def _discovery(doc: Any, source: str, key: str, need_port: bool = True) -> Discovery | None:
@@ -188,6 +204,23 @@ def _capacity(doc: Any, source: str, key: str) -> Capacity | None:
         slots=_int(doc, "slotsPerReplica", source, f"{key}.", 1, 4096, 1) if "slotsPerReplica" in doc else None,
         start_s=_number(doc, "startSeconds", source, f"{key}.", 0.0, 86400) if "startSeconds" in doc else None,
     )
+
+
+def _cold_start(doc: Any, source: str) -> ColdStart | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise DataError(source, "must be a mapping with timeoutSeconds and wakeLease", field="coldStart")
+    _take(doc, source, "coldStart", {"timeoutSeconds", "wakeLease"})
+    lease = doc.get("wakeLease")
+    if not isinstance(lease, dict):
+        raise DataError(source, "must be a mapping with namespace and name", field="coldStart.wakeLease")
+    _take(lease, source, "coldStart.wakeLease", {"namespace", "name"})
+    for k in ("namespace", "name"):
+        if not isinstance(lease.get(k), str) or not _DNS_SUBDOMAIN.match(lease[k]):
+            raise DataError(source, "must be a DNS name", field=f"coldStart.wakeLease.{k}")
+    timeout = _number(doc, "timeoutSeconds", source, "coldStart.", 1, 86400)
+    return ColdStart(timeout, lease["namespace"], lease["name"])
 
 
 def _limits(limits_doc: Any, source: str) -> Limits:
@@ -290,6 +323,7 @@ def parse_config(text: str, source: str) -> RouterConfig:
             "limits",
             "routers",
             "auth",
+            "coldStart",
         },
     )
     if doc.get("apiVersion") != API_VERSION:
@@ -325,6 +359,7 @@ def parse_config(text: str, source: str) -> RouterConfig:
         limits=_limits(doc.get("limits"), source),
         routers=_routers(doc.get("routers"), source),
         auth=_auth(doc.get("auth"), source),
+        cold_start=_cold_start(doc.get("coldStart"), source),
     )
 
 
@@ -376,6 +411,9 @@ def dump_config(cfg: RouterConfig) -> str:
         doc["routers"]["discovery"] = _discovery_doc(cfg.routers.discovery, with_port=False)
     if cfg.scoring.model_file:
         doc["scoring"]["modelFile"] = cfg.scoring.model_file
+    if cfg.cold_start is not None:
+        c = cfg.cold_start
+        doc["coldStart"] = {"timeoutSeconds": c.timeout_s, "wakeLease": {"namespace": c.namespace, "name": c.lease}}
     if cfg.auth is not None:
         doc["auth"] = {"apiKeysDir": cfg.auth.api_keys_dir, "burst": cfg.auth.burst}
         if cfg.auth.requests_per_minute is not None:

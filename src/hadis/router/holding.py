@@ -8,7 +8,8 @@ ready pod, in arrival order. A waiter leaves the queue
 - with ``NoPodInTime`` when its ``bind_by`` time passes: it could no longer be served before its
   deadline, so it is refused then rather than late, or
 - with ``NoPod`` at once when the tier has no pod it has not tried and none is coming: the
-  caller fails over to the other tier, as before holding.
+  caller fails over to the other tier, as before holding. A cascade that scales to zero
+  (``cold``) waits for the first pod instead while it has none.
 
 A pod that frees a slot, or a change of the ready pods, wakes the queue (``EndpointPool.on_change``).
 """
@@ -63,6 +64,7 @@ class PodQueue:
     def __init__(self, pool: EndpointPool):
         self.pool = pool
         self.hold = False  # wait for a slot or a coming pod; off: bind now or fail over
+        self.cold = False  # scale to zero: with no pod at all, wait for the first (a cold start)
         self._waiters: deque[_Waiter] = deque()
         pool.on_change = self.wake
 
@@ -72,6 +74,8 @@ class PodQueue:
         return sum(1 for w in self._waiters if not w.future.done())
 
     def _may_wait(self, exclude: frozenset[str]) -> bool:
+        if self.cold and not self.pool.candidates():
+            return True
         untried = [e for e in self.pool.candidates() if e not in exclude]
         return self.hold and (bool(untried) or self.pool.coming() > 0)
 

@@ -121,6 +121,12 @@ class RouterMetrics:
             ["cascade", "model"],
             registry=r,
         )
+        self.cold_starts = Counter(
+            "hadis_router_cold_starts",
+            "Wakes asked of the operator: a request found a scale-to-zero cascade's tier with no pod.",
+            ["cascade"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "hadis_router_queue_depth_images",
             "Images this router holds for the tier, waiting for a pod with room (holding).",
@@ -144,6 +150,7 @@ class RouterMetrics:
         self.requested_images.labels(c)
         self.slo_violations.labels(c)
         self.latency.labels(c)
+        self.cold_starts.labels(c)
         for decision in ("light", "direct_heavy", "escalated", "heavy_fallback"):
             self.decisions.labels(c, decision)
         for reason in ("unauthorized", "quota", "invalid", "overload", "unavailable"):

@@ -47,6 +47,7 @@ from hadis.router.dispatch import EndpointPool, ready_addresses, ready_count
 from hadis.router.holding import PodQueue, expected_capacity
 from hadis.router.metrics import RouterMetrics
 from hadis.router.triton import TierClient, WorkerResult, WorkerUnavailable
+from hadis.router.wake import Waker
 
 HARD_BODY_LIMIT = 16 * 1024 * 1024
 RELOAD_INTERVAL_S = 1.0
@@ -186,6 +187,7 @@ class Router:
         self.keys: KeySet | None = None  # the API keys, when the config asks for them
         self._keys_stamp: tuple | None = None
         self._quotas: Quotas | None = None
+        self.waker = Waker()  # scale to zero: asks the operator for workers
         self._reload_keys(cfg.auth)
         self._published()
 
@@ -262,7 +264,8 @@ class Router:
                 replicas = cap.replicas if pool.discovered is None else len(pool.discovered)
                 load.prior_base_s = cap.base_s
                 load.prior_capacity = cap.per_replica * replicas
-            self.queues[_pool_key(tier)].hold = hold
+            queue = self.queues[_pool_key(tier)]
+            queue.hold, queue.cold = hold, plane.cfg.cold_start is not None
             pool.plan(cap.replicas if cap else 0, cap.slots if cap and hold else None, time.monotonic())
             self.metrics.dispatch_endpoints.labels(c, tier.name, pool.source).set(len(pool.candidates()))
             other = "service" if pool.source == "endpointslices" else "endpointslices"
@@ -548,6 +551,16 @@ class Router:
                 retry_after_s=1.0,
             ) from None  # fmt: skip
 
+    def _time_allowed(self, plane: Plane) -> float:
+        """The SLO; for a cold start (scale to zero, a tier with no pod) the cold-start timeout,
+        having asked the operator for workers: the request is held, not refused."""
+        cold = plane.cfg.cold_start
+        if cold is None or all(plane.clients[n].pool.candidates() for n in TIERS):
+            return plane.cfg.slo_s
+        if self.waker.wake(cold):
+            self.metrics.cold_starts.labels(plane.cfg.cascade).inc()
+        return max(plane.cfg.slo_s, cold.timeout_s)
+
     def _record(self, cfg: RouterConfig, elapsed: float, images: list[ImageOutcome]) -> None:
         c = cfg.cascade
         self.metrics.latency.labels(c).observe(elapsed)
@@ -568,7 +581,7 @@ class Router:
             req = await self._read_request(request, cfg)
             self.metrics.requested_images.labels(cfg.cascade).inc(req.n)
             routed = self._route(plane, req)
-            images = await self._images(plane, routed, req, t0 + cfg.slo_s, rid)
+            images = await self._images(plane, routed, req, t0 + self._time_allowed(plane), rid)
         except ApiError as e:
             if e.status < 500:  # a 5xx is counted where it is raised (overload, unavailable)
                 self.metrics.rejected.labels(cfg.cascade, e.reason).inc()
@@ -620,6 +633,8 @@ class Router:
         # Either tier serves: with no light pod (a rollout, a re-plan to another light model) the
         # heavy tier answers every request (``heavy_fallback``); the router leaves its Service
         # only when neither can.
+        if self.cfg.cold_start is not None:
+            return True  # scaled to zero it has no worker, and holds requests while one starts
         return bool(self.ready_endpoints["light"] or self.ready_endpoints["heavy"])
 
     async def handle_readyz(self, _request: web.Request) -> web.Response:

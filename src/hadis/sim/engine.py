@@ -3,16 +3,18 @@
 Per arrival: route (router percentile cut) to the light or heavy model, or for systems without
 a cascade to one model by its share, and queue it by the system's dispatch rule:
 
-- ``model-queue``: one FIFO per model, shared by its GPUs (an ablation: kinder than any real
-  system, no GPU idles while another has a queue);
+- ``model-queue``: one FIFO per model, shared by its GPUs, a GPU taking its batch when it is
+  free: our router's late binding (``hadis.router.holding``: an image waits at the router until
+  a pod has a free slot), and the rule ``hadis`` is replayed with;
 - ``random-worker``: one FIFO per GPU, the GPU drawn uniformly among those of the model; a GPU
   that changes model keeps its queue (the HADIS artifact: ``load_balancer.py`` equal routing
   tables, ``worker.py`` random choice, the queue lives in the worker);
 - ``least-in-flight``: one FIFO per GPU (a worker pod's Triton queue), the GPU with the fewest
   requests queued or running among the ready ones (our router's ``EndpointPool`` over the
-  EndpointSlices); a GPU that changes model finishes its running batch and returns what
-  waits at it to the router, which sends it on (in a cluster the terminating pod would drain
-  it instead, up to its drain time: the fidelity table in docs/simulator.md counts this a departure).
+  EndpointSlices with ``holdRequests: false``: every image sent on at once); a GPU that
+  changes model finishes its running batch and returns what waits at it to the router, which
+  sends it on (in a cluster the terminating pod would drain it instead, up to its drain time:
+  the fidelity table in docs/simulator.md counts this a departure).
 
 A free GPU takes up to its plan's batch size from its queue, dropping at dequeue any request
 whose elapsed time plus the expected batch time exceeds the plan's ``drop_factor`` x SLO

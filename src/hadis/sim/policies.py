@@ -19,7 +19,8 @@ the right model drawn at random). The fidelity table in docs/simulator.md lists 
 - ``hadis-ref`` (``solve_milp_loop``): the paper's MILP over the 49-row table, per-model
   queueing delay 1.2 x queue / arrival rate added to both stages.
 
-``hadis`` is ours, dispatched as our router does (least in flight over the ready pods).
+``hadis`` is ours, dispatched as our router does: late binding (``model-queue``), an image is
+held at the router until a pod of its model has a free slot, then taken in that pod's batch.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from hadis.sim.engine import DEFAULT_DROP_FACTOR, Observation, Policy, ServingPl
 SYSTEMS = ("clipper-light", "clipper-heavy", "infaas-acc", "proteus", "diffserve", "hadis-ref", "hadis")
 # How each system's requests reach a GPU (``hadis.sim.engine``): the artifact's load balancer
 # for the artifact's systems, our router for ours.
-DISPATCH = {s: "random-worker" for s in SYSTEMS} | {"hadis": "least-in-flight"}
+DISPATCH = {s: "random-worker" for s in SYSTEMS} | {"hadis": "model-queue"}
 
 CLIPPER_HEAVY_ADMISSION = 1.0  # controller.py SLO_ADMISSION_FACTOR
 INFAAS_QUALITY_BIAS = 0.5

@@ -814,3 +814,30 @@ def test_idle_watch_sleeps_after_an_idle_period_of_zero_and_wakes_on_a_new_token
     assert w.check(90, None, "2026-12-05T05:00:00Z") == "wake" and not w.asleep
     assert w.check(100, 0.0, "2026-12-05T05:00:00Z") is None  # just woken: awake for idle_s first
     assert w.check(151, 0.0, "2026-12-05T05:00:00Z") == "sleep" and w.token == "2026-12-05T05:00:00Z"
+
+
+def test_a_ready_pods_start_is_measured_and_reaches_the_routers_capacity():
+    from hadis.core.bundle import parse_configmap
+    from hadis.operator.logic import pod_start, start_seconds
+
+    def pod(model: str, created: str, ready: str | None, status: str = "True") -> dict:
+        conds = [] if ready is None else [{"type": "Ready", "status": status, "lastTransitionTime": ready}]
+        return {
+            "metadata": {"labels": {MODEL_LABEL: model}, "creationTimestamp": created},
+            "status": {"conditions": conds},
+        }
+
+    assert pod_start(pod("tiny-light", "2026-12-05T05:00:00Z", "2026-12-05T05:00:21Z")) == ("tiny-light", 21.0)
+    assert pod_start(pod("tiny-light", "2026-12-05T05:00:00Z", None)) is None  # not Ready yet
+    assert pod_start(pod("tiny-light", "2026-12-05T05:00:00Z", "2026-12-05T05:00:21Z", "False")) is None
+    assert start_seconds([("a", 30.0), ("a", 12.0), ("a", 14.0), ("b", 5.0)]) == {"a": 14.0, "b": 5.0}
+    bundle = parse_configmap((ROOT / "profiles" / "configmap-tiny.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-tiny.yaml").read_text())["spec"]
+    from hadis.operator import logic
+
+    d = logic.decide(bundle, typed(doc), 1.0, None)
+    owned = builders.owned_objects(typed(doc), "tiny", "ns", bundle, d.plan, d.replicas, Images(), {"tiny-light": 14.0})
+    cm = next(o for o in owned if o["kind"] == "ConfigMap")
+    cfg = parse_config(cm["data"]["router.yaml"], "router.yaml")
+    assert cfg.light.capacity.start_s == 14.0
+    assert cfg.heavy.capacity.start_s is None  # not measured, and the tiny profile has no load time

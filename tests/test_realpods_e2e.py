@@ -585,3 +585,42 @@ def test_three_routers_at_ten_times_capacity_keep_the_admitted_p99_within_the_sl
     # new connection per request and the answer's transfer (6.005 s seen for an image the router
     # served at its 6 s deadline), so late means more than half a second past the SLO.
     assert p99 <= slo + 0.5
+
+
+def test_an_idle_cascade_scales_to_zero_and_its_first_requests_are_held_and_served(stack):
+    """spec.scaleToZero: with no request for idleSeconds (Prometheus scraping every 15 s) every
+    worker goes to 0 and the router stays Ready; the first requests find no pod, the router
+    annotates the wake Lease, the operator wakes the plan, and the requests are held until the
+    first pod is Ready, then served: none refused."""
+    c, ns = stack.cluster, stack.namespace
+    patch = {"spec": {"scaleToZero": {"enabled": True, "idleSeconds": 30}, "router": {"replicas": 1}}}
+    c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", json.dumps(patch))
+    try:
+        t0 = time.monotonic()
+        demo.wait_until(
+            lambda: (
+                sum(_worker_replicas(c, ns).values()) == 0 and not _pods(c, ns, "app.kubernetes.io/component=worker")
+            ),
+            "every worker at zero",
+            300,
+        )
+        print(f"\nscale to zero on: workers at 0 after {time.monotonic() - t0:.0f}s (idleSeconds 30, scrape 15 s)")
+        plan = c.json("get", "dcas", "tiny", "-n", ns)["status"]["plan"]
+        assert plan["scaledToZero"] is True and set(plan["replicas"].values()) == {0}
+        demo.wait_until(lambda: len(_router_pods(c, ns)) == 1, "one router pod", 120)
+        url = f"http://{_router_pods(c, ns)[0]['status']['podIP']}:8080"
+        # no worker, yet Ready: the router holds requests while one starts (its config says so)
+        demo.wait_until(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=5).status == 200, "router Ready", 120)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            sent = [pool.submit(_post, url, SIMPLE[k], 240.0) for k in range(3)]
+            results = [f.result() for f in sent]
+        print(f"cold start: {[(status, round(seconds, 1)) for status, _, seconds in results]} (status, seconds)")
+        assert [status for status, _, _ in results] == [200, 200, 200], results
+        lease = c.json("get", "lease", "tiny-wake", "-n", ns)
+        assert lease["metadata"]["annotations"]["serving.hadis.dev/wake-requested-at"]
+        plan = c.json("get", "dcas", "tiny", "-n", ns)["status"]["plan"]
+        assert not plan.get("scaledToZero") and sum(plan["replicas"].values()) > 0
+    finally:
+        c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"scaleToZero":{"enabled":false}}}')
+        back = lambda: sum(_worker_replicas(c, ns).values()) > 0 and demo.rolled_out(c, ns)  # noqa: E731
+        demo.wait_until(back, "workers back", 240)

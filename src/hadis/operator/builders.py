@@ -586,6 +586,7 @@ def owned_objects(
     plan: Plan,
     replicas: Mapping[str, int],
     default_images: Images,
+    starts: Mapping[str, float] | None = None,
 ) -> list[dict]:
     """Every object a cascade owns, for a plan and its replicas per model: worker Deployments and
     Services per model, the router's config, RBAC, Deployment and Service, and the workers'
@@ -595,8 +596,10 @@ def owned_objects(
     cache = model_cache_volume(spec)
     profile = bundle.profile
     light = profile.model(plan.config.light)
+    measured = starts or {}
     capacities = {
-        m: tier_capacity(profile, m, spec.slo_s, replicas.get(m, 0)) for m in (plan.config.light, plan.config.heavy)
+        m: tier_capacity(profile, m, spec.slo_s, replicas.get(m, 0), measured.get(_dns(m)))
+        for m in (plan.config.light, plan.config.heavy)
     }
     learned = spec.router.scoring == "learned"
     cfg = router_config(

@@ -229,6 +229,7 @@ async def replan(
     unschedulable_pods,
     profile_configmaps,
     wake_leases,
+    worker_starts,
     **_: Any,
 ) -> None:
     """Re-plan from the router's arrival rate in Prometheus: on ``spec.planner.intervalSeconds``,
@@ -242,6 +243,7 @@ async def replan(
             rollouts=sorted(worker_rollouts.get(key, []), key=lambda w: w.model),
             unschedulable=len(list(unschedulable_pods.get(key, []))),
             profile=next(iter(profile_configmaps.get((namespace, spec.profile_configmap), [])), None),
+            starts=logic.start_seconds(list(worker_starts.get(key, []))),
         )
 
     async def once(*args: Any, **kwargs: Any) -> str:
@@ -384,6 +386,16 @@ def _is_unschedulable(body, **_: Any) -> bool:
 # None, so a pod that was unschedulable for a moment (its claim not yet bound) stayed counted
 # after it ran, and the cascade said PodsUnschedulable for good. A pod that stops matching the
 # filter is taken out of the index.
+def _started(body, **_: Any) -> bool:
+    return logic.pod_start(body) is not None
+
+
+@kopf.index("v1", "pods", labels=WORKERS, when=_started)
+def worker_starts(body, namespace, labels, **_: Any) -> dict:
+    """Each Ready worker pod's start (creation to Ready), for the routers' holding."""
+    return {(namespace, labels[contract.CASCADE_LABEL]): logic.pod_start(body)}
+
+
 WAKE_LEASES = {contract.CASCADE_LABEL: kopf.PRESENT, "app.kubernetes.io/component": contract.WAKE_COMPONENT}
 
 
@@ -421,6 +433,7 @@ class ClusterView:
     rollouts: list[logic.WorkerRollout]
     unschedulable: int
     profile: tuple[str, dict] | None  # (resourceVersion, data) of the profile ConfigMap
+    starts: dict[str, float] = dataclasses.field(default_factory=dict)  # model label -> pod start seconds
 
 
 def _warn_on_change(body: dict, previous: list, conds: list) -> None:
@@ -491,6 +504,7 @@ def replan_once(
         lambda: logic.converge(
             spec, name, namespace, bundle, rate, {**status, "conditions": previous}, view.rollouts, generation, now,
             trigger=trigger, images=default_images(), unschedulable=view.unschedulable, asleep=asleep,
+            starts=view.starts,
         ),
     )  # fmt: skip
     if conv.status is None:

@@ -429,6 +429,31 @@ def rollout_of(deployment: Mapping[str, Any]) -> WorkerRollout:
     )
 
 
+def pod_start(pod: Mapping[str, Any]) -> tuple[str, float] | None:
+    """(model, seconds from the pod's creation to Ready) of a Ready worker pod, else None: what
+    a new replica really takes (scheduling, image, container start, model load, readiness),
+    which the routers count on when they hold requests for the pods a plan brings up."""
+    model = ((pod.get("metadata") or {}).get("labels") or {}).get(MODEL_LABEL)
+    created = (pod.get("metadata") or {}).get("creationTimestamp")
+    ready = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    if not model or not created or not ready or ready.get("status") != "True" or not ready.get("lastTransitionTime"):
+        return None
+    seconds = (_time(ready["lastTransitionTime"]) - _time(created)).total_seconds()
+    return (model, seconds) if seconds >= 0 else None
+
+
+def start_seconds(starts: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """Per model label, the median start of its Ready pods (a slow first pull weighs one pod)."""
+    by_model: dict[str, list[float]] = {}
+    for model, seconds in starts:
+        by_model.setdefault(model, []).append(seconds)
+    return {m: sorted(v)[len(v) // 2] for m, v in by_model.items()}
+
+
+def _time(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def unschedulable(pod: Mapping[str, Any]) -> bool:
     """Whether the scheduler reported the pod Unschedulable (e.g. no node has the GPUs it asks)."""
     for c in (pod.get("status") or {}).get("conditions") or []:
@@ -549,6 +574,7 @@ def converge(
     images: builders.Images = DEFAULT_IMAGES,
     unschedulable: int = 0,
     asleep: str | None = None,
+    starts: Mapping[str, float] | None = None,
 ) -> Convergence:
     """One planning pass, for both the reconcile (``reconcile``: the spec changed, so every
     object is applied) and a re-plan (objects only when the plan changed; nothing at all when
@@ -557,7 +583,8 @@ def converge(
     and Degraded True (PodsUnschedulable) in the same pass, so the conditions never alternate
     between two passes. The caller applies, then folds the rollout it reads back into the status
     (``rollout_condition``), or the refusal (``apply_failed``). ``asleep`` (scale to zero: the
-    wake Lease's token when it went to sleep) puts every worker at 0 replicas under the plan."""
+    wake Lease's token when it went to sleep) puts every worker at 0 replicas under the plan;
+    ``starts`` (seconds, by the pods' model label) are the measured pod starts the routers get."""
     previous = list(status.get("conditions") or [])
     decision = decide(bundle, spec, rate_rps, status.get("plan"))
     if asleep is not None:
@@ -582,7 +609,9 @@ def converge(
     objects = (
         ()
         if unchanged and not reconcile
-        else tuple(builders.owned_objects(spec, name, namespace, bundle, decision.plan, decision.replicas, images))
+        else tuple(
+            builders.owned_objects(spec, name, namespace, bundle, decision.plan, decision.replicas, images, starts)
+        )
     )
     events: tuple[tuple[str, str], ...] = ()
     if not unchanged:

@@ -139,6 +139,26 @@ def test_no_series_is_no_data_and_one_name_in_two_namespaces_is_two_cascades(tmp
     assert "MetricsUnavailable" not in prom.metrics_failure(prom.NoSeries("x"), 5)  # the message is the reason's
 
 
+def test_images_held_at_the_routers_are_demand_on_top_of_the_arrivals(tmp_path):
+    """The routers' queue depth (images held for a pod with room) is read per namespace and
+    cascade from a real Prometheus: the operator plans to drain it within one SLO."""
+    with (
+        _routers({"team-a": "e1", "team-b": "e1"}) as routers,
+        running_prometheus(
+            tmp_path / "prometheus", {addr: {"namespace": ns} for ns, (addr, _m) in routers.items()}, "1s"
+        ) as url,
+    ):
+        routers["team-a"][1].queue_depth.labels("e1", "light").set(12)
+        routers["team-a"][1].queue_depth.labels("e1", "heavy").set(3)
+        routers["team-b"][1].queue_depth.labels("e1", "light").set(0)
+        end = time.monotonic() + 60
+        while prom.query_backlog(url, "team-a", "e1") != 15 and time.monotonic() < end:
+            time.sleep(0.5)
+        assert prom.query_backlog(url, "team-a", "e1") == 15.0
+        assert prom.query_backlog(url, "team-b", "e1") == 0.0
+        assert prom.query_backlog(url, "team-c", "e1") == 0.0  # no router that holds: nothing held
+
+
 @contextlib.contextmanager
 def _unanswering() -> Iterator[str]:
     """A Prometheus URL whose server accepts connections and never answers (a hung Prometheus)."""

@@ -15,6 +15,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -327,7 +328,22 @@ async def read_rate(spec: CascadeSpec, namespace: str, name: str, window: str) -
     except Exception as e:
         return None, f"{prom.metrics_failure(e, timeout_s)}; keeping the last plan"
     problem = logic.rate_problem(rate)
-    return (None, f"{problem}; keeping the last plan") if problem else (rate, "")
+    if problem:
+        return None, f"{problem}; keeping the last plan"
+    return rate + await read_backlog(spec, namespace, name) / spec.slo_s, ""
+
+
+async def read_backlog(spec: CascadeSpec, namespace: str, name: str) -> float:
+    """Images the routers hold for a pod (0 when unreadable: the arrival rate is the demand then).
+    The plan is asked to drain them within one SLO on top of the arrivals, so a backlog that
+    builds while pods start raises the demand at once, before the arrival rate's window does."""
+    try:
+        backlog = await asyncio.to_thread(
+            prom.query_backlog, spec.prometheus.url, namespace, name, spec.prometheus.timeout_s
+        )
+    except Exception:
+        return 0.0
+    return backlog if math.isfinite(backlog) and backlog > 0 else 0.0
 
 
 async def read_served(spec: CascadeSpec, namespace: str, name: str, logger) -> dict[str, drift.Served] | None:

@@ -28,6 +28,10 @@ from hadis.operator import drift
 # kube-prometheus-stack's monitors (and the chart's) put on every series.
 DEMAND_SERIES = "hadis_router_requested_images_total"
 ARRIVAL_RATES_QUERY = "sum by (namespace, cascade) (rate(" + DEMAND_SERIES + "[{window}]))"
+# Images the routers hold for a pod with room (``hadis.router.holding``), by cascade: a backlog
+# the plan must drain on top of the arrivals.
+BACKLOG_SERIES = "hadis_router_queue_depth_images"
+BACKLOG_QUERY = "sum by (namespace, cascade) (" + BACKLOG_SERIES + ")"
 RATES_MAX_AGE_S = 0.9  # below the shortest check period (1 s)
 SERVED_MAX_AGE_S = 5.0  # served figures move slowly (a window of minutes): one answer serves all cascades
 
@@ -129,6 +133,12 @@ def query_rate(url: str, namespace: str, cascade: str, window: str, timeout_s: f
     query = ARRIVAL_RATES_QUERY.format(window=window)
     rates = _RATES.get((url, window), lambda: _rates(_query(url, query, timeout_s)))
     return rate_of(rates, namespace, cascade, window)
+
+
+def query_backlog(url: str, namespace: str, cascade: str, timeout_s: float = 5.0) -> float:
+    """Images the cascade's routers hold now (0 with no series: routers that do not hold)."""
+    backlog = _RATES.get((url, "backlog"), lambda: _rates(_query(url, BACKLOG_QUERY, timeout_s)))
+    return backlog.get((namespace, cascade), 0.0)
 
 
 def _served_series(url: str, window: str, timeout_s: float) -> dict[str, dict[tuple[str, str, str], float]]:

@@ -373,7 +373,13 @@ def up(args: argparse.Namespace) -> int:
         f"{o['overhead_s'] * 1000:+.0f} ms")  # fmt: skip
 
     if args.load_rps > 0:
-        load_step(c, router_url, args.load_rps, args.load_seconds)
+        held = load_step(c, router_url, args.load_rps, args.load_seconds)
+        if args.compare_holding:
+            shed = load_step_without_holding(c, router_url, args.load_rps, args.load_seconds)
+            log("  load step | refused | new pod Ready after the re-plan | admitted p99 (SLO 6 s)")
+            for label, f in (("holding (default)", held), ("holdRequests: false", shed)):
+                log(f"  {label} | {f['refused_share']:.1%} of {f['requests']} | {f['ready_after_replan_s']:.1f}s | "
+                    f"{f['admitted_p99_s']:.2f}s")  # fmt: skip
     log(f"== demo up in {time.monotonic() - t_all:.1f}s; it keeps running: `make demo-down` stops it ==")
     print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
     print(f"router: {router_url}", flush=True)
@@ -389,7 +395,9 @@ def load_step(
     c: Cluster, router_url: str, rate: float, seconds: float, namespace: str = DEMO_NS, after_s: float = 15.0
 ) -> dict:
     """Open-loop traffic at ``rate`` req/s; waits for the re-plan and the new worker pod serving,
-    then keeps the load on for ``after_s`` more seconds."""
+    then keeps the load on for ``after_s`` more seconds. Returns the figures: the share of
+    requests refused (any answer but 200) over the whole step, the new pod's Ready time after
+    the re-plan, the admitted requests' p99, and the new pod's ``timeline``."""
     import concurrent.futures
     import threading
 
@@ -398,7 +406,7 @@ def load_step(
     plan0 = (c.json("get", "dcas", "tiny", "-n", namespace).get("status") or {}).get("plan", {})
     log(f"  plan before: {plan0.get('replicasSummary')} at {plan0.get('demandRps')} images/s")
     stop = threading.Event()
-    results: list[tuple[float, str]] = []  # (sent at, model or "error ...")
+    results: list[tuple[float, str, float]] = []  # (sent at, model or "error ...", seconds)
 
     def post(k: int) -> None:
         req = urllib.request.Request(
@@ -409,9 +417,10 @@ def load_step(
         sent = time.monotonic()
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
-                results.append((sent, r.headers.get("X-Hadis-Model", "?")))
+                r.read()
+                results.append((sent, r.headers.get("X-Hadis-Model", "?"), time.monotonic() - sent))
         except Exception as e:
-            results.append((sent, f"error {e}"))
+            results.append((sent, f"error {e}", time.monotonic() - sent))
 
     def paced(pool) -> None:
         sent, t0 = 0, time.monotonic()
@@ -421,7 +430,7 @@ def load_step(
             time.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
 
     t0 = time.monotonic()
-    t_ready = float("inf")
+    t_ready = t_plan = float("inf")
     new_pod = None
     served = 0.0
     with concurrent.futures.ThreadPoolExecutor(64) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
@@ -454,7 +463,7 @@ def load_step(
             stop.set()
     for label, part in (("before it was Ready", [r for r in results if r[0] < t_ready]),
                         ("after", [r for r in results if r[0] >= t_ready])):  # fmt: skip
-        errors = [m for _, m in part if m.startswith("error")]
+        errors = [m for _, m, _ in part if m.startswith("error")]
         log(f"  requests sent {label}: {len(part)}, served {len(part) - len(errors)}"
             + (f" (first error: {errors[0]})" if errors else ""))  # fmt: skip
     log(f"  the new pod served {served:.0f} request(s)")
@@ -465,7 +474,48 @@ def load_step(
         timeline = pod_timeline(pod, logs)
         log("  new worker pod, seconds after it was created: "
             + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))  # fmt: skip
-    return timeline
+    admitted = sorted(secs for _, m, secs in results if not m.startswith("error"))
+    figures = {
+        "requests": len(results),
+        "refused_share": (len(results) - len(admitted)) / max(1, len(results)),
+        "ready_after_replan_s": t_ready - t0 - t_plan,
+        "admitted_p99_s": admitted[min(len(admitted) - 1, int(0.99 * len(admitted)))] if admitted else float("nan"),
+        "timeline": timeline,
+    }
+    log(
+        f"  whole step: {figures['refused_share']:.1%} of {len(results)} requests refused; new pod Ready "
+        f"{figures['ready_after_replan_s']:.1f}s after the re-plan; admitted p99 {figures['admitted_p99_s']:.2f}s"
+    )
+    return figures
+
+
+def set_holding(c: Cluster, hold: bool, namespace: str = DEMO_NS, name: str = "tiny") -> None:
+    """``spec.router.holdRequests``, waiting until the router pods read the new config (a
+    mounted ConfigMap reaches them within the kubelet's sync period)."""
+    patch = json.dumps({"spec": {"router": {"holdRequests": hold}}})
+    c.kubectl("patch", "dcas", name, "-n", namespace, "--type=merge", "-p", patch)
+    want = f"holdRequests: {str(hold).lower()}"
+    config = ("exec", "-n", namespace, f"deploy/{name}-router", "--", "cat", "/etc/hadis/router.yaml")
+    wait_until(lambda: want in c.kubectl(*config), f"the router reading {want}", 180, every_s=2)
+    time.sleep(2.0)  # the router re-reads its config every second
+
+
+def load_step_without_holding(c: Cluster, router_url: str, rate: float, seconds: float) -> dict:
+    """The same load step with ``holdRequests: false``, from the same idle plan; holding is
+    turned back on after it."""
+    loaded = c.json("get", "dcas", "tiny", "-n", DEMO_NS)["status"]["plan"]
+    log("== the same load step with holding off (holdRequests: false) ==")
+    log("  waiting for the cascade to scale back to its idle plan (scaleDownDelaySeconds)")
+    wait_until(
+        lambda: (p := c.json("get", "dcas", "tiny", "-n", DEMO_NS)["status"]["plan"]).get("demandRps", 9) < 1.5
+        and p.get("replicasSummary") != loaded.get("replicasSummary") and rolled_out(c, DEMO_NS),
+        "the idle plan", 600, every_s=5,
+    )  # fmt: skip
+    set_holding(c, False)
+    try:
+        return load_step(c, router_url, rate, seconds)
+    finally:
+        set_holding(c, True)
 
 
 def router_overhead(c: Cluster, namespace: str, n: int = 12, name: str = "tiny") -> dict[str, float]:
@@ -549,6 +599,10 @@ def main() -> int:
     u = sub.add_parser("up", help="start the stack and show it serving")
     u.add_argument("--load-rps", type=float, default=9.0, help="rate of the load step (0: none)")
     u.add_argument("--load-seconds", type=float, default=90.0, help="longest the load step lasts")
+    u.add_argument(
+        "--no-compare-holding", dest="compare_holding", action="store_false",
+        help="skip the second load step with holdRequests: false (its figures beside holding's)",
+    )  # fmt: skip
     u.set_defaults(func=up)
     sub.add_parser("down", help="stop what `up` left running (then make cluster-down)").set_defaults(func=down)
     st = sub.add_parser("sync-targets", help="keep the monitors' file_sd targets files current (background)")

@@ -415,7 +415,9 @@ def test_a_worker_rollout_and_a_scale_down_under_traffic_lose_no_request_to_a_dr
 
 
 def test_a_load_step_replans_and_the_new_worker_pod_serves(stack):
-    timeline = demo.load_step(stack.cluster, stack.router_url, 9.0, 120.0, namespace=stack.namespace, after_s=5.0)
+    step = demo.load_step(stack.cluster, stack.router_url, 9.0, 120.0, namespace=stack.namespace, after_s=5.0)
+    timeline = step["timeline"]
+    assert step["requests"] > 0 and 0.0 <= step["refused_share"] <= 1.0
     assert {"scheduled", "container started", "model loaded", "Ready"} <= set(timeline), timeline
     assert timeline["scheduled"] <= timeline["container started"] <= timeline["model loaded"] <= timeline["Ready"]
     light = stack.cluster.json("get", "deployment", "tiny-tiny-light", "-n", stack.namespace)

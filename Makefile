@@ -10,11 +10,12 @@ PROMETHEUS := .cache/prometheus/usr/bin/prometheus
 
 LIGHTS := sdxl-lightning-2step sd3.5-large-turbo sd3.5-medium
 
-.PHONY: help install lint format gitops-tools test test-fast fuzz e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane host-deps images demo demo-down clean
+.PHONY: help install lint format gitops-tools test test-fast fuzz e1 bench profiles router-models lexicon route-eval up cluster-up cluster-down control-plane host-deps images demo demo-down sim-to-real clean
 
 help:
 	@echo "make demo      the product in real pods: cluster with a real node, images, helm install, tiny cascade, prompts, a load step"
 	@echo "make demo-down stop what make demo left running (and the cluster)"
+	@echo "make sim-to-real  the demo cluster and the replay on the same staircase and spike (needs make demo)"
 	@echo "make images    build the control and worker images (debootstrap base, cached)"
 	@echo "make e1        run the E1 comparison (all seven systems) and write $(OUT)/e1.{json,csv,png}"
 	@echo "make test      lint and run the whole test suite"
@@ -114,6 +115,10 @@ cluster-down:
 # The main job: everything it needs is built or installed first (cached afterwards).
 demo: $(STAMP) $(PROMETHEUS) control-plane images
 	HADIS_PROMETHEUS=$(PROMETHEUS) $(BIN)/python hack/demo.py up
+
+# The demo cluster against the replay on the same traces (needs `make demo` running).
+sim-to-real: $(STAMP)
+	$(BIN)/python benchmarks/bench_sim_to_real.py --data-dir $(DATA) --plot $(OUT)/sim-to-real.png
 
 demo-down:
 	-$(BIN)/python hack/demo.py down

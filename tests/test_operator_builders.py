@@ -830,6 +830,9 @@ def test_a_ready_pods_start_is_measured_and_reaches_the_routers_capacity():
     assert pod_start(pod("tiny-light", "2026-12-05T05:00:00Z", "2026-12-05T05:00:21Z")) == ("tiny-light", 21.0)
     assert pod_start(pod("tiny-light", "2026-12-05T05:00:00Z", None)) is None  # not Ready yet
     assert pod_start(pod("tiny-light", "2026-12-05T05:00:00Z", "2026-12-05T05:00:21Z", "False")) is None
+    restarted = pod("tiny-light", "2026-12-05T05:00:00Z", "2026-12-05T07:00:00Z")
+    restarted["status"]["containerStatuses"] = [{"name": "worker", "restartCount": 1}]
+    assert pod_start(restarted) is None  # Ready again two hours later is no start time
     assert start_seconds([("a", 30.0), ("a", 12.0), ("a", 14.0), ("b", 5.0)]) == {"a": 14.0, "b": 5.0}
     bundle = parse_configmap((ROOT / "profiles" / "configmap-tiny.yaml").read_text())
     doc = yaml.safe_load((ROOT / "crds" / "examples" / "cascade-tiny.yaml").read_text())["spec"]

@@ -438,6 +438,8 @@ def pod_start(pod: Mapping[str, Any]) -> tuple[str, float] | None:
     ready = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
     if not model or not created or not ready or ready.get("status") != "True" or not ready.get("lastTransitionTime"):
         return None
+    if any(cs.get("restartCount") for cs in (pod.get("status") or {}).get("containerStatuses") or []):
+        return None  # Ready again after a restart: its Ready time is not its start
     seconds = (_time(ready["lastTransitionTime"]) - _time(created)).total_seconds()
     return (model, seconds) if seconds >= 0 else None
 

@@ -773,7 +773,7 @@ def test_each_tier_tells_the_router_its_slots_and_whether_to_hold():
     objs = _tiny_objects({})
     cfg = parse_config(objs[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "router.yaml")
     assert cfg.limits.hold and cfg.light.capacity is not None
-    assert cfg.light.capacity.slots == 4  # the tiny profile's best batch within the SLO
+    assert cfg.light.capacity.slots == 8  # the tiny profile's best batch within the SLO, and the next
     off = _tiny_objects({"holdRequests": False})
     assert not parse_config(off[("ConfigMap", "tiny-router")]["data"]["router.yaml"], "r").limits.hold
 

@@ -120,6 +120,24 @@ def crd_defaults(schema: dict, path: tuple[str, ...] = ()) -> dict[tuple[str, ..
     return out
 
 
+def test_no_schema_key_is_written_twice_in_the_crd_or_the_charts_copy():
+    """kustomize (and so Flux and Argo CD) refuses a mapping key written twice; PyYAML keeps the
+    last one silently, so this is checked here without a cluster too."""
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        assert not twice, f"line {node.start_mark.line + 1}: {twice} written twice"
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in (CRD, ROOT / "charts" / "hadis-operator" / "crds" / CRD.name):
+        yaml.load(path.read_text(), Strict)  # a SafeLoader: no arbitrary objects
+
+
 def test_every_crd_default_is_the_typed_specs():
     from hadis.operator.spec import DEFAULTS, MODEL_DEFAULTS
 

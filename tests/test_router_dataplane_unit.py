@@ -139,7 +139,7 @@ class HeldTier:
     """A stand-in for a tier's Triton client (its pool and generate), that answers when told."""
 
     def __init__(self, real, name: str, confidence: float):
-        self.pool = real.pool
+        self.pool, self.queue = real.pool, real.queue
         self.name = name
         self.confidence = confidence
         self.release = asyncio.Event()

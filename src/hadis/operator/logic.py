@@ -594,6 +594,8 @@ def converge(
     plan_doc = plan_status(decision.plan, decision.replicas, now, trigger)
     if asleep is not None:
         plan_doc.update(gpus=0, scaledToZero=True, wakeToken=asleep)
+    elif (status.get("plan") or {}).get("scaledToZero"):
+        plan_doc.update(scaledToZero=None, wakeToken=None)  # woken: null removes them in a merge patch
     conds = merge_conditions(
         previous,
         [

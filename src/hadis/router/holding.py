@@ -42,6 +42,7 @@ class NoPodInTime(Exception):
 class _Waiter:
     future: asyncio.Future
     exclude: frozenset[str]
+    bind_by: float
 
 
 def expected_capacity(pool: EndpointPool, capacity: Capacity | None, now: float) -> tuple[float, float | None]:
@@ -65,6 +66,10 @@ class PodQueue:
         self.pool = pool
         self.hold = False  # wait for a slot or a coming pod; off: bind now or fail over
         self.cold = False  # scale to zero: with no pod at all, wait for the first (a cold start)
+        # when the pods the plan is bringing up are expected Ready (``expected_capacity``); None:
+        # none is coming, or it is overdue. An image with no pod waits for them only if they come
+        # before its bind-by time: else it fails over now (a one-pod tier's rollout: heavy serves)
+        self.expected_at: float | None = None
         self._waiters: deque[_Waiter] = deque()
         pool.on_change = self.wake
 
@@ -73,11 +78,14 @@ class PodQueue:
         """Images waiting for a pod."""
         return sum(1 for w in self._waiters if not w.future.done())
 
-    def _may_wait(self, exclude: frozenset[str]) -> bool:
+    def _may_wait(self, exclude: frozenset[str], bind_by: float) -> bool:
         if self.cold and not self.pool.candidates():
             return True
-        untried = [e for e in self.pool.candidates() if e not in exclude]
-        return self.hold and (bool(untried) or self.pool.coming() > 0)
+        if not self.hold:
+            return False
+        if any(e not in exclude for e in self.pool.candidates()):
+            return True  # a pod that may free a slot
+        return self.pool.coming() > 0 and self.expected_at is not None and self.expected_at <= bind_by
 
     async def bind(self, bind_by: float, exclude: frozenset[str] = frozenset()) -> str:
         """A pod for one image, counted in flight there; the caller ``pool.finish``-es it.
@@ -87,9 +95,9 @@ class PodQueue:
             if endpoint is not None:
                 self.pool.start(endpoint)
                 return endpoint
-        if not self._may_wait(exclude):
+        if not self._may_wait(exclude, bind_by):
             raise NoPod("no endpoints" if not self.pool.candidates() else "every endpoint was tried")
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), exclude)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), exclude, bind_by)
         self._waiters.append(waiter)
         try:
             await asyncio.wait({waiter.future}, timeout=max(0.0, bind_by - time.monotonic()))
@@ -123,7 +131,7 @@ class PodQueue:
                 continue
             endpoint = self.pool.pick(w.exclude)
             if endpoint is None:
-                if not self._may_wait(w.exclude):
+                if not self._may_wait(w.exclude, w.bind_by):
                     self._waiters.popleft()
                     w.future.set_exception(NoPod("no pod left and none coming"))
                     continue

@@ -433,6 +433,9 @@ class Router:
         load = plane.loads[tier]
         ahead = load.start()
         bind_by = deadline - (load.effective()[0] or 0.0)  # later, the image cannot be done in time
+        client = plane.clients[tier]
+        rate, at = expected_capacity(client.pool, plane.tier(tier).capacity, time.monotonic())
+        client.queue.expected_at = at if rate else None
         try:
             result = await plane.clients[tier].generate(prompt, seed, deadline, bind_by)
         except WorkerUnavailable:

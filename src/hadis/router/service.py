@@ -503,7 +503,12 @@ class Router:
         now = time.monotonic()
         pool = plane.clients[tier].pool
         load.coming_capacity, load.coming_at = expected_capacity(pool, plane.tier(tier).capacity, now)
-        return admit(load, n, within_s, cfg.limits.max_in_flight, now)
+        adm = admit(load, n, within_s, cfg.limits.max_in_flight, now)
+        if not adm.admitted and not pool.candidates():
+            # No pod now, and those coming are too late: admitted as before holding, the image
+            # finds no pod at once and fails over to the other tier (a one-pod tier's rollout)
+            return admit(load, n, within_s, cfg.limits.max_in_flight)
+        return adm
 
     # ------------------------------------------------------------------ one request, in steps
     async def _read_request(self, request: web.Request, cfg: RouterConfig) -> GenerationRequest:

@@ -50,7 +50,7 @@ class IdleWatch:
                 self.token, self.awake_since = None, now
                 return "wake"
             return None
-        if idle_rate == 0.0 and now - self.awake_since >= self.idle_s:
+        if idle_rate == 0.0 and self.idle_due(now):
             self.token = token
             return "sleep"
         return None

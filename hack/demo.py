@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +34,8 @@ ROOT = HACK.parent
 sys.path.insert(0, str(HACK))
 import monitors  # noqa: E402  (hack/monitors.py)
 import node  # noqa: E402  (hack/node.py)
+
+from hadis.local import wait_until  # noqa: E402
 
 STATE = Path(os.environ.get("HADIS_DEMO_DIR", ROOT / ".cache" / "demo"))
 CLUSTER_STATE = Path(os.environ.get("HADIS_CLUSTER_DIR", ROOT / ".cache" / "cluster"))
@@ -57,20 +58,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], object], what: str, timeout_s: float = 180.0, every_s: float = 0.5):
-    end = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as e:  # not there yet
-            last = e
-        time.sleep(every_s)
-    raise RuntimeError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
 
 
 @dataclass
@@ -375,7 +362,7 @@ def up(args: argparse.Namespace) -> int:
     if args.load_rps > 0:
         held = load_step(c, router_url, args.load_rps, args.load_seconds)
         if args.compare_holding:
-            shed = load_step_without_holding(c, router_url, args.load_rps, args.load_seconds)
+            shed, router_url = load_step_without_holding(c, prom_url, args.load_rps, args.load_seconds)
             log("  load step | refused | new pod Ready after the re-plan | admitted p99 (SLO 6 s)")
             for label, f in (("holding (default)", held), ("holdRequests: false", shed)):
                 log(f"  {label} | {f['refused_share']:.1%} of {f['requests']} | {f['ready_after_replan_s']:.1f}s | "
@@ -489,33 +476,42 @@ def load_step(
     return figures
 
 
-def set_holding(c: Cluster, hold: bool, namespace: str = DEMO_NS, name: str = "tiny") -> None:
-    """``spec.router.holdRequests``, waiting until the router pods read the new config (a
-    mounted ConfigMap reaches them within the kubelet's sync period)."""
-    patch = json.dumps({"spec": {"router": {"holdRequests": hold}}})
-    c.kubectl("patch", "dcas", name, "-n", namespace, "--type=merge", "-p", patch)
-    want = f"holdRequests: {str(hold).lower()}"
-    config = ("exec", "-n", namespace, f"deploy/{name}-router", "--", "cat", "/etc/hadis/router.yaml")
-    wait_until(lambda: want in c.kubectl(*config), f"the router reading {want}", 180, every_s=2)
-    time.sleep(2.0)  # the router re-reads its config every second
+def fresh_cascade(c: Cluster, prometheus_url: str, hold: bool, namespace: str = DEMO_NS) -> str:
+    """The tiny cascade deleted and applied again (``spec.router.holdRequests: hold``) once the
+    last step's arrivals have left the rate window, so a load step starts from the plan a new
+    idle cascade gets (an idle cascade keeps the split of its last surge: moving GPUs back buys
+    it nothing); returns the router URL of a new port-forward."""
+    from hadis.operator import prom
+
+    def demand() -> float:  # what a new cascade of this name would be planned for
+        try:
+            return prom.query_rate(prometheus_url, namespace, "tiny", "1m")
+        except prom.NoSeries:
+            return 0.0
+
+    c.kubectl("delete", "dcas", "tiny", "-n", namespace, "--wait=true", "--timeout=180s")
+    wait_until(lambda: not worker_pods(c, namespace, "tiny-light") + worker_pods(c, namespace, "tiny-heavy"),
+               "the old worker pods gone", 180, every_s=1)  # fmt: skip
+    wait_until(lambda: demand() < 0.5, "the last step's arrivals out of Prometheus's 1m window", 300, every_s=5)
+    doc = tiny_cascade(prometheus_url)
+    doc["spec"]["router"]["holdRequests"] = hold
+    apply_tiny(c, namespace, prometheus_url, cascade=doc)
+    wait_until(lambda: cascade_ready(c, namespace) and router_ready(c, namespace) and rolled_out(c, namespace),
+               "the new cascade Ready and rolled out", 300)  # fmt: skip
+    with contextlib.suppress(OSError):
+        os.killpg(_pids().get("port-forward", -1), signal.SIGTERM)
+    pf, router_url = port_forward(c, namespace, "svc/tiny-router", 80, STATE / "port-forward.log")
+    _save_pid("port-forward", pf.pid)
+    return router_url
 
 
-def load_step_without_holding(c: Cluster, router_url: str, rate: float, seconds: float) -> dict:
-    """The same load step with ``holdRequests: false``, from the same idle plan; holding is
-    turned back on after it."""
-    loaded = c.json("get", "dcas", "tiny", "-n", DEMO_NS)["status"]["plan"]
-    log("== the same load step with holding off (holdRequests: false) ==")
-    log("  waiting for the cascade to scale back to its idle plan (scaleDownDelaySeconds)")
-    wait_until(
-        lambda: (p := c.json("get", "dcas", "tiny", "-n", DEMO_NS)["status"]["plan"]).get("demandRps", 9) < 1.5
-        and p.get("replicasSummary") != loaded.get("replicasSummary") and rolled_out(c, DEMO_NS),
-        "the idle plan", 600, every_s=5,
-    )  # fmt: skip
-    set_holding(c, False)
-    try:
-        return load_step(c, router_url, rate, seconds)
-    finally:
-        set_holding(c, True)
+def load_step_without_holding(c: Cluster, prometheus_url: str, rate: float, seconds: float) -> tuple[dict, str]:
+    """The same load step with ``holdRequests: false``, from a new cascade's plan as the first
+    step was; then the default cascade back. Returns the figures and the new router URL."""
+    log("== the same load step with holding off (holdRequests: false), from a new cascade ==")
+    figures = load_step(c, fresh_cascade(c, prometheus_url, hold=False), rate, seconds)
+    log("  the default cascade (holding on) back")
+    return figures, fresh_cascade(c, prometheus_url, hold=True)
 
 
 def router_overhead(c: Cluster, namespace: str, n: int = 12, name: str = "tiny") -> dict[str, float]:

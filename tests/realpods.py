@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "hack"))
 import demo  # noqa: E402  (hack/demo.py: what make demo does, one implementation)
 import node  # noqa: E402
 
+from support import wait_until  # noqa: E402
+
 SIMPLE = ["a cat", "a red apple", "a dog", "a cup of tea", "a blue car", "a green tree", "a small house", "a bird"]
 HARD = [
     "three glass spheres stacked on top of a blue cube, left of a small green pyramid, seen from above",
@@ -93,7 +95,7 @@ def cache_claim(c: demo.Cluster, namespace: str, volume: str) -> None:
     c.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
     # bound before any pod asks for it (a pod scheduled against an unbound claim waits on the
     # scheduler's back-off)
-    demo.wait_until(
+    wait_until(
         lambda: c.json("get", "pvc", CACHE_CLAIM, "-n", namespace)["status"].get("phase") == "Bound",
         "the cache claim bound", 60,
     )  # fmt: skip
@@ -122,8 +124,8 @@ def running_stack(kube, tmp: Path) -> Iterator[Stack]:
         doc = demo.tiny_cascade(prom_url)
         doc["spec"]["modelCache"] = {"persistentVolumeClaim": {"claimName": CACHE_CLAIM}}
         demo.apply_tiny(c, ns, prom_url, cascade=doc)
-        demo.wait_until(lambda: demo.cascade_ready(c, ns) and demo.router_ready(c, ns), "the cascade Ready", 300)
-        demo.wait_until(lambda: demo.rolled_out(c, ns), "every worker pod Ready", 300)
+        wait_until(lambda: demo.cascade_ready(c, ns) and demo.router_ready(c, ns), "the cascade Ready", 300)
+        wait_until(lambda: demo.rolled_out(c, ns), "every worker pod Ready", 300)
         print(f"\ncascade applied to every pod Ready: {time.monotonic() - t0:.1f}s")
         pf, router_url = demo.port_forward(c, ns, "svc/tiny-router", 80, tmp / "port-forward.log")
         background.append(pf)

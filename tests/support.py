@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
-T = TypeVar("T")
+from hadis.local import wait_until  # the one wait helper
 
-
-def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every_s: float = 0.5) -> T:
-    """``check()``'s first truthy value, polled every ``every_s``; an exception counts as not yet.
-    AssertionError naming ``what`` and the last value seen when ``timeout_s`` passes first."""
-    end = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as e:  # not there yet
-            last = e
-        time.sleep(every_s)
-    raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
+__all__ = ["cascade", "condition", "idle_router", "status", "wait_until"]
 
 
 @contextlib.contextmanager

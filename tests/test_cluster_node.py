@@ -18,6 +18,8 @@ CLUSTER = [sys.executable, str(ROOT / "hack" / "cluster.py")]
 sys.path.insert(0, str(ROOT / "hack"))
 import demo  # noqa: E402
 
+from support import wait_until  # noqa: E402
+
 pytestmark = pytest.mark.cluster
 
 
@@ -47,7 +49,7 @@ def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind():
             },
         }
         c.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
-        running = demo.wait_until(
+        running = wait_until(
             lambda: (p := c.json("get", "pod", "sandbox-only")).get("status", {}).get("phase") == "Running" and p,
             "the pod Running", 120,
         )  # fmt: skip
@@ -57,7 +59,7 @@ def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind():
         plain = {**pod, "metadata": {"name": "fake-only", "namespace": "default"}}
         plain["spec"] = {"containers": pod["spec"]["containers"]}
         c.kubectl("apply", "-f", "-", stdin=json.dumps(plain))
-        placed = demo.wait_until(lambda: c.json("get", "pod", "fake-only")["spec"].get("nodeName"), "scheduled", 60)
+        placed = wait_until(lambda: c.json("get", "pod", "fake-only")["spec"].get("nodeName"), "scheduled", 60)
         assert placed.startswith("gpu-node-")
     finally:
         t0 = time.monotonic()

@@ -36,6 +36,7 @@ import demo  # noqa: E402
 import node  # noqa: E402
 
 from realpods import HARD, SIMPLE, Traffic, pods, ready  # noqa: E402
+from support import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.realpods
 SOAK_S = float(os.environ.get("HADIS_SOAK_SECONDS", "60"))
@@ -193,7 +194,7 @@ def test_prometheus_late_nan_negative_and_stopped_keep_the_plan_and_say_so(stack
     url = _router_url(stack)
     try:
         _patch(stack, {"prometheus": {"url": proxy.url, "timeoutSeconds": 2}, "planner": {"intervalSeconds": 2}})
-        demo.wait_until(lambda: _recovered(stack) and proxy.queries > 0, "the cascade Ready through the proxy", 60)
+        wait_until(lambda: _recovered(stack) and proxy.queries > 0, "the cascade Ready through the proxy", 60)
         before = _replicas(stack)
         with Traffic(url, 1.0, SIMPLE) as traffic:
             expected = {
@@ -203,25 +204,25 @@ def test_prometheus_late_nan_negative_and_stopped_keep_the_plan_and_say_so(stack
             }
             for mode, message in expected.items():
                 proxy.mode = mode
-                cond = demo.wait_until(lambda: _metrics_unavailable(stack), f"{mode}: the condition", 60)
+                cond = wait_until(lambda: _metrics_unavailable(stack), f"{mode}: the condition", 60)
                 assert cond["status"] == "True" and cond["message"] == message, cond
                 assert _replicas(stack) == before, mode  # nothing scaled, in particular not to zero
                 proxy.mode = "pass"
-                demo.wait_until(lambda: _recovered(stack), f"{mode}: the condition cleared", 60)
+                wait_until(lambda: _recovered(stack), f"{mode}: the condition cleared", 60)
                 print(f"Prometheus {mode}: MetricsUnavailable ({message}), then cleared")
             # the real Prometheus stopped, and started again on its port and data
             _patch(stack, {"prometheus": {"url": stack.prometheus_url}})
             prom = stack.background[0]
             prom.terminate()
             prom.wait(30)
-            cond = demo.wait_until(lambda: _metrics_unavailable(stack), "stopped: the condition", 60)
+            cond = wait_until(lambda: _metrics_unavailable(stack), "stopped: the condition", 60)
             assert cond["message"] == "Prometheus unreachable (ConnectionError); keeping the last plan", cond
             assert _replicas(stack) == before
             log = Path(prom.args[1].split("=", 1)[1]).parent / "log"
             stack.background[0] = subprocess.Popen(
                 prom.args, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True
             )
-            demo.wait_until(lambda: _recovered(stack), "stopped: the condition cleared after the restart", 90)
+            wait_until(lambda: _recovered(stack), "stopped: the condition cleared after the restart", 90)
             print("Prometheus stopped: MetricsUnavailable (unreachable), cleared once it was back")
         _account("Prometheus faults", traffic)
     finally:
@@ -233,7 +234,7 @@ def test_the_profile_configmap_deleted_and_restored(stack):
     before = _replicas(stack)
     with Traffic(_router_url(stack), 1.0, SIMPLE) as traffic:
         c.kubectl("delete", "configmap", "hadis-tiny", "-n", ns)
-        ready_cond = demo.wait_until(
+        ready_cond = wait_until(
             lambda: (r := demo.condition(_cascade(stack), "Ready")).get("reason") == "ProfileMissing" and r,
             "the ProfileMissing condition", 60,
         )  # fmt: skip
@@ -241,7 +242,7 @@ def test_the_profile_configmap_deleted_and_restored(stack):
         assert ready_cond["message"] == f"ConfigMap {ns}/hadis-tiny: not found; keeping the last plan", ready_cond
         assert _replicas(stack) == before
         c.kubectl("apply", "--server-side", "-n", ns, "-f", str(ROOT / "profiles" / "configmap-tiny.yaml"))
-        demo.wait_until(lambda: _recovered(stack), "Ready once the ConfigMap is back", 60)
+        wait_until(lambda: _recovered(stack), "Ready once the ConfigMap is back", 60)
         assert _replicas(stack) == before
     _account("profile ConfigMap deleted and restored", traffic)
     events = c.json("get", "events", "-n", ns, "--field-selector", "reason=ProfileMissing")["items"]
@@ -265,7 +266,7 @@ def test_a_slowed_worker_sets_profile_drift_with_both_figures_and_restoring_it_c
     # A window four scrapes long (the stack scrapes every 15 s, as kube-prometheus-stack does).
     _patch(stack, {"profileDrift": {"window": "1m", "minBatches": 3, "tolerance": 0.5}})
     with Traffic(_router_url(stack), 1.0, SIMPLE) as traffic:
-        ok = demo.wait_until(  # judged once the window holds three light batches: as profiled, about 1 s each
+        ok = wait_until(  # judged once the window holds three light batches: as profiled, about 1 s each
             lambda: (d := _drift(stack)).get("status") == "False" and "tiny-light 1" in d["message"] and d,
             "ProfileDrift False with tiny-light judged",
             180,
@@ -274,7 +275,7 @@ def test_a_slowed_worker_sets_profile_drift_with_both_figures_and_restoring_it_c
         _patch(stack, {"models": light_held_to("3.0")})
         # True as soon as the window's mean is off by half; wait for it to hold only the slowed
         # pods' batches (the old pods' 1 s batches leave the 1m window a minute after the rollout)
-        slowed = demo.wait_until(
+        slowed = wait_until(
             lambda: (d := _drift(stack)).get("status") == "True" and "tiny-light served 3" in d["message"] and d,
             "ProfileDrift True at the slowed workers' 3 s",
             300,
@@ -282,7 +283,7 @@ def test_a_slowed_worker_sets_profile_drift_with_both_figures_and_restoring_it_c
         assert slowed["reason"] == "LatencyDrift"
         assert "profiled 1s: +2" in slowed["message"], slowed
         _patch(stack, {"models": light_held_to("1.0")})
-        cleared = demo.wait_until(  # the restored light workers judged again, as profiled
+        cleared = wait_until(  # the restored light workers judged again, as profiled
             lambda: (d := _drift(stack)).get("status") == "False" and "tiny-light 1" in d["message"] and d,
             "ProfileDrift clear",
             300,
@@ -324,7 +325,7 @@ def test_a_workers_triton_killed_inside_its_pod_restarts_it_and_no_request_is_lo
             p = c.json("get", "pod", victim, "-n", ns)
             return p["status"]["containerStatuses"][0]["restartCount"] > restarts and ready(p)
 
-        demo.wait_until(restarted_and_ready, "the worker container restarted and Ready", 180)
+        wait_until(restarted_and_ready, "the worker container restarted and Ready", 180)
         time.sleep(2)  # requests after the recovery
     results = _account(f"Triton killed in {victim} ({model})", traffic)
     # One heavy pod fewer for a while: what the others cannot finish in time is refused at its
@@ -380,12 +381,12 @@ def test_the_api_server_or_etcd_restarted_under_traffic(stack, part):
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
-        demo.wait_until(lambda: _leader(stack), "an operator replica holding the Lease again", 120)
-        demo.wait_until(lambda: _recovered(stack), "the cascade Ready after the restart", 120)
+        wait_until(lambda: _leader(stack), "an operator replica holding the Lease again", 120)
+        wait_until(lambda: _recovered(stack), "the cascade Ready after the restart", 120)
         # the operator acts again: a spec change is reconciled
         _patch(stack, {"planner": {"intervalSeconds": 3 if part == "etcd" else 4}})
         generation = _cascade(stack)["metadata"]["generation"]
-        demo.wait_until(
+        wait_until(
             lambda: _cascade(stack)["status"].get("observedGeneration") == generation, "the change reconciled", 120
         )  # fmt: skip
     _account(f"{part} restarted ({out.stderr.strip().splitlines()[-1]})", traffic)

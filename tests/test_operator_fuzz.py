@@ -198,7 +198,7 @@ def _wait(fn, timeout_s: float):
     """``fn()``'s first truthy value, or None when ``timeout_s`` passes (the caller says what)."""
     try:
         return wait_until(fn, "", timeout_s, every_s=0.3)
-    except AssertionError:
+    except TimeoutError:
         return None
 
 

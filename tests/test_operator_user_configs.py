@@ -18,7 +18,7 @@ from hadis.local import running_prometheus
 from hadis.operator import builders, logic, prom
 from hadis.operator.spec import CascadeSpec
 from hadis.router.metrics import RouterMetrics
-from support import idle_router
+from support import idle_router, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,6 +137,48 @@ def test_no_series_is_no_data_and_one_name_in_two_namespaces_is_two_cascades(tmp
             busy.set()
             t.join(5)
     assert "MetricsUnavailable" not in prom.metrics_failure(prom.NoSeries("x"), 5)  # the message is the reason's
+
+
+def test_a_step_up_in_arrivals_is_demand_within_a_scrape_and_a_stop_falls_at_the_windows_pace(tmp_path):
+    """A real Prometheus (1 s scrape) and a 30 s window: after a quiet spell, about 20 images/s
+    read as the rate between the last two scrapes, several times the window's mean a few seconds
+    into the step (the demand the operator plans for was that mean: a ramp over the whole
+    window). Once they stop, the demand falls as the window's mean does, not to 0 at once."""
+    demand = prom.ARRIVAL_RATES_QUERY.format(window="30s")
+    mean = f"sum by (namespace, cascade) (rate({prom.DEMAND_SERIES}[30s]))"
+    with (
+        _routers({"team-a": "e1"}) as routers,
+        running_prometheus(tmp_path / "prometheus", {routers["team-a"][0]: {"namespace": "team-a"}}, "1s") as url,
+    ):
+
+        def over_mean() -> float:  # both evaluated at one instant, by one query
+            result = prom._query(url, f"({demand}) / ({mean})", 5)
+            return float(result[0]["value"][1]) if result else 0.0
+
+        counter = routers["team-a"][1].requested_images.labels("e1")
+        _until_series(url, "team-a", "e1", "30s")
+        busy = threading.Event()
+
+        def arrive() -> None:  # about 20 images/s on whatever clock this machine keeps
+            while not busy.is_set():
+                counter.inc(1)
+                time.sleep(0.05)
+
+        t = threading.Thread(target=arrive, daemon=True)
+        t.start()
+        try:
+            ratio = wait_until(lambda: (r := over_mean()) >= 3 and r, "demand several times the window's mean", 60,
+                               every_s=0.2)  # fmt: skip
+            assert ratio >= 3
+        finally:
+            busy.set()
+            t.join(5)
+        # stopped: the last two scrapes see none, and the demand is the window's mean, still > 0
+        fallen = wait_until(
+            lambda: over_mean() == pytest.approx(1.0) and prom.query_rate(url, "team-a", "e1", "30s", 5),
+            "the window's mean", 30, every_s=0.2,
+        )  # fmt: skip
+        assert fallen > 0
 
 
 def test_images_held_at_the_routers_are_demand_on_top_of_the_arrivals(tmp_path):

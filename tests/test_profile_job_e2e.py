@@ -22,6 +22,7 @@ import demo  # noqa: E402
 import node  # noqa: E402
 
 from realpods import restricted_namespace  # noqa: E402
+from support import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.realpods
 HADIS = [sys.executable, "-m", "hadis.cli"]
@@ -45,7 +46,7 @@ def _claim(c: demo.Cluster, namespace: str, volume: str, folder: Path) -> None:
                  "resources": {"requests": {"storage": "1Gi"}}},
     }  # fmt: skip
     c.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
-    demo.wait_until(lambda: c.json("get", "pvc", "work", "-n", namespace)["status"].get("phase") == "Bound",
+    wait_until(lambda: c.json("get", "pvc", "work", "-n", namespace)["status"].get("phase") == "Bound",
                     "the work claim bound", 60)  # fmt: skip
 
 
@@ -88,10 +89,10 @@ def test_the_profiling_job_resumes_after_its_pod_is_deleted_and_writes_a_profile
         out = c.kubectl("apply", "--server-side", "-n", ns, "-f", "-", stdin=render.stdout)
         assert "job.batch/prof serverside-applied" in out, out
         images = folder / "run" / "images" / "tiny-light"
-        demo.wait_until(lambda: len(list(images.glob("*.png"))) >= 4, "the first images on the claim", 300, 0.1)
+        wait_until(lambda: len(list(images.glob("*.png"))) >= 4, "the first images on the claim", 300, 0.1)
         first = c.json("get", "pods", "-n", ns, "-l", "job-name=prof")["items"][0]["metadata"]["name"]
         c.kubectl("delete", "pod", first, "-n", ns, "--grace-period=1", "--wait=false")
-        demo.wait_until(
+        wait_until(
             lambda: any(x["type"] == "Complete" and x["status"] == "True"
                         for x in c.json("get", "job", "prof", "-n", ns).get("status", {}).get("conditions", [])),
             "the Job complete", 600, 1.0,

@@ -37,6 +37,7 @@ from realpods import HARD, SIMPLE, Traffic  # noqa: E402
 from realpods import pods as _pods  # noqa: E402
 from realpods import post as _post  # noqa: E402
 from realpods import ready as _ready  # noqa: E402
+from support import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.realpods
 
@@ -89,7 +90,7 @@ def test_every_dashboard_panel_returns_data_under_traffic(stack):
 
     with Traffic(stack.router_url, 1.0, SIMPLE + HARD):
         try:
-            demo.wait_until(all_answer, "every dashboard query answered", 240)
+            wait_until(all_answer, "every dashboard query answered", 240)
         except Exception:
             missing = [(t, r, q) for t, r, q in queries if (t, r) not in answered]
             raise AssertionError(f"{len(missing)} of {len(queries)} queries returned no data: {missing}") from None
@@ -113,7 +114,7 @@ def test_a_restarted_worker_pod_loads_its_weights_from_the_cache(stack):
         return next((p for p in _pods(c, ns, "serving.hadis.dev/model=tiny-light")
                      if p["metadata"]["name"] != victim and _ready(p)), None)  # fmt: skip
 
-    pod = demo.wait_until(replacement, "a new light pod Ready", 180)["metadata"]["name"]
+    pod = wait_until(replacement, "a new light pod Ready", 180)["metadata"]["name"]
     fetch_log = c.kubectl("logs", "-n", ns, pod, "-c", "fetch-weights")
     worker_log = c.kubectl("logs", "-n", ns, pod, "-c", "worker")
     assert "no download" in fetch_log, fetch_log
@@ -168,7 +169,7 @@ def test_a_heavy_pod_deleted_under_traffic_keeps_every_request_within_its_deadli
         time.sleep(3)  # traffic flowing (not a wait for a condition: the load before the kill)
         victim = heavy[0]["metadata"]["name"]
         c.kubectl("delete", "pod", victim, "-n", ns, "--grace-period=0", "--force")
-        demo.wait_until(
+        wait_until(
             lambda: sum(demo.condition(p, "Ready").get("status") == "True"
                         for p in _pods(c, ns, "serving.hadis.dev/model=tiny-heavy")
                         if p["metadata"]["name"] != victim) >= replicas,
@@ -232,12 +233,12 @@ def test_the_router_sends_images_to_the_worker_pods_it_watches_least_loaded_firs
     router = _router_pods(c, ns)[0]
     url = f"http://{router['status']['podIP']}:8080"
     admin = f"http://{router['status']['podIP']}:{ROUTER_ADMIN_PORT}"
-    demo.wait_until(
+    wait_until(
         lambda: _metric(admin, "hadis_router_dispatch_endpoints", model="tiny-heavy", source="endpointslices")
         == len(heavy),
         "the router dispatching to every ready heavy pod", 30,
     )  # fmt: skip
-    before = demo.wait_until(lambda: _quiet(heavy, _batch_seconds(c, ns, "tiny-heavy")), "the heavy pods idle", 120)
+    before = wait_until(lambda: _quiet(heavy, _batch_seconds(c, ns, "tiny-heavy")), "the heavy pods idle", 120)
     rounds = 2
     with concurrent.futures.ThreadPoolExecutor(len(heavy)) as pool:
         for _ in range(rounds):  # HARD[0] goes straight to heavy (the test above)
@@ -284,12 +285,12 @@ def test_the_operator_pod_holding_the_lease_killed_the_other_takes_over_without_
         holder = c.json("get", "lease", "hadis-operator", "-n", op_ns)["spec"].get("holderIdentity")
         return holder if holder and holder != leader else None
 
-    successor = demo.wait_until(new_leader, "another replica holding the Lease", 90)
+    successor = wait_until(new_leader, "another replica holding the Lease", 90)
     took_over = time.monotonic() - t0
     # the new leader acts: a spec change is reconciled (the status follows the generation)
     c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"planner":{"intervalSeconds":11}}}')
     generation = c.json("get", "dcas", "tiny", "-n", ns)["metadata"]["generation"]
-    demo.wait_until(
+    wait_until(
         lambda: c.json("get", "dcas", "tiny", "-n", ns)["status"].get("observedGeneration") == generation,
         "the new leader reconciling the change", 90,
     )  # fmt: skip
@@ -364,10 +365,10 @@ def test_a_worker_rollout_and_a_scale_down_under_traffic_lose_no_request_to_a_dr
                     return False
             return True
 
-        demo.wait_until(rolled_to_new_image, "every worker Deployment rolled out to the new image", 300)
+        wait_until(rolled_to_new_image, "every worker Deployment rolled out to the new image", 300)
         t_rollout = time.monotonic() - t0
         c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"gpuBudget":{"max":3}}}')
-        demo.wait_until(
+        wait_until(
             lambda: sum(_worker_replicas(c, ns).values()) == 3 and all(_rolled(c, ns, n) for n in before),
             "a worker scaled down to the 3-GPU budget, its pod gone", 180,
         )  # fmt: skip
@@ -410,7 +411,7 @@ def test_a_worker_rollout_and_a_scale_down_under_traffic_lose_no_request_to_a_dr
     assert not lost, f"{len(lost)} of {len(results)} requests lost at a draining pod: {lost[:4]}"
     assert len(failed) <= len(results) // 10, explained[:4]
     c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"gpuBudget":{"max":4}}}')
-    demo.wait_until(lambda: sum(_worker_replicas(c, ns).values()) == 4 and demo.rolled_out(c, ns),
+    wait_until(lambda: sum(_worker_replicas(c, ns).values()) == 4 and demo.rolled_out(c, ns),
                     "the 4-GPU budget back", 180)  # fmt: skip
 
 
@@ -439,7 +440,7 @@ def test_a_learned_cascade_routes_with_its_model(stack):
         volumes = c.json("get", "deployment", "tiny-router", "-n", ns)["spec"]["template"]["spec"]["volumes"]
         return any(v.get("configMap", {}).get("name") == "tiny-router-model" for v in volumes)
 
-    demo.wait_until(lambda: mounted() and _rolled(c, ns, "tiny-router"), "the router rolled out with its model", 180)
+    wait_until(lambda: mounted() and _rolled(c, ns, "tiny-router"), "the router rolled out with its model", 180)
     scorer = load_scorer("learned", str(model))
     router = _router_pods(c, ns)[0]
     url = f"http://{router['status']['podIP']}:8080"
@@ -493,7 +494,7 @@ def test_api_keys_from_a_secret_and_a_router_network_policy_come_and_go_with_the
         return next((p for p in _router_pods(c, ns) if keyed(p)), None)
 
     try:
-        router = demo.wait_until(keyed_router, "the router rolled out with its keys", 180)
+        router = wait_until(keyed_router, "the router rolled out with its keys", 180)
         url = f"http://{router['status']['podIP']}:8080"
         admin = f"http://{router['status']['podIP']}:{ROUTER_ADMIN_PORT}/readyz"
         assert json.loads(urllib.request.urlopen(admin, timeout=5).read())["api_keys"] == 1  # read by its user
@@ -520,9 +521,9 @@ def test_api_keys_from_a_secret_and_a_router_network_policy_come_and_go_with_the
             return None
         return next((p for p in _router_pods(c, ns) if not keyed(p)), None)
 
-    router = demo.wait_until(open_router, "the router rolled out without keys", 180)
+    router = wait_until(open_router, "the router rolled out without keys", 180)
     assert _post(f"http://{router['status']['podIP']}:8080", SIMPLE[2])[0] == 200
-    demo.wait_until(
+    wait_until(
         lambda: not c.kubectl("get", "networkpolicy", "-n", ns, "-o", "name").count("tiny-router"),
         "the router NetworkPolicy pruned", 60,
     )  # fmt: skip
@@ -538,12 +539,12 @@ def test_three_routers_at_ten_times_capacity_keep_the_admitted_p99_within_the_sl
 
     c, ns = stack.cluster, stack.namespace
     c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"router":{"replicas":3}}}')
-    demo.wait_until(lambda: len(_router_pods(c, ns)) == 3 and _rolled(c, ns, "tiny-router"), "3 router pods", 180)
+    wait_until(lambda: len(_router_pods(c, ns)) == 3 and _rolled(c, ns, "tiny-router"), "3 router pods", 180)
     ips = [p["status"]["podIP"] for p in _router_pods(c, ns)]
     urls = [f"http://{ip}:8080" for ip in ips]
     for ip in ips:
         admin = f"http://{ip}:{ROUTER_ADMIN_PORT}"
-        demo.wait_until(lambda u=admin: _metric(u, "hadis_router_replicas") == 3, f"{ip} counting 3 routers", 30)
+        wait_until(lambda u=admin: _metric(u, "hadis_router_replicas") == 3, f"{ip} counting 3 routers", 30)
     dcas = c.json("get", "dcas", "tiny", "-n", ns)
     slo = float(dcas["spec"]["sloSeconds"])
     light = dcas["status"]["plan"]["replicas"]["tiny-light"]
@@ -599,7 +600,7 @@ def test_an_idle_cascade_scales_to_zero_and_its_first_requests_are_held_and_serv
     c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", json.dumps(patch))
     try:
         t0 = time.monotonic()
-        demo.wait_until(
+        wait_until(
             lambda: (
                 sum(_worker_replicas(c, ns).values()) == 0 and not _pods(c, ns, "app.kubernetes.io/component=worker")
             ),
@@ -609,10 +610,10 @@ def test_an_idle_cascade_scales_to_zero_and_its_first_requests_are_held_and_serv
         print(f"\nscale to zero on: workers at 0 after {time.monotonic() - t0:.0f}s (idleSeconds 30, scrape 15 s)")
         plan = c.json("get", "dcas", "tiny", "-n", ns)["status"]["plan"]
         assert plan["scaledToZero"] is True and set(plan["replicas"].values()) == {0}
-        demo.wait_until(lambda: len(_router_pods(c, ns)) == 1, "one router pod", 120)
+        wait_until(lambda: len(_router_pods(c, ns)) == 1, "one router pod", 120)
         url = f"http://{_router_pods(c, ns)[0]['status']['podIP']}:8080"
         # no worker, yet Ready: the router holds requests while one starts (its config says so)
-        demo.wait_until(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=5).status == 200, "router Ready", 120)
+        wait_until(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=5).status == 200, "router Ready", 120)
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             sent = [pool.submit(_post, url, SIMPLE[k], 240.0) for k in range(3)]
             results = [f.result() for f in sent]
@@ -625,4 +626,4 @@ def test_an_idle_cascade_scales_to_zero_and_its_first_requests_are_held_and_serv
     finally:
         c.kubectl("patch", "dcas", "tiny", "-n", ns, "--type=merge", "-p", '{"spec":{"scaleToZero":{"enabled":false}}}')
         back = lambda: sum(_worker_replicas(c, ns).values()) > 0 and demo.rolled_out(c, ns)  # noqa: E731
-        demo.wait_until(back, "workers back", 240)
+        wait_until(back, "workers back", 240)

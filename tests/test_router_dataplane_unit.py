@@ -348,3 +348,39 @@ def test_a_malformed_worker_answer_fails_over_and_is_counted(tmp_path):
     ports, bad = asyncio.run(run())
     assert sorted(hits) == ports  # the second replica was tried after the first's bad answer
     assert bad == 2
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_a_prompt_due_at_a_full_light_tier_overflows_to_heavy_when_heavy_can_finish_it(tmp_path, hold):
+    """Every prompt scores easy (router ratio 0) and the light tier cannot finish one more
+    within the SLO: heavy, with room, serves it (decision "overflow") instead of a 503; with
+    heavy full too the request is shed."""
+    from hadis.router.api import ApiError, GenerationRequest
+    from hadis.router.service import Router
+
+    path = tmp_path / "router.yaml"
+    cfg = tiny_config(8000, 8010, router_ratio=0.0, disc_ratio=0.0)
+    _write(path, dataclasses.replace(cfg, limits=dataclasses.replace(cfg.limits, hold=hold)))
+    router = Router(path)
+    light, heavy = router.plane.loads["light"], router.plane.loads["heavy"]
+    light.prior_base_s, light.prior_capacity = 1.0, 4.0
+    heavy.prior_base_s, heavy.prior_capacity = 3.0, 4.0
+    for _ in range(24):  # 24 images ahead at 4/s: the next is done in 7 s, past the 6 s SLO
+        light.start()
+    req = GenerationRequest("a red apple", 1, None)
+    assert router._route(router.plane, req).entry == "overflow"
+
+    for _ in range(16):  # heavy full too: 16 ahead at 4/s and 3 s for the last, past 6 s
+        heavy.start()
+    with pytest.raises(ApiError) as refused:
+        router._route(router.plane, req)
+    assert refused.value.status == 503
+
+    tier = HeldTier(router.plane.clients["heavy"], "tiny-heavy", None)
+    tier.release.set()
+    plane = dataclasses.replace(router.plane, clients={**router.plane.clients, "heavy": tier})
+    outcome = asyncio.run(router._image(plane, "overflow", req.prompt, 1, 1e18))
+    assert outcome.model == "tiny-heavy" and outcome.degraded is None and tier.calls == 1
+    sample = router.metrics.registry.get_sample_value
+    assert sample("hadis_router_routing_decisions_total", {"cascade": "tiny", "decision": "overflow"}) == 1
+    assert sample("hadis_router_routing_decisions_total", {"cascade": "tiny", "decision": "direct_heavy"}) == 0

@@ -92,7 +92,8 @@ def test_light_results_degrade_instead_of_escalating_into_a_late_heavy_tier():
         (0.95, False, True, "degrade"),
         (0.95, False, False, "shed"),
         (0.10, False, True, "light"),
-        (0.10, True, False, "shed"),
+        (0.10, True, False, "overflow"),  # light saturated, heavy has room: heavy, in time
+        (0.10, False, False, "shed"),
     ],
 )
 def test_entry_tier(pct, heavy, light, expected):

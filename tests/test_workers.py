@@ -253,3 +253,59 @@ def test_profile_latency_cli_writes_a_profile_the_planner_reads(tmp_path):
     assert load_s is not None and load_s > 0 and "loaded from the cache in" in run.stderr
     assert swap_seconds(profile)["tiny-light"] == load_s  # the planner's swap time is the measured load
     assert [b for b, _s in profile.feasible_batches("tiny-light")] == [1, 2]
+
+
+def test_a_stopped_worker_answers_what_it_holds_then_exits_with_triton_not_after_pytritons_teardown(tmp_path):
+    """SIGTERM with six images held by a worker of 1 s batches of four: all six are answered,
+    the worker exits as soon as its Triton server has (the GPU a re-plan's new pod waits for is
+    free sooner) and leaves no Triton process behind."""
+    import time
+
+    from hadis.local import free_port
+
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    err = (tmp_path / "worker.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hadis.cli", "worker", "serve", "--model", "tiny-heavy", "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--min-batch-seconds", "1", "--drain-seconds", "20"],
+        stdout=err, stderr=subprocess.STDOUT, cwd=tmp_path,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{http}/v2/models/tiny-heavy"
+    body = {"inputs": [{"name": "PROMPT", "shape": [1, 1], "datatype": "BYTES", "data": ["a cat"]},
+                       {"name": "SEED", "shape": [1, 1], "datatype": "INT64", "data": [1]}]}  # fmt: skip
+
+    def infer(_k: int) -> int:
+        req = urllib.request.Request(f"{url}/infer", data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status
+
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = [pool.submit(infer, k) for k in range(6)]
+            # every image reached Triton before the stop: a batch runs and the rest wait for it
+            stats = f"http://127.0.0.1:{metrics}/metrics"
+            while time.monotonic() < deadline:
+                text = urllib.request.urlopen(stats, timeout=2).read().decode()
+                pending = sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                              if ln.startswith("nv_inference_pending_request_count"))  # fmt: skip
+                if pending >= 2:  # four in the running batch, two queued behind it
+                    break
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert [a.result() for a in answers] == [200] * 6
+        assert proc.wait(60) == 0
+        log = (tmp_path / "worker.log").read_text()
+        assert "Triton done" in log and "after the stop; exiting" in log, log[-2000:]
+        left = subprocess.run(["pgrep", "-f", f"tritonserver.*--http-port {http}"], capture_output=True, text=True)
+        assert left.stdout.strip() == "", left.stdout
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -23,13 +23,33 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hadis.contract import model_ready_path
 from hadis.router.config import Limits, RouterConfig, Scoring, Tier, dump_config
 from hadis.workers.spec import SPECS_DIR  # parsing only: no torch
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], what: str, timeout_s: float = 60.0, every_s: float = 0.5) -> T:
+    """``check()``'s first truthy value, polled every ``every_s``; an exception counts as not yet.
+    TimeoutError naming ``what`` and the last value seen when ``timeout_s`` passes first. The
+    one wait of the demo, the benchmarks and the tests: on conditions, never fixed sleeps."""
+    end = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < end:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as e:  # not there yet
+            last = e
+        time.sleep(every_s)
+    raise TimeoutError(f"{what}: not reached in {timeout_s:.0f}s (last: {last})")
 
 
 def free_port() -> int:

@@ -54,13 +54,17 @@ def after_light(confidence_percentile: float, disc_ratio: float, heavy_in_time: 
 
 def entry_tier(score_percentile: float, router_ratio: float, heavy_in_time: bool, light_in_time: bool) -> str:
     """Where a new request goes: ``"heavy"``, ``"light"``, ``"degrade"`` (light instead of a
-    saturated heavy tier) or ``"shed"`` (neither tier can finish it within the SLO: refuse it
-    now, with a retry hint, rather than let it wait and fail)."""
+    saturated heavy tier), ``"overflow"`` (heavy instead of a saturated light tier: the plan's
+    share of easy prompts can exceed what it gave light, and a heavy image in time beats a
+    refusal) or ``"shed"`` (neither tier can finish it within the SLO: refuse it now, with a
+    retry hint, rather than let it wait and fail)."""
     if routes_to_heavy(score_percentile, router_ratio):
         if heavy_in_time:
             return "heavy"
         return "degrade" if light_in_time else "shed"
-    return "light" if light_in_time else "shed"
+    if light_in_time:
+        return "light"
+    return "overflow" if heavy_in_time else "shed"
 
 
 def percentiles(values: Sequence[float] | np.ndarray) -> np.ndarray:

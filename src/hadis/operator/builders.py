@@ -51,8 +51,10 @@ from hadis.router.config import (
 )
 
 # A terminating worker keeps serving this long before SIGTERM, so the routers' EndpointSlice
-# watches and kube-proxy have stopped sending to it before it stops accepting.
-PRESTOP_S = 5
+# watches (well under a second) and kube-proxy have mostly stopped sending to it before it stops
+# accepting; a router sends an image a stopped pod refuses to another pod. Short: the pod's GPU
+# is held until it exits, and a re-plan's new pod may be waiting for that GPU.
+PRESTOP_S = 3
 ROUTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 
 
@@ -198,12 +200,12 @@ def _worker_container(
         "resources": resources,
         # The model-level endpoint: Triton's server-level /v2/health/ready
         # answers while the model is still loading and requests still fail.
-        # every 2 s: a new replica takes traffic within 2 s of its model
-        # loading (a scale-up under load waits on it); up to 30 min to load
+        # every second: a new replica takes traffic within a second or two of its
+        # model loading (a scale-up under load waits on it); up to 30 min to load
         "startupProbe": {
             "httpGet": {"path": model_ready_path(model.name), "port": probe_port},
-            "periodSeconds": 2,
-            "failureThreshold": 900,
+            "periodSeconds": 1,
+            "failureThreshold": 1800,
         },
         "readinessProbe": {
             "httpGet": {"path": model_ready_path(model.name), "port": probe_port},

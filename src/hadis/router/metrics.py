@@ -26,7 +26,8 @@ class RouterMetrics:
         self.decisions = Counter(
             "hadis_router_routing_decisions",
             "Images by routing outcome: light (served by the light model), direct_heavy (the router "
-            "sent the prompt straight to heavy), escalated (a light result the discriminator sent on), "
+            "sent the prompt straight to heavy), overflow (light was due but full and heavy had room), "
+            "escalated (a light result the discriminator sent on), "
             "heavy_fallback (light was due but no light worker answered).",
             ["cascade", "decision"],
             registry=r,
@@ -151,7 +152,7 @@ class RouterMetrics:
         self.slo_violations.labels(c)
         self.latency.labels(c)
         self.cold_starts.labels(c)
-        for decision in ("light", "direct_heavy", "escalated", "heavy_fallback"):
+        for decision in ("light", "direct_heavy", "overflow", "escalated", "heavy_fallback"):
             self.decisions.labels(c, decision)
         for reason in ("unauthorized", "quota", "invalid", "overload", "unavailable"):
             self.rejected.labels(c, reason)

@@ -78,7 +78,7 @@ class ImageOutcome:
 
 @dataclass(frozen=True)
 class Routed:
-    entry: str  # hadis.core.routing.entry_tier's answer: light, heavy or degrade
+    entry: str  # hadis.core.routing.entry_tier's answer: light, heavy, degrade or overflow
     score: float
     percentile: float
 
@@ -461,10 +461,10 @@ class Router:
         cfg = plane.cfg
         if entry == "degrade":  # heavy was saturated at admission: light, never escalated
             return self._light(plane, await self._call(plane, "light", prompt, seed, deadline), "heavy_saturated")
-        if entry == "heavy":
+        if entry in ("heavy", "overflow"):  # overflow: light was full, heavy had room
             try:
                 res = await self._call(plane, "heavy", prompt, seed, deadline)
-                self.metrics.decisions.labels(cfg.cascade, "direct_heavy").inc()
+                self.metrics.decisions.labels(cfg.cascade, "direct_heavy" if entry == "heavy" else "overflow").inc()
                 return ImageOutcome(res, cfg.heavy.name)
             except WorkerUnavailable:
                 if deadline - time.monotonic() <= 0:
@@ -524,6 +524,8 @@ class Router:
             heavy_adm = self._admit(plane, "heavy", req.n, cfg.slo_s)
         if heavy_adm is None or not heavy_adm.admitted:
             light_adm = self._admit(plane, "light", req.n, cfg.slo_s)
+        if heavy_adm is None and not light_adm.admitted:  # light is full: heavy may have room
+            heavy_adm = self._admit(plane, "heavy", req.n, cfg.slo_s)
         entry = entry_tier(
             pct,
             cfg.router_ratio,

@@ -30,7 +30,8 @@ partial batch) or ``artifact`` (the artifact's simulated worker, ``worker/model.
 4, and 10 ms of discriminator per batch).
 
 A plan with ``degrade`` set follows the router's overload rules (``hadis.core.routing``); with
-``shed`` also set, a request neither tier can finish within the SLO is refused on arrival.
+``shed`` also set, a request light cannot finish within the SLO goes to heavy if heavy can
+(``overflow``), and one neither tier can finish is refused on arrival.
 
 Every second the engine records what a controller sees (``Sample``): requests in the system
 (arrived and not finished; a dropped one stays until 2x SLO after its arrival, when the
@@ -52,7 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hadis.core.profile import Profile
-from hadis.core.routing import after_light, entry_tier
+from hadis.core.routing import after_light, entry_tier, routes_to_heavy
 from hadis.sim.data import IMAGES_PER_PROMPT, PromptData, Trace
 
 DISPATCH_MODES = ("model-queue", "random-worker", "least-in-flight")
@@ -484,7 +485,7 @@ class Simulation:
                 req.dropped, req.shed, req.done = True, True, self.now
                 self._served += 1  # refused at once: never in the system
                 return
-            if entry == "heavy":
+            if entry in ("heavy", "overflow"):
                 req.role, req.path, model = "heavy", "H", plan.heavy
                 self._count_arrival(self._target_model(plan.light))  # the light worker forwards it
             else:
@@ -508,8 +509,9 @@ class Simulation:
             return entry_tier(score_percentile, plan.router_ratio, True, True)
         heavy = self._target_model(plan.heavy)
         light = self._target_model(plan.light)
-        heavy_in_time = plan.router_ratio > 0 and self.predicted_finish(heavy) <= self.slo
         light_in_time = not plan.shed or self.predicted_finish(light) <= self.slo
+        asks_heavy = routes_to_heavy(score_percentile, plan.router_ratio) or not light_in_time
+        heavy_in_time = asks_heavy and self.predicted_finish(heavy) <= self.slo
         return entry_tier(score_percentile, plan.router_ratio, heavy_in_time, light_in_time)
 
     def _dispatch(self, model: str) -> None:

@@ -8,7 +8,9 @@ For each trace (a staircase and a spike, at the tiny cascade's scale) it
    in the order of the router features the replay scores), and samples the plan's replicas and
    the Ready worker pods every 2 s;
 3. replays the same arrivals through ``hadis.sim`` with the tiny profile (the workers' fixed
-   service times), 4 GPUs, the SLO, ours (``hadis``: late binding, surge re-plans) and, as the
+   service times), 4 GPUs, the SLO, ours (``hadis``: late binding, surge re-plans, and the
+   router's admission: refused at arrival when neither tier can finish in time, overflow to
+   heavy when light cannot) and, as the
    model-load time, the pod start measured on the cluster (creation to Ready, the median of
    the demo's Ready worker pods: what a plan's new pod really takes here);
 
@@ -72,7 +74,8 @@ def replay(data: SimData, t: Trace) -> dict:
     settings = SimSettings(gpus=GPUS, slo_s=SLO_S, replan_interval_s=10.0, timing="profile")
     ctx = context_for(data, settings)
     sim = Simulation(
-        t, data.prompts, data.profile, make_policy("hadis", ctx), total_gpus=GPUS, slo_s=SLO_S,
+        t, data.prompts, data.profile, dataclasses.replace(make_policy("hadis", ctx), shed=True), total_gpus=GPUS,
+        slo_s=SLO_S,
         replan_interval_s=settings.interval, swap_delay_s=ctx.swap_s.__getitem__, dispatch=DISPATCH["hadis"],
         timing="profile",
     )  # fmt: skip

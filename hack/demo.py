@@ -498,8 +498,10 @@ def fresh_cascade(c: Cluster, prometheus_url: str, hold: bool, namespace: str = 
     apply_tiny(c, namespace, prometheus_url, cascade=doc)
     wait_until(lambda: cascade_ready(c, namespace) and router_ready(c, namespace) and rolled_out(c, namespace),
                "the new cascade Ready and rolled out", 300)  # fmt: skip
-    with contextlib.suppress(OSError):
-        os.killpg(_pids().get("port-forward", -1), signal.SIGTERM)
+    old = _pids().get("port-forward")
+    if old:  # never killpg(-1): that is every process this user may signal
+        with contextlib.suppress(OSError):
+            os.killpg(old, signal.SIGTERM)
     pf, router_url = port_forward(c, namespace, "svc/tiny-router", 80, STATE / "port-forward.log")
     _save_pid("port-forward", pf.pid)
     return router_url

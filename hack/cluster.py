@@ -8,7 +8,7 @@ fake nodes for scale tests. Both kinds advertise ``nvidia.com/gpu``. The real no
 ``node.hadis.dev/local=true:NoSchedule``, so only pods that tolerate it land there. Binaries come
 from ``hack/build-control-plane.sh`` (built from their Go modules at pinned versions, cached).
 
-    python hack/cluster.py up [--nodes 4 --gpus-per-node 4 --real-gpus 4]  # ends with: export KUBECONFIG=PATH
+    python hack/cluster.py up [--nodes 4 --gpus-per-node 4 --real-gpus 5]  # ends with: export KUBECONFIG=PATH
     python hack/cluster.py up --no-real-node      # control plane and kwok only, all on loopback
     python hack/cluster.py load IMAGE...          # docker image -> the node's containerd
     python hack/cluster.py restart kube-apiserver # stop one part, start it again as it was (fault tests)
@@ -415,7 +415,8 @@ def main() -> int:
     u.add_argument("--gpus-per-node", type=int, default=4)
     u.add_argument("--real-node", action=argparse.BooleanOptionalAction, default=True,
                    help="also start the real node (containerd, kubelet, kube-proxy, CNI, CoreDNS)")  # fmt: skip
-    u.add_argument("--real-gpus", type=int, default=4, help="nvidia.com/gpu the real node advertises")
+    u.add_argument("--real-gpus", type=int, default=5,
+                   help="nvidia.com/gpu the real node advertises (the demo: a budget of 4, maxSurge 1)")  # fmt: skip
     u.set_defaults(func=up)
     ld = sub.add_parser("load", help="import docker images into the real node's containerd")
     ld.add_argument("images", nargs="+")

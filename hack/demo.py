@@ -418,7 +418,7 @@ def load_step(
 
     t0 = time.monotonic()
     t_ready = t_plan = float("inf")
-    new_pod = None
+    new_pod, plan1 = None, None
     served = 0.0
     with concurrent.futures.ThreadPoolExecutor(64) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
         pacer.submit(paced, pool)
@@ -441,6 +441,8 @@ def load_step(
 
             new_pod = wait_until(ready_new_pod, "a new tiny-light pod Ready", 180)
             t_ready = time.monotonic()
+            if plan1.get("surgeReplicas"):
+                log(f"  kept serving until it is Ready (gpuBudget.maxSurge): {plan1['surgeReplicas']}")
             served = wait_until(lambda: worker_served(new_pod), "the new pod serving", 60)
             log(f"  new pod {new_pod['metadata']['name']} Ready {t_ready - t0:.1f}s into the step; it served "
                 f"{served:.0f} request(s) so far")  # fmt: skip
@@ -468,12 +470,33 @@ def load_step(
         "ready_after_replan_s": t_ready - t0 - t_plan,
         "admitted_p99_s": admitted[min(len(admitted) - 1, int(0.99 * len(admitted)))] if admitted else float("nan"),
         "timeline": timeline,
+        "surge": (plan1 or {}).get("surgeReplicas") or {},
+        "drained_after_ready_s": surge_drained_after(c, namespace, new_pod) if new_pod else None,
     }
     log(
         f"  whole step: {figures['refused_share']:.1%} of {len(results)} requests refused; new pod Ready "
         f"{figures['ready_after_replan_s']:.1f}s after the re-plan; admitted p99 {figures['admitted_p99_s']:.2f}s"
     )
     return figures
+
+
+def surge_drained_after(c: Cluster, namespace: str, pod: dict, name: str = "tiny") -> float | None:
+    """Seconds from ``pod``'s Ready to the cascade's last SurgeDrained event (the pods a re-plan
+    gave up drained once its new ones were Ready), None without one (to the second: both
+    stamps are)."""
+    uid = c.json("get", "dcas", name, "-n", namespace)["metadata"]["uid"]  # not a deleted namesake's
+    events = c.json("get", "events", "-n", namespace, "--field-selector",
+                    f"involvedObject.uid={uid},reason=SurgeDrained")["items"]  # fmt: skip
+    stamps = [e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp") for e in events]
+    ready = condition(c.json("get", "pod", pod["metadata"]["name"], "-n", namespace), "Ready").get("lastTransitionTime")
+    if not ready or not any(stamps):
+        return None
+    at = max(_stamp(t) for t in stamps if t)
+    return (at - _stamp(ready)).total_seconds()
+
+
+def _stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).replace(microsecond=0)
 
 
 def fresh_cascade(c: Cluster, prometheus_url: str, hold: bool, namespace: str = DEMO_NS) -> str:

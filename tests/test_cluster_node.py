@@ -36,7 +36,7 @@ def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind():
     c = demo.Cluster(up.stdout.strip().splitlines()[-1].split("=", 1)[1], Path(state["bin_dir"]))
     try:
         node = c.json("get", "node", demo.node.NODE_NAME)
-        assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
+        assert node["status"]["capacity"]["nvidia.com/gpu"] == "5"  # the demo's 4-GPU budget and 1 of maxSurge
         assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
         pod = {
             "apiVersion": "v1",

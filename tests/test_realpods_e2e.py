@@ -423,6 +423,10 @@ def test_a_load_step_replans_and_the_new_worker_pod_serves(stack):
     assert timeline["scheduled"] <= timeline["container started"] <= timeline["model loaded"] <= timeline["Ready"]
     light = stack.cluster.json("get", "deployment", "tiny-tiny-light", "-n", stack.namespace)
     assert light["spec"]["replicas"] >= 2
+    # gpuBudget.maxSurge 1 (a 5-GPU node, a 4-GPU budget): the re-plan moved a GPU to light, and
+    # the one pod it gave up served on until the new light pod was Ready, then drained
+    assert sum(step["surge"].values()) == 1, step["surge"]
+    assert step["drained_after_ready_s"] is not None and step["drained_after_ready_s"] >= 0, step
 
 
 def test_a_learned_cascade_routes_with_its_model(stack):

@@ -304,6 +304,7 @@ def test_a_stopped_worker_answers_what_it_holds_then_exits_with_triton_not_after
         assert proc.wait(60) == 0
         log = (tmp_path / "worker.log").read_text()
         assert "Triton done" in log and "after the stop; exiting" in log, log[-2000:]
+        assert "waiting for Triton (pid none found)" not in log, log[-2000:]  # its process, not a port, watched
         left = subprocess.run(["pgrep", "-f", f"tritonserver.*--http-port {http}"], capture_output=True, text=True)
         assert left.stdout.strip() == "", left.stdout
     finally:

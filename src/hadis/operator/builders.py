@@ -114,13 +114,13 @@ def labels(cascade: str, component: str, model: str | None = None) -> dict[str, 
     return out
 
 
-def _dns(name: str) -> str:
+def dns_name(name: str) -> str:
     """Object names: model names may hold dots (sd3.5-large); object names may not in all kinds."""
     return name.replace(".", "-").lower()
 
 
 def worker_name(cascade: str, model: str) -> str:
-    return f"{cascade}-{_dns(model)}"
+    return f"{cascade}-{dns_name(model)}"
 
 
 def router_name(cascade: str) -> str:
@@ -245,7 +245,7 @@ def worker_deployment(
     Drain on scale-down and rollout: the pod leaves its EndpointSlice (not ready, terminating) the
     moment its deletion starts, serves on for ``PRESTOP_S`` while routers and kube-proxy stop
     sending, then on SIGTERM Triton finishes the requests in flight for up to ``drain_s``."""
-    sel = {CASCADE_LABEL: cascade, MODEL_LABEL: _dns(model.name)}
+    sel = {CASCADE_LABEL: cascade, MODEL_LABEL: dns_name(model.name)}
     gpu = {"nvidia.com/gpu": str(model.gpus_per_replica)}
     resources = dict(model.resources or {})
     resources["requests"] = {**resources.get("requests", {}), **gpu}
@@ -276,7 +276,7 @@ def worker_deployment(
         "metadata": {
             "name": worker_name(cascade, model.name),
             "namespace": namespace,
-            "labels": labels(cascade, "worker", _dns(model.name)),
+            "labels": labels(cascade, "worker", dns_name(model.name)),
         },
         "spec": {
             "replicas": replicas,
@@ -285,7 +285,7 @@ def worker_deployment(
             # only the pod it replaces can free, and the rollout would never finish.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": labels(cascade, "worker", _dns(model.name))},
+                "metadata": {"labels": labels(cascade, "worker", dns_name(model.name))},
                 "spec": {
                     # Least privilege: a worker never calls the API server, so it holds no token.
                     "automountServiceAccountToken": False,
@@ -313,10 +313,10 @@ def worker_service(cascade: str, namespace: str, model: ModelEntry) -> dict[str,
         "metadata": {
             "name": worker_name(cascade, model.name),
             "namespace": namespace,
-            "labels": labels(cascade, "worker", _dns(model.name)),
+            "labels": labels(cascade, "worker", dns_name(model.name)),
         },
         "spec": {
-            "selector": {CASCADE_LABEL: cascade, MODEL_LABEL: _dns(model.name)},
+            "selector": {CASCADE_LABEL: cascade, MODEL_LABEL: dns_name(model.name)},
             "ports": [
                 {"name": "http", "port": WORKER_HTTP, "targetPort": "http"},
                 {"name": "metrics", "port": WORKER_METRICS, "targetPort": "metrics"},
@@ -592,10 +592,13 @@ def owned_objects(
     replicas: Mapping[str, int],
     default_images: Images,
     starts: Mapping[str, float] | None = None,
+    workers: Mapping[str, int] | None = None,
 ) -> list[dict]:
     """Every object a cascade owns, for a plan and its replicas per model: worker Deployments and
     Services per model, the router's config, RBAC, Deployment and Service, and the workers'
-    NetworkPolicy. What a cascade owned and this set no longer has is pruned (``prunable``)."""
+    NetworkPolicy. What a cascade owned and this set no longer has is pruned (``prunable``).
+    ``workers`` (default: ``replicas``) are the worker Deployments' replicas when a re-plan
+    keeps pods it gives up serving until its new pods are Ready (``logic.surge_replicas``)."""
     images = images_of(spec, default_images)
     placement = placement_of(spec)
     cache = model_cache_volume(spec)
@@ -603,7 +606,7 @@ def owned_objects(
     light = profile.model(plan.config.light)
     measured = starts or {}
     capacities = {
-        m: tier_capacity(profile, m, spec.slo_s, replicas.get(m, 0), measured.get(_dns(m)))
+        m: tier_capacity(profile, m, spec.slo_s, replicas.get(m, 0), measured.get(dns_name(m)))
         for m in (plan.config.light, plan.config.heavy)
     }
     learned = spec.router.scoring == "learned"
@@ -628,7 +631,9 @@ def owned_objects(
     for m in spec.models:
         drain = drain_seconds(spec.slo_s, _slowest_batch(profile, m.name))
         objs.append(
-            worker_deployment(name, namespace, m, replicas.get(m.name, 0), images.worker, placement, drain, cache)
+            worker_deployment(
+                name, namespace, m, (workers or replicas).get(m.name, 0), images.worker, placement, drain, cache
+            )
         )
         objs.append(worker_service(name, namespace, m))
     objs.append(router_configmap(name, namespace, cfg))

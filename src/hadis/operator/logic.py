@@ -218,7 +218,7 @@ def same_plan(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
     """Whether two status plans differ in anything but when they were made or the demand seen."""
     if not a:
         return False
-    ignore = {"plannedAt", "demandRps", "predictedLatencySeconds", "trigger"}
+    ignore = {"plannedAt", "demandRps", "predictedLatencySeconds", "trigger", "surgeReplicas"}
     return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
 
 
@@ -550,6 +550,85 @@ def plan_conditions(plan: Plan, generation: int, now: dt.datetime, previous: Seq
     ]
 
 
+# How long the pods a re-plan gives up may keep serving beyond the plan while the pods it adds
+# are not yet Ready (a Deployment's progressDeadlineSeconds default): then they drain anyway.
+SURGE_DEADLINE_S = 600.0
+
+
+def pods_coming(target: Mapping[str, int], models: Sequence[ModelEntry], rollouts: Sequence[WorkerRollout]) -> bool:
+    """Whether some model has fewer Ready worker pods than ``target`` (replicas by model name)."""
+    ready = {w.model: w.ready for w in rollouts}
+    return any(ready.get(builders.dns_name(m.name), 0) < target.get(m.name, 0) for m in models)
+
+
+def surge_replicas(
+    target: Mapping[str, int],
+    models: Sequence[ModelEntry],
+    rollouts: Sequence[WorkerRollout],
+    cap_gpus: int,
+    release: bool = False,
+) -> dict[str, int]:
+    """The worker replicas to write for the plan's ``target``: while the pods the plan adds are
+    not Ready, the pods it gives up keep serving (their Deployment keeps its replicas) as far as
+    ``cap_gpus`` (gpuBudget.max + maxSurge) holds them, so the new pods start on free GPUs
+    instead of waiting for the drained ones. ``release`` (the new pods cannot be placed, or the
+    deadline passed) drains them now; so does every pass once no pod is coming."""
+    out = dict(target)
+    if release or not pods_coming(target, models, rollouts):
+        return out
+    deployed = {w.model: w.desired for w in rollouts}
+    used = sum(out.get(m.name, 0) * m.gpus_per_replica for m in models)
+    for m in models:
+        while out.get(m.name, 0) < deployed.get(builders.dns_name(m.name), 0) and used + m.gpus_per_replica <= cap_gpus:
+            out[m.name] = out.get(m.name, 0) + 1
+            used += m.gpus_per_replica
+    return out
+
+
+def surge_settled(status_plan: Mapping[str, Any] | None, models: Sequence[ModelEntry],
+                  rollouts: Sequence[WorkerRollout], unschedulable: int) -> bool:  # fmt: skip
+    """Whether replicas held beyond the plan in ``status_plan`` may drain now: the plan's new pods
+    are Ready, or some cannot be placed (the held pods' GPUs are what they wait for)."""
+    plan = status_plan or {}
+    if not plan.get("surgeReplicas"):
+        return False
+    return bool(unschedulable) or not pods_coming(plan.get("replicas") or {}, models, rollouts)
+
+
+@dataclass(frozen=True)
+class Surge:
+    """One pass's worker replicas under gpuBudget.maxSurge: ``workers`` to write, ``held`` beyond
+    the plan now (None: none) and before (``was_held``, from the status)."""
+
+    workers: dict[str, int]
+    held: dict[str, int] | None
+    was_held: dict[str, int] | None
+    unplaced: bool
+
+    @classmethod
+    def of(
+        cls, spec: CascadeSpec, decision: Decision, status_plan: Mapping[str, Any] | None,
+        rollouts: Sequence[WorkerRollout], changed: bool, unschedulable: int, now: dt.datetime,
+    ) -> Surge:  # fmt: skip
+        """``changed``: the plan is new this pass (its deadline starts now, not at plannedAt)."""
+        planned_at = (status_plan or {}).get("plannedAt")
+        since = now if changed or not planned_at else _time(planned_at)
+        release = bool(unschedulable) or (now - since).total_seconds() > SURGE_DEADLINE_S
+        target = decision.replicas
+        workers = surge_replicas(target, spec.models, rollouts, spec.gpu_max + spec.max_surge, release)
+        held = {m: n - target.get(m, 0) for m, n in workers.items() if n > target.get(m, 0)}
+        return cls(workers, held or None, (status_plan or {}).get("surgeReplicas") or None, bool(unschedulable))
+
+    @property
+    def drained(self) -> tuple[str, str] | None:
+        """The event of a pass that drains the replicas held so far (None: it does not)."""
+        if not self.was_held or self.held:
+            return None
+        gone = ", ".join(f"{m} -{n}" for m, n in self.was_held.items())
+        why = "some cannot be placed" if self.unplaced else "they are Ready"
+        return "SurgeDrained", f"draining the replicas kept beyond the plan ({gone}): the plan's new pods {why}"
+
+
 @dataclass(frozen=True)
 class Convergence:
     """What one planning pass wants written: objects to apply, the status, Normal events."""
@@ -606,15 +685,26 @@ def converge(
     if unschedulable:  # pods wait for GPUs: that, not the plan's feasibility, is what Ready says
         conds = merge_conditions(conds, unschedulable_conditions(unschedulable, generation, now, previous))
     unchanged = same_plan(status.get("plan"), plan_doc)
-    if not reconcile and unchanged and (conds == previous or condition_reason(previous, "Degraded") == "ApplyFailed"):
+    surge = Surge.of(spec, decision, status.get("plan"), rollouts, not unchanged, unschedulable, now)
+    if surge.held or surge.was_held:
+        plan_doc["surgeReplicas"] = surge.held or None  # null removes it in a merge patch
+    surge_moved = surge.held != surge.was_held
+    if (
+        not reconcile
+        and unchanged
+        and not surge_moved
+        and (conds == previous or condition_reason(previous, "Degraded") == "ApplyFailed")
+    ):
         # Nothing changed; or the API server refused this plan's objects, and only a new spec
         # (a reconcile) or a new plan can change that: the conditions stay as they say.
         return Convergence(decision, (), None, ())
     objects = (
         ()
-        if unchanged and not reconcile
+        if unchanged and not reconcile and not surge_moved
         else tuple(
-            builders.owned_objects(spec, name, namespace, bundle, decision.plan, decision.replicas, images, starts)
+            builders.owned_objects(
+                spec, name, namespace, bundle, decision.plan, decision.replicas, images, starts, workers=surge.workers
+            )
         )
     )
     events: tuple[tuple[str, str], ...] = ()
@@ -623,5 +713,7 @@ def converge(
         events = (
             (("Planned", summary),) if reconcile else (("Replanned", f"{trigger}, {rate_rps:.2f} images/s: {summary}"),)
         )
+    elif surge.drained:
+        events = (surge.drained,)
     new_status = {"observedGeneration": generation, "plan": plan_doc, "conditions": conds}
     return Convergence(decision, objects, new_status, events)

@@ -19,7 +19,7 @@ from hadis.core.surge import SurgeSettings
 # The CRD's defaults, by path under spec (``models`` items apart). A default of the CRD that is
 # not here, or differs, fails the test that compares them.
 DEFAULTS: dict[str, Any] = {
-    "gpuBudget": {"min": 2},
+    "gpuBudget": {"min": 2, "maxSurge": 0},
     "prometheus": {"url": "http://prometheus-operated:9090", "window": "2m", "timeoutSeconds": 5},
     "networkPolicy": {"enabled": True},
     "scaleToZero": {"enabled": False, "idleSeconds": 300, "coldStartTimeoutSeconds": 180},
@@ -159,6 +159,7 @@ class CascadeSpec:
     placement: Mapping[str, Any] | None = None  # spec.placement as written
     network_policy: bool = True
     scale_to_zero: ScaleToZeroSpec | None = None  # None: workers never go below the plan's
+    max_surge: int = 0  # GPUs beyond gpu_max that pods a re-plan gives up may hold until new ones are Ready
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> CascadeSpec:
@@ -197,6 +198,7 @@ class CascadeSpec:
             placement=s.get("placement") or None,
             network_policy=bool(s["networkPolicy"]["enabled"]),
             scale_to_zero=_scale_to_zero(s["scaleToZero"]),
+            max_surge=int(s["gpuBudget"]["maxSurge"]),
         )
 
     @property

@@ -25,8 +25,6 @@ import sys
 import sysconfig
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -111,23 +109,51 @@ def triton_infer(generate: Callable[[list[str], list[int]], dict[str, list]], ba
     return infer
 
 
-def exit_once_drained(metrics_url: str, model: str, batches: Batches, poll_s: float = 0.1) -> None:
-    """Exit as soon as the Triton server process has exited, not after PyTriton's teardown (2-4 s
-    more): a scaled-down pod's GPU then goes sooner to the pod that waits for it. Triton stops
-    listening at once (a router sends new images to another pod), answers every connection it
-    holds, unloads the model and only then exits; its metrics port is open until it does."""
-    start = time.monotonic()
-    while True:
-        time.sleep(poll_s)
+def triton_processes(parent: int) -> list[int]:
+    """The ``tritonserver`` processes under ``parent`` (PyTriton starts the server as a child)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            with urllib.request.urlopen(metrics_url, timeout=1.0):
-                gone = False
-        except urllib.error.URLError as e:
-            gone = isinstance(e.reason, ConnectionRefusedError)
-        except OSError:  # a reset, an error status: still there
-            gone = False
-        if gone and batches.running == 0:
-            break
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(children.get(parent, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"tritonserver" in f.read().split(b"\0", 1)[0]:
+                    found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def process_gone(pid: int) -> bool:
+    """Exited (no such process, or a zombie not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def exit_once_drained(servers: list[int], model: str, batches: Batches, poll_s: float = 0.1) -> None:
+    """Exit as soon as the Triton server processes have exited, not after PyTriton's teardown
+    (2-4 s more): a scaled-down pod's GPU then goes sooner to the pod that waits for it. Triton
+    stops listening at once (a router sends new images to another pod), answers every connection
+    it holds, unloads the model and only then exits. The process, not its ports, is watched: the
+    ports close before the process has gone."""
+    start = time.monotonic()
+    print(f"worker {model}: stopping; waiting for Triton (pid {', '.join(map(str, servers)) or 'none found'})",
+          file=sys.stderr, flush=True)  # fmt: skip
+    while not (all(process_gone(pid) for pid in servers) and batches.running == 0):
+        time.sleep(poll_s)
     print(f"worker {model}: Triton done {time.monotonic() - start:.1f}s after the stop; exiting", file=sys.stderr,
           flush=True)  # fmt: skip
     os._exit(0)
@@ -230,15 +256,15 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
+
         # SIGTERM (a pod deleted or scaled down) stops as Ctrl-C does: PyTriton then stops Triton,
         # which finishes the requests in flight, and the GPU is free in seconds, not after the
         # kubelet's grace period. Set here: starting Triton resets the handler, and as PID 1 in a
         # container a SIGTERM without a handler is ignored.
         # Triton's own exit is watched from then on (``exit_once_drained``).
-        metrics_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{metrics_port}/metrics"
-
         def stop(signum, frame):
-            threading.Thread(target=exit_once_drained, args=(metrics_url, spec.name, batches), daemon=True).start()
+            servers = triton_processes(os.getpid())
+            threading.Thread(target=exit_once_drained, args=(servers, spec.name, batches), daemon=True).start()
             signal.default_int_handler(signum, frame)
 
         signal.signal(signal.SIGTERM, stop)

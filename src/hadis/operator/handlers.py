@@ -108,18 +108,20 @@ def default_images() -> builders.Images:
 @kopf.on.resume(contract.GROUP, contract.VERSION, contract.PLURAL)
 @kopf.on.create(contract.GROUP, contract.VERSION, contract.PLURAL)
 @kopf.on.update(contract.GROUP, contract.VERSION, contract.PLURAL, field="spec")
-def reconcile(body, spec, name, namespace, meta, status, patch, logger, **_: Any) -> None:
+def reconcile(body, spec, name, namespace, meta, status, patch, logger, worker_rollouts, **_: Any) -> None:
     metrics.RECONCILES.labels(namespace, name).inc()
     for handler in ("reconcile", "replan"):  # at zero from the start: a rate of errors reads 0, not "no data"
         metrics.RECONCILE_ERRORS.labels(namespace, name, handler)
+    # the workers as they are: a spec change while pods are kept beyond the plan keeps them
+    rollouts = sorted(worker_rollouts.get((namespace, name), []), key=lambda w: w.model)
     try:
-        _reconcile(body, CascadeSpec.parse(spec), name, namespace, meta, status, patch, logger)
+        _reconcile(body, CascadeSpec.parse(spec), name, namespace, meta, status, patch, logger, rollouts)
     except Exception:
         metrics.RECONCILE_ERRORS.labels(namespace, name, "reconcile").inc()
         raise  # kopf retries it
 
 
-def _reconcile(body, spec: CascadeSpec, name, namespace, meta, status, patch, logger) -> None:
+def _reconcile(body, spec: CascadeSpec, name, namespace, meta, status, patch, logger, rollouts: list) -> None:
     generation = int(meta.get("generation", 0))
     previous = list(status.get("conditions") or [])
     now = _now()
@@ -136,7 +138,8 @@ def _reconcile(body, spec: CascadeSpec, name, namespace, meta, status, patch, lo
     conv = planned(
         spec, name, namespace, "reconcile", now,
         lambda: logic.converge(
-            spec, name, namespace, bundle, rate, status, [], generation, now, reconcile=True, images=default_images(),
+            spec, name, namespace, bundle, rate, status, rollouts, generation, now, reconcile=True,
+            images=default_images(),
             asleep=asleep_token(spec, status),
         ),
     )  # fmt: skip

@@ -471,28 +471,35 @@ def load_step(
         "admitted_p99_s": admitted[min(len(admitted) - 1, int(0.99 * len(admitted)))] if admitted else float("nan"),
         "timeline": timeline,
         "surge": (plan1 or {}).get("surgeReplicas") or {},
-        "drained_after_ready_s": surge_drained_after(c, namespace, new_pod) if new_pod else None,
+        "drained_after": surge_drained_after(c, namespace, new_pod) if new_pod else {},
     }
     log(
         f"  whole step: {figures['refused_share']:.1%} of {len(results)} requests refused; new pod Ready "
         f"{figures['ready_after_replan_s']:.1f}s after the re-plan; admitted p99 {figures['admitted_p99_s']:.2f}s"
     )
+    if figures["drained_after"]:
+        after = figures["drained_after"]
+        log(
+            f"  the pods kept beyond the plan drained {after['PodScheduled']:.0f}s after the new pod was scheduled, "
+            f"{after['Ready']:.0f}s after it was Ready (earlier: a later plan's pod could not be placed)"
+        )
     return figures
 
 
-def surge_drained_after(c: Cluster, namespace: str, pod: dict, name: str = "tiny") -> float | None:
-    """Seconds from ``pod``'s Ready to the cascade's last SurgeDrained event (the pods a re-plan
-    gave up drained once its new ones were Ready), None without one (to the second: both
-    stamps are)."""
+def surge_drained_after(c: Cluster, namespace: str, pod: dict, name: str = "tiny") -> dict[str, float]:
+    """Seconds from ``pod``'s PodScheduled and Ready to the cascade's last SurgeDrained event (the
+    pods a re-plan gave up drained: its new pods were Ready, or a later plan's could not be
+    placed); empty without one. To the second: the stamps are."""
     uid = c.json("get", "dcas", name, "-n", namespace)["metadata"]["uid"]  # not a deleted namesake's
     events = c.json("get", "events", "-n", namespace, "--field-selector",
                     f"involvedObject.uid={uid},reason=SurgeDrained")["items"]  # fmt: skip
-    stamps = [e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp") for e in events]
-    ready = condition(c.json("get", "pod", pod["metadata"]["name"], "-n", namespace), "Ready").get("lastTransitionTime")
-    if not ready or not any(stamps):
-        return None
-    at = max(_stamp(t) for t in stamps if t)
-    return (at - _stamp(ready)).total_seconds()
+    stamps = [t for e in events if (t := e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp"))]
+    now = c.json("get", "pod", pod["metadata"]["name"], "-n", namespace)
+    marks = {k: condition(now, k).get("lastTransitionTime") for k in ("PodScheduled", "Ready")}
+    if not stamps or not all(marks.values()):
+        return {}
+    at = max(_stamp(t) for t in stamps)
+    return {k: (at - _stamp(v)).total_seconds() for k, v in marks.items()}
 
 
 def _stamp(text: str) -> datetime:

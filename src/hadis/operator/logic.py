@@ -625,8 +625,8 @@ class Surge:
         if not self.was_held or self.held:
             return None
         gone = ", ".join(f"{m} -{n}" for m, n in self.was_held.items())
-        why = "some cannot be placed" if self.unplaced else "they are Ready"
-        return "SurgeDrained", f"draining the replicas kept beyond the plan ({gone}): the plan's new pods {why}"
+        why = "some of the plan's new pods cannot be placed" if self.unplaced else "the plan's new pods are Ready"
+        return "SurgeDrained", f"draining the replicas kept beyond the plan ({gone}): {why}"
 
 
 @dataclass(frozen=True)

@@ -275,7 +275,7 @@ async def replan(
                 token = next(iter(wake_leases.get(key, [])), "")
                 if await sleep_or_wake(spec, namespace, name, idle, token, rate, view_of, once, logger) or idle.asleep:
                     continue  # asleep: no re-plan until a request wakes it
-            decision = clock.tick(time.monotonic(), rate) or surge_drain(spec, body, view_of(spec))
+            decision = clock.tick(time.monotonic(), rate) or surge_drain(spec, body, view_of)
             if decision is None:
                 continue  # a quiet check: nothing read from or written to the API server
             rate, why = decision
@@ -288,10 +288,16 @@ async def replan(
         metrics.forget(namespace, name)
 
 
-def surge_drain(spec: CascadeSpec, body: Mapping[str, Any], view: ClusterView) -> tuple[float, str] | None:
+def surge_drain(
+    spec: CascadeSpec, body: Mapping[str, Any], view_of: Callable[[CascadeSpec], ClusterView]
+) -> tuple[float, str] | None:
     """A pass at the planned rate as soon as replicas held beyond the plan may drain (the plan's
-    new pods are Ready), not at the next timer: their GPUs cost until then."""
+    new pods are Ready), not at the next timer: their GPUs cost until then. The indexes are read
+    only while some are held."""
     plan = (body.get("status") or {}).get("plan") or {}
+    if not plan.get("surgeReplicas"):
+        return None
+    view = view_of(spec)
     if not logic.surge_settled(plan, spec.models, view.rollouts, view.unschedulable):
         return None
     return float(plan.get("demandRps") or 0.0), "surge-ready"

@@ -109,6 +109,12 @@ def triton_infer(generate: Callable[[list[str], list[int]], dict[str, list]], ba
     return infer
 
 
+def _stat(pid: int | str) -> list[str]:
+    """``/proc/<pid>/stat``'s fields after the command name (state, ppid, ...); OSError if gone."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def triton_processes(parent: int) -> list[int]:
     """The ``tritonserver`` processes under ``parent`` (PyTriton starts the server as a child)."""
     children: dict[int, list[int]] = {}
@@ -116,8 +122,7 @@ def triton_processes(parent: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            ppid = int(_stat(entry)[1])
         except (OSError, IndexError, ValueError):  # gone meanwhile
             continue
         children.setdefault(ppid, []).append(int(entry))
@@ -137,8 +142,7 @@ def triton_processes(parent: int) -> list[int]:
 def process_gone(pid: int) -> bool:
     """Exited (no such process, or a zombie not yet reaped)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        return _stat(pid)[0] == "Z"
     except OSError:
         return True
 

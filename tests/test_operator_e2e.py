@@ -486,7 +486,9 @@ def test_real_traffic_moves_replicas(crd, namespace, tmp_path, monkeypatch):
         with KopfRunner(args, timeout=90) as runner:
             for ns in (namespace, other):
                 st = wait_until(lambda ns=ns: _ready(crd, ns, "tiny"), f"Ready in {ns}")
-                assert st["plan"]["pair"] == "sdxl-lightning-2step -> sd3.5-large"  # of the listed models
+                # of the listed models; idle, light only: a tie between the light model's pairs, the
+                # grid's first (tests/test_pareto.py: exact on any machine)
+                assert st["plan"]["pair"] == "sdxl-lightning-2step -> sd3.5-medium"
             low = light_replicas()
             assert low == 1, low
             with concurrent.futures.ThreadPoolExecutor(32) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:

@@ -51,6 +51,23 @@ def test_a_cascade_listing_a_subset_of_its_profile_is_planned_with_its_own_model
         assert sum(d.replicas.values()) >= 2 and set(d.replicas) == {"sd3.5-medium", "sd3.5-large"}
 
 
+def test_a_subset_cascade_is_restricted_and_densified_once_per_profile_version(monkeypatch):
+    """Each pass restricted the profile anew, and the dense table, cached by the bundle's
+    identity, was computed again on every re-plan of a cascade listing a subset."""
+    l40s = parse_configmap((ROOT / "profiles" / "configmap-l40s.yaml").read_text())  # a new version
+    calls = []
+    monkeypatch.setattr(logic, "planning_table", lambda table: calls.append(table) or table)
+    s = spec(["sd3.5-medium", "sd3.5-large"])
+    first = logic.plannable(s, l40s, "hadis-l40s").bundle
+    for _ in range(3):
+        again = logic.plannable(s, l40s, "hadis-l40s").bundle
+        assert again is first
+        logic.decide(again, s, 1.0, None)
+    assert len(calls) == 1
+    other = logic.plannable(spec(["sdxl-lightning-2step", "sd3.5-large-turbo"]), l40s, "hadis-l40s").bundle
+    assert other is not first and set(other.profile.names) == {"sdxl-lightning-2step", "sd3.5-large-turbo"}
+
+
 def test_models_no_row_pairs_and_a_budget_no_pair_fits_are_conditions(l40s):
     unknown = logic.plannable(spec(["sd3.5-medium", "sd9"]), l40s, "p")
     assert (unknown.bundle, unknown.reason) == (None, "ProfileMismatch") and "sd9" in unknown.message

@@ -64,7 +64,8 @@ def pareto_filter(configs: Iterable[Config]) -> list[Config]:
     """Configurations that no other configuration dominates on (FID, expected latency).
 
     Ties on both objectives are kept once: the one with the smallest heavy share (the cheapest
-    to serve). Configurations without a latency count as latency 0. Sorted by latency.
+    to serve), then the first given. Configurations without a latency count as latency 0.
+    Sorted by latency.
     """
     items = sorted(configs, key=lambda c: (c.latency_s or 0.0, c.quality, c.heavy_ratio))
     front: list[Config] = []
@@ -338,13 +339,18 @@ def densify(grid: QualityGrid, step: float = 0.02) -> list[Config]:
 
 
 def _pair_latencies(rows: Sequence[Config]) -> tuple[float | None, float]:
-    """Fit latency = (1 - r) a + h b from a pair's grid rows (least squares, 2 unknowns)."""
+    """Fit latency = (1 - r) a + h b from a pair's grid rows (least squares, 2 unknowns).
+
+    Rounded to a nanosecond: the solver's last bits vary with the CPU and the BLAS build, and
+    two pairs' light-only points (same light model: same quality, same latency) must tie
+    exactly, or which of them the front keeps, and so which heavy model a plan loads, would
+    depend on the machine."""
     if len(rows) < 2:
         return None, 0.0
     x = np.array([[1 - c.router_ratio, c.heavy_ratio] for c in rows])
     y = np.array([c.latency_s for c in rows])
     (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
-    return float(a), float(b)
+    return round(float(a), 9), round(float(b), 9)
 
 
 DENSE_STEP = 0.02

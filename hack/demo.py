@@ -35,6 +35,7 @@ sys.path.insert(0, str(HACK))
 import monitors  # noqa: E402  (hack/monitors.py)
 import node  # noqa: E402  (hack/node.py)
 
+from hadis.contract import MODEL_LABEL  # noqa: E402
 from hadis.local import wait_until  # noqa: E402
 
 STATE = Path(os.environ.get("HADIS_DEMO_DIR", ROOT / ".cache" / "demo"))
@@ -354,12 +355,7 @@ def up(args: argparse.Namespace) -> int:
             f"{headers.get('x-hadis-escalated')} confidence={extra.get('confidence')} "
             f"({time.monotonic() - t:.2f}s)  {prompt!r}")  # fmt: skip
     log(f"  apply to first image: {first:.1f}s")
-    o = router_overhead(c, DEMO_NS)
-    log(f"  router overhead (median of {o['n']}, light images held to 1 s): through the router pod "
-        f"{o['router_s'] * 1000:.0f} ms, straight to the light worker pod {o['direct_s'] * 1000:.0f} ms: "
-        f"{o['overhead_s'] * 1000:+.0f} ms")  # fmt: skip
-
-    if args.load_rps > 0:
+    if args.load_rps > 0:  # first, from the plan a new idle cascade gets (a surge's split stays)
         held = load_step(c, router_url, args.load_rps, args.load_seconds)
         if args.compare_holding:
             shed, router_url = load_step_without_holding(c, prom_url, args.load_rps, args.load_seconds)
@@ -367,6 +363,11 @@ def up(args: argparse.Namespace) -> int:
             for label, f in (("holding (default)", held), ("holdRequests: false", shed)):
                 log(f"  {label} | {f['refused_share']:.1%} of {f['requests']} | {f['ready_after_replan_s']:.1f}s | "
                     f"{f['admitted_p99_s']:.2f}s")  # fmt: skip
+    log("== router overhead ==")
+    o = router_overhead(c, DEMO_NS)
+    log(f"  router overhead (median of {o['n']}, light images held to 1 s): through the router pod "
+        f"{o['router_s'] * 1000:.0f} ms, straight to the light worker pod {o['direct_s'] * 1000:.0f} ms: "
+        f"{o['overhead_s'] * 1000:+.0f} ms")  # fmt: skip
     log(f"== demo up in {time.monotonic() - t_all:.1f}s; it keeps running: `make demo-down` stops it ==")
     print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
     print(f"router: {router_url}", flush=True)
@@ -389,7 +390,8 @@ def load_step(
     import threading
 
     log(f"== load step: {rate:g} req/s for up to {seconds:g}s ==")
-    before = {p["metadata"]["name"] for p in worker_pods(c, namespace, "tiny-light")}
+    models = ("tiny-light", "tiny-heavy")
+    before = {p["metadata"]["name"] for m in models for p in worker_pods(c, namespace, m)}
     plan0 = (c.json("get", "dcas", "tiny", "-n", namespace).get("status") or {}).get("plan", {})
     log(f"  plan before: {plan0.get('replicasSummary')} at {plan0.get('demandRps')} images/s")
     stop = threading.Event()
@@ -433,18 +435,19 @@ def load_step(
             summary, demand = plan1.get("replicasSummary"), plan1.get("demandRps")
             log(f"  re-plan after {t_plan:.1f}s: {summary} at {demand:.1f} images/s")
 
-            def ready_new_pod():
-                for p in worker_pods(c, namespace, "tiny-light"):
+            def ready_new_pod():  # of the model the re-plan added a replica to
+                for p in (p for m in models for p in worker_pods(c, namespace, m)):
                     if p["metadata"]["name"] not in before and condition(p, "Ready").get("status") == "True":
                         return p
                 return None
 
-            new_pod = wait_until(ready_new_pod, "a new tiny-light pod Ready", 180)
+            new_pod = wait_until(ready_new_pod, "a new worker pod Ready", 180)
             t_ready = time.monotonic()
             if plan1.get("surgeReplicas"):
                 log(f"  kept serving until it is Ready (gpuBudget.maxSurge): {plan1['surgeReplicas']}")
             served = wait_until(lambda: worker_served(new_pod), "the new pod serving", 60)
-            log(f"  new pod {new_pod['metadata']['name']} Ready {t_ready - t0:.1f}s into the step; it served "
+            log(f"  new {new_pod['metadata']['labels'][MODEL_LABEL]} pod {new_pod['metadata']['name']} Ready "
+                f"{t_ready - t0:.1f}s into the step; it served "
                 f"{served:.0f} request(s) so far")  # fmt: skip
             time.sleep(max(0.0, min(after_s, seconds - (time.monotonic() - t0))))  # the load goes on: recovery
             served = worker_served(new_pod)
@@ -471,6 +474,8 @@ def load_step(
         "admitted_p99_s": admitted[min(len(admitted) - 1, int(0.99 * len(admitted)))] if admitted else float("nan"),
         "timeline": timeline,
         "surge": (plan1 or {}).get("surgeReplicas") or {},
+        "replicas": ((plan0 or {}).get("replicas") or {}, (plan1 or {}).get("replicas") or {}),
+        "new_pod_model": new_pod["metadata"]["labels"][MODEL_LABEL] if new_pod else None,
         "drained_after": surge_drained_after(c, namespace, new_pod) if new_pod else {},
     }
     log(

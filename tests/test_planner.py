@@ -261,3 +261,40 @@ def test_a_small_gain_does_not_move_gpus():
     assert stay.config.disc_ratio == 0.4 and moved(stay) == moved(keep)
     go = plan_cascade(profile, table, 8, 6.0, Demand(4.0), current=now, move_penalty_fid=gain / extra - 0.01)
     assert go.config.disc_ratio == 0.8 and moved(go) == moved(free)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The demo's tiny profile: a light replica serves 4 images/s, a heavy one 1.33."""
+    from pathlib import Path
+
+    from hadis.core.bundle import parse_configmap
+    from hadis.core.pareto import planning_table
+
+    b = parse_configmap((Path(__file__).resolve().parents[1] / "profiles" / "configmap-tiny.yaml").read_text())
+    return b.profile, planning_table(b.table)
+
+
+def test_spare_replicas_are_priced_as_surge_headroom(tiny):
+    """With the whole budget kept (fill_budget), an idle plan's spare GPUs go where a surge
+    needs them: 3 light + 1 heavy serve 13.3 images/s against 8 for 1 + 3, at the same FID and
+    the same idle latency (the router overflows and degrades between the tiers). It used to be
+    1 + 3, the first of the equally fast splits."""
+    from hadis.core.planner import throughput
+
+    profile, table = tiny
+    assert (throughput(profile, "tiny-light", 6.0), throughput(profile, "tiny-heavy", 6.0)) == (4.0, 4 / 3)
+    idle = plan_cascade(profile, table, 4, 6.0, Demand(0.1), fill_budget=True)
+    assert (idle.replicas("tiny-light"), idle.replicas("tiny-heavy")) == (3, 1)
+    released = plan_cascade(profile, table, 4, 6.0, Demand(0.1))
+    assert idle.config == released.config and idle.predicted_latency_s == released.predicted_latency_s
+    # at 1 image/s 3 + 1 would take 6.0 s (one heavy replica, 73% of the images): beyond the
+    # margin of a quarter of the SLO over the fastest split, so the spare goes to heavy
+    busy = plan_cascade(profile, table, 4, 6.0, Demand(1.0), fill_budget=True)
+    assert (busy.replicas("tiny-light"), busy.replicas("tiny-heavy")) == (2, 2)
+    assert busy.predicted_latency_s <= 4.0 + 1e-9
+    # and a re-plan never moves a GPU for headroom alone: from 2 + 2 at idle it stays
+    kept = plan_cascade(
+        profile, table, 4, 6.0, Demand(0.1), fill_budget=True, current={"tiny-light": 2, "tiny-heavy": 2}
+    )
+    assert (kept.replicas("tiny-light"), kept.replicas("tiny-heavy")) == (2, 2)

@@ -41,6 +41,9 @@ DEFAULT_MAX_UTILISATION = 0.97
 # latency (as a share of the SLO) per GPU moved. Chosen by the surge sweep (docs/surges.md).
 DEFAULT_MOVE_PENALTY_FID = 0.05
 DEFAULT_MOVE_PENALTY_SLO = 0.02
+# Spare replicas (``fill_budget``) may cost this share of the SLO in latency at the planned rate
+# to serve more images/s in a surge: at 6 s, a plan 1.5 s slower than the fastest split.
+SPARE_LATENCY_MARGIN = 0.25
 
 
 # Model load time when a GPU switches model: weights / this rate (or the default without weights).
@@ -192,6 +195,12 @@ def _budget(gpus: int, min_gpus: int, pairs: Sequence[tuple[str, str]], per: Map
         )
 
 
+def throughput(profile: Profile, model: str, slo_s: float) -> float:
+    """Images/s one replica of ``model`` serves at its best batch that finishes within the SLO
+    (0 when none does)."""
+    return max((b / s for b, s in profile.feasible_batches(model) if s <= slo_s), default=0.0)
+
+
 def _monotone(curve: np.ndarray) -> np.ndarray:
     """A latency curve over replica counts made non-increasing (more replicas never slower)."""
     return np.minimum.accumulate(curve)
@@ -224,8 +233,13 @@ def plan_cascade(
     the SLO. By default the plan has the best quality, then the fewest GPUs that reach it, then
     the lowest latency: GPUs that buy no quality are left unused. With ``objective.max_fid``
     it is the fewest GPUs whose row keeps FID at or below that, then the best quality. With
-    ``fill_budget`` every plan spends the budget: among a row's feasible pairs that use it, the
-    lowest latency (spare replicas are headroom against a surge; the replay's choice).
+    ``fill_budget`` every plan spends the budget, and the spare replicas are priced as surge
+    headroom: among a row's feasible pairs that use it, are within ``SPARE_LATENCY_MARGIN`` of
+    the SLO of the lowest latency and move no more GPUs than that pair, the one that serves the
+    most images/s (``throughput``: the router overflows and degrades between the tiers, so a
+    surge meets both tiers' capacity before a re-plan can move a pod), then the lowest latency
+    (the replay's choice). An idle cascade keeps its spare GPUs warm where a surge needs them,
+    not where they shave an idle latency already well within the SLO.
 
     With ``current`` (GPUs per model now) the plan counts what moving GPUs costs. A GPU that
     changes model serves nothing for ``swap_s[model]`` seconds, so while it loads a request
@@ -250,6 +264,7 @@ def plan_cascade(
         for model, rate in ((c.light, (1 - c.router_ratio) * lam), (c.heavy, c.heavy_ratio * lam)):
             keys = wanted.setdefault(model, {})
             keys.setdefault((rate, demand.queued(model)), len(keys))
+    rate_of = {m: throughput(profile, m, slo_s) for m in wanted}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for model, keys in wanted.items():
         batches = profile.feasible_batches(model)
@@ -304,7 +319,14 @@ def plan_cascade(
             latency = _worst(light_only, light_heavy, direct, tl, th)
             moved = np.maximum(nl_c - now_l, 0) * gl + np.maximum(nh_c - now_h, 0) * gh
         cost = latency + move_penalty_slo * slo_s * moved
-        j = int(np.lexsort((cost, used_c))[0])
+        if fill_budget:  # every pair uses the budget: the most images/s within the margin
+            served = nl_c * rate_of[c.light] + nh_c * rate_of[c.heavy]
+            best = int(np.argmin(cost))  # no more GPUs moved than the fastest split moves
+            priced = (cost <= cost[best] + SPARE_LATENCY_MARGIN * slo_s) & (moved <= moved[best])
+            served = np.where(priced, served, -1.0)
+            j = int(np.lexsort((cost, -served, used_c))[0])
+        else:
+            j = int(np.lexsort((cost, used_c))[0])
         cand[i] = (int(nl_c[j]), int(nh_c[j]), int(used_c[j]), float(cost[j]), int(moved[j]), float(latency[j]))
 
     def build(i: int, nl: int, nh: int, latency: float, feasible: bool, reason: str, met: bool = True) -> Plan:

@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -355,7 +355,14 @@ def up(args: argparse.Namespace) -> int:
             f"{headers.get('x-hadis-escalated')} confidence={extra.get('confidence')} "
             f"({time.monotonic() - t:.2f}s)  {prompt!r}")  # fmt: skip
     log(f"  apply to first image: {first:.1f}s")
-    if args.load_rps > 0:  # first, from the plan a new idle cascade gets (a surge's split stays)
+    log("== router overhead ==")
+    o = router_overhead(c, DEMO_NS)
+    log(f"  router overhead (median of {o['n']}, light images held to 1 s): through the router pod "
+        f"{o['router_s'] * 1000:.0f} ms, straight to the light worker pod {o['direct_s'] * 1000:.0f} ms: "
+        f"{o['overhead_s'] * 1000:+.0f} ms")  # fmt: skip
+    if args.load_rps > 0:
+        log("== a new idle cascade for the load step (the overhead's traffic may have moved its split) ==")
+        router_url = fresh_cascade(c, prom_url, hold=True)
         held = load_step(c, router_url, args.load_rps, args.load_seconds)
         if args.compare_holding:
             shed, router_url = load_step_without_holding(c, prom_url, args.load_rps, args.load_seconds)
@@ -363,11 +370,6 @@ def up(args: argparse.Namespace) -> int:
             for label, f in (("holding (default)", held), ("holdRequests: false", shed)):
                 log(f"  {label} | {f['refused_share']:.1%} of {f['requests']} | {f['ready_after_replan_s']:.1f}s | "
                     f"{f['admitted_p99_s']:.2f}s")  # fmt: skip
-    log("== router overhead ==")
-    o = router_overhead(c, DEMO_NS)
-    log(f"  router overhead (median of {o['n']}, light images held to 1 s): through the router pod "
-        f"{o['router_s'] * 1000:.0f} ms, straight to the light worker pod {o['direct_s'] * 1000:.0f} ms: "
-        f"{o['overhead_s'] * 1000:+.0f} ms")  # fmt: skip
     log(f"== demo up in {time.monotonic() - t_all:.1f}s; it keeps running: `make demo-down` stops it ==")
     print(f"export KUBECONFIG={c.kubeconfig}", flush=True)
     print(f"router: {router_url}", flush=True)
@@ -418,7 +420,7 @@ def load_step(
             sent += 1
             time.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
 
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), datetime.now(UTC).replace(microsecond=0)
     t_ready = t_plan = float("inf")
     new_pod, plan1 = None, None
     served = 0.0
@@ -466,6 +468,8 @@ def load_step(
         timeline = pod_timeline(pod, logs)
         log("  new worker pod, seconds after it was created: "
             + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))  # fmt: skip
+    for at, message in plans_since(c, namespace, wall0):
+        log(f"  re-planned {at:.0f}s into the step: {message}")
     admitted = sorted(secs for _, m, secs in results if not m.startswith("error"))
     figures = {
         "requests": len(results),
@@ -505,6 +509,20 @@ def surge_drained_after(c: Cluster, namespace: str, pod: dict, name: str = "tiny
         return {}
     at = max(_stamp(t) for t in stamps)
     return {k: (at - _stamp(v)).total_seconds() for k, v in marks.items()}
+
+
+def plans_since(c: Cluster, namespace: str, since: datetime, name: str = "tiny") -> list[tuple[float, str]]:
+    """The cascade's Replanned events from ``since`` on: (seconds after it, message), in order.
+    To the second: the stamps are."""
+    uid = c.json("get", "dcas", name, "-n", namespace)["metadata"]["uid"]
+    events = c.json("get", "events", "-n", namespace, "--field-selector",
+                    f"involvedObject.uid={uid},reason=Replanned")["items"]  # fmt: skip
+    out = []
+    for e in events:
+        stamp = e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp")
+        if stamp and _stamp(stamp) >= since:
+            out.append(((_stamp(stamp) - since).total_seconds(), e.get("message", "")))
+    return sorted(out)
 
 
 def _stamp(text: str) -> datetime:

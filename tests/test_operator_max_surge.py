@@ -99,14 +99,21 @@ def _settled(first, at: dt.datetime) -> tuple[dict, list[WorkerRollout]]:
 
 
 def test_converge_holds_the_given_up_pods_then_drains_them_once_the_new_ones_are_ready():
-    """A rise moves GPUs from heavy to light: the heavy Deployment keeps its pods (the status
-    says how many, in surgeReplicas) until the new light pods are Ready; the pass that sees
-    them Ready drains the kept pods, with a SurgeDrained event and no new plan."""
+    """A rise keeps the split (3 light, 1 heavy: the most images/s) and changes the row; the
+    steady re-plan that follows moves a GPU from light to heavy for quality: the light
+    Deployment keeps its pods (the status says how many, in surgeReplicas) until the new heavy
+    pod is Ready; the pass that sees it Ready drains the kept pods, with a SurgeDrained event
+    and no new plan."""
     bundle = _tiny_bundle()
     spec = tiny(max_surge=2)
     first = converge(spec, "t", "ns", bundle, 0.5, {}, [], 1, NOW, reconcile=True)
     status, done = _settled(first, NOW)
-    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="rise")
+    climb = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="rise")
+    assert climb.decision.replicas == first.decision.replicas == {"tiny-light": 3, "tiny-heavy": 1}
+    assert climb.decision.plan.config.router_ratio < first.decision.plan.config.router_ratio  # the row moved
+    assert "surgeReplicas" not in climb.status["plan"]
+    status, done = _settled(climb, NOW)
+    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="timer")  # no longer rising
     before, after = first.decision.replicas, rise.decision.replicas
     gave_up = {m: before[m] - after[m] for m in before if after[m] < before[m]}
     assert gave_up and any(after[m] > before[m] for m in before), (before, after)  # GPUs move
@@ -148,7 +155,10 @@ def test_without_max_surge_a_replan_drains_at_once_as_before():
     spec = tiny(max_surge=0)
     first = converge(spec, "t", "ns", bundle, 0.5, {}, [], 1, NOW, reconcile=True)
     status, done = _settled(first, NOW)
-    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="rise")
+    climb = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="rise")
+    status, done = _settled(climb, NOW)
+    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="timer")
+    assert rise.decision.replicas != first.decision.replicas  # GPUs moved
     assert "surgeReplicas" not in rise.status["plan"]
     assert _workers(rise) == {m.replace(".", "-"): n for m, n in rise.decision.replicas.items()}
 

@@ -224,6 +224,7 @@ def plan_cascade(
     move_penalty_fid: float = DEFAULT_MOVE_PENALTY_FID,
     move_penalty_slo: float = DEFAULT_MOVE_PENALTY_SLO,
     fill_budget: bool = False,
+    rising: bool = False,
 ) -> Plan:
     """The product's planner (policy ``hadis``): exact enumeration of rows x replica pairs.
 
@@ -248,6 +249,13 @@ def plan_cascade(
     moves more GPUs must be better by ``move_penalty_fid`` per GPU moved, and among pairs of
     equal GPUs the one with the lowest latency counting the transition plus
     ``move_penalty_slo`` x SLO per GPU moved wins. The predicted latency counts the transition.
+
+    ``rising`` (the demand is above the rate the current split was planned for) with ``current``:
+    the plan keeps at least the images/s the current split serves. While a surge builds, each
+    estimate is still short of the rate to come, and a split for it (more heavy replicas for a
+    better FID) gives up capacity just as the load arrives; a row change is free, so the surge
+    is absorbed on the split it has, and the split is re-balanced for quality once the demand
+    stops rising. When no row keeps that capacity, the plan is made without the floor.
     """
     _check_inputs(profile, table, gpus, slo_s, demand)
     objective = objective or Objective()
@@ -256,6 +264,9 @@ def plan_cascade(
     per = _per_replica(profile.names, gpus_per_replica)
     _budget(gpus, min_gpus, sorted({(c.light, c.heavy) for c in rows}), per)
     lam = demand.rate
+    floor = None
+    if rising and current is not None:
+        floor = sum((n // per.get(m, 1)) * throughput(profile, m, slo_s) for m, n in current.items() if m in per)
 
     # Distinct (model, arrival rate, backlog) triples, evaluated in one vectorised pass per model,
     # each over 0 .. the replicas of that model the budget holds.
@@ -319,8 +330,15 @@ def plan_cascade(
             latency = _worst(light_only, light_heavy, direct, tl, th)
             moved = np.maximum(nl_c - now_l, 0) * gl + np.maximum(nh_c - now_h, 0) * gh
         cost = latency + move_penalty_slo * slo_s * moved
+        served = nl_c * rate_of[c.light] + nh_c * rate_of[c.heavy]
+        if floor is not None:  # a rise keeps the images/s of the current split
+            keep = served >= floor - 1e-9
+            if not keep.any():
+                continue
+            nl_c, nh_c, used_c, cost, moved, latency, served = (
+                a[keep] for a in (nl_c, nh_c, used_c, cost, moved, latency, served)
+            )
         if fill_budget:  # every pair uses the budget: the most images/s within the margin
-            served = nl_c * rate_of[c.light] + nh_c * rate_of[c.heavy]
             best = int(np.argmin(cost))  # no more GPUs moved than the fastest split moves
             priced = (cost <= cost[best] + SPARE_LATENCY_MARGIN * slo_s) & (moved <= moved[best])
             served = np.where(priced, served, -1.0)
@@ -339,6 +357,13 @@ def plan_cascade(
         return Plan("hadis", c, tuple(allocs), latency, c.quality, slo_s, demand, feasible, reason, met)
 
     ok_rows = [i for i in range(n_rows) if cand[i] is not None]
+    if not ok_rows and floor is not None:  # no row keeps the current capacity: plan without the floor
+        return plan_cascade(
+            profile, table, gpus, slo_s, demand, min_gpus=min_gpus, gpus_per_replica=gpus_per_replica,
+            objective=objective, quantile=quantile, max_utilisation=max_utilisation, rows=rows, current=current,
+            swap_s=swap_s, move_penalty_fid=move_penalty_fid, move_penalty_slo=move_penalty_slo,
+            fill_budget=fill_budget,
+        )  # fmt: skip
     if ok_rows:
 
         def quality_first(i: int) -> tuple:

@@ -66,13 +66,16 @@ class Decision:
     replicas: dict[str, int]  # model name -> worker replicas
 
 
-def make_plan(bundle: Bundle, ps: CascadeSpec, rate_rps: float, current: Mapping[str, int] | None = None) -> Plan:
+def make_plan(
+    bundle: Bundle, ps: CascadeSpec, rate_rps: float, current: Mapping[str, int] | None = None, rising: bool = False
+) -> Plan:
     """The planner the spec asks for, on the profile's table, for an arrival rate: whole replicas
     (GPUs = replicas x ``gpusPerReplica``) within ``gpuBudget.min..max``, one of each tier of
     the pair at least, by ``spec.planner.objective``.
 
     ``current`` (GPUs per model now) makes the ``hadis`` plan count model-load time and prefer
-    moving fewer GPUs (``plan_cascade``); load times come from the profile. Only the spec's
+    moving fewer GPUs (``plan_cascade``), and ``rising`` (the rate is above the current plan's)
+    keep the current split's images/s; load times come from the profile. Only the spec's
     models are planned with (``bundle`` is the profile restricted to them, ``restricted``)."""
     demand = Demand(max(MIN_PLANNING_RATE, rate_rps))
     budget = dict(gpus_per_replica=ps.gpus_per_replica, min_gpus=ps.gpu_min)
@@ -98,14 +101,16 @@ def make_plan(bundle: Bundle, ps: CascadeSpec, rate_rps: float, current: Mapping
         swap_s=swap,
         objective=Objective(ps.max_fid),
         fill_budget=ps.fill_budget,
+        rising=rising,
         **budget,
     )
 
 
 def decide(bundle: Bundle, ps: CascadeSpec, rate_rps: float, status_plan: Mapping[str, Any] | None) -> Decision:
     """A plan for ``rate_rps`` and its replicas, counting the GPUs it would move from the plan in
-    the status."""
-    plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models))
+    the status; above that plan's rate, the demand is rising."""
+    rising = status_plan is not None and rate_rps > float(status_plan.get("demandRps") or 0.0)
+    plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models), rising)
     return Decision(plan, replicas_for(plan, ps.models))
 
 

@@ -354,6 +354,7 @@ class Hadis:
     swap_aware: bool = True
     fill_budget: bool = True  # spare GPUs are surge headroom; False: the fewest GPUs (GPU-seconds saved)
     fed: int = 0
+    planned_rate: float | None = None  # the rate of the last plan: above it, the demand is rising
     trigger: SurgeTrigger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -381,6 +382,8 @@ class Hadis:
 
     def _plan(self, obs: Observation, rate: float) -> ServingPlan:
         d = self.ctx.data
+        rising = self.planned_rate is not None and rate > self.planned_rate
+        self.planned_rate = rate
         plan = plan_cascade(
             d.profile,
             d.table,
@@ -392,6 +395,7 @@ class Hadis:
             current=obs.gpus if self.swap_aware and obs.current is not None else None,
             swap_s=self.ctx.swap_s,
             fill_budget=self.fill_budget,
+            rising=rising,
         )
         return dataclasses.replace(from_core_plan(plan), degrade=self.degrade, shed=self.degrade and self.shed)
 

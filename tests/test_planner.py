@@ -298,3 +298,20 @@ def test_spare_replicas_are_priced_as_surge_headroom(tiny):
         profile, table, 4, 6.0, Demand(0.1), fill_budget=True, current={"tiny-light": 2, "tiny-heavy": 2}
     )
     assert (kept.replicas("tiny-light"), kept.replicas("tiny-heavy")) == (2, 2)
+
+
+def test_a_rise_keeps_the_images_per_second_of_the_current_split(tiny):
+    """At 9 images/s the best FID is 2 light + 2 heavy; from the idle 3 + 1 (13.3 images/s) a
+    rising demand keeps 3 + 1 and changes the row (free), since each estimate of a building
+    surge is short of what comes; once it stops rising the split is re-balanced. With no row
+    that keeps the capacity, the floor is dropped."""
+    profile, table = tiny
+    now = {"tiny-light": 3, "tiny-heavy": 1}
+    kw = dict(fill_budget=True, current=now)
+    steady = plan_cascade(profile, table, 4, 6.0, Demand(9.0), **kw)
+    rising = plan_cascade(profile, table, 4, 6.0, Demand(9.0), rising=True, **kw)
+    assert (steady.replicas("tiny-light"), steady.replicas("tiny-heavy")) == (2, 2)
+    assert (rising.replicas("tiny-light"), rising.replicas("tiny-heavy")) == (3, 1) and rising.feasible
+    assert rising.config.router_ratio < steady.config.router_ratio  # a lighter row carries the surge
+    past = plan_cascade(profile, table, 4, 6.0, Demand(30.0), rising=True, **kw)  # beyond every split
+    assert past == plan_cascade(profile, table, 4, 6.0, Demand(30.0), **kw)

@@ -17,7 +17,7 @@ from hadis.core.bundle import Bundle
 from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
 from hadis.core.planner import Demand, Objective, Plan, plan_cascade, plan_hadis_reference, swap_seconds
-from hadis.core.surge import SurgeTrigger
+from hadis.core.surge import SurgeSettings, SurgeTrigger
 from hadis.operator import builders
 from hadis.operator.spec import CascadeSpec, ModelEntry, SurgeSpec
 
@@ -108,8 +108,11 @@ def make_plan(
 
 def decide(bundle: Bundle, ps: CascadeSpec, rate_rps: float, status_plan: Mapping[str, Any] | None) -> Decision:
     """A plan for ``rate_rps`` and its replicas, counting the GPUs it would move from the plan in
-    the status; above that plan's rate, the demand is rising."""
-    rising = status_plan is not None and rate_rps > float(status_plan.get("demandRps") or 0.0)
+    the status. The demand is rising above that plan's rate by the surge trigger's rise ratio
+    (1.25 by default): a status is rewritten only when the plan changes, so a steady demand a
+    little above its rate is no rise."""
+    ratio = (ps.surge.settings if ps.surge is not None else SurgeSettings()).rise_ratio
+    rising = status_plan is not None and rate_rps > ratio * float(status_plan.get("demandRps") or 0.0)
     plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models), rising)
     return Decision(plan, replicas_for(plan, ps.models))
 

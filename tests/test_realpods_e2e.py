@@ -73,7 +73,9 @@ def test_a_load_step_replans_and_the_new_worker_pod_serves(stack):
     """Second in the module: from the plan a new idle cascade gets (a surge's split stays, and
     the tests below send traffic). spareGpus: Keep prices the spare GPUs as surge headroom, so
     the idle split is 3 light pods and 1 heavy (13.3 images/s within the SLO, against 8 for
-    1 + 3); at 9 req/s the re-plan moves a GPU to heavy for quality."""
+    1 + 3). While the demand rises the split stays and only the row changes; once it has
+    stopped rising the re-plan moves a GPU to heavy for quality: that is the re-plan the step
+    waits for."""
     step = demo.load_step(stack.cluster, stack.router_url, 9.0, 120.0, namespace=stack.namespace, after_s=5.0)
     timeline = step["timeline"]
     assert step["requests"] > 0 and 0.0 <= step["refused_share"] <= 1.0

@@ -250,8 +250,7 @@ def plan_cascade(
     equal GPUs the one with the lowest latency counting the transition plus
     ``move_penalty_slo`` x SLO per GPU moved wins. The predicted latency counts the transition.
 
-    ``rising`` (the demand is above the rate the current split was planned for, by the caller's
-    rise ratio) with ``current``:
+    ``rising`` (the demand is above the rate of the last re-plan) with ``current``:
     the plan keeps at least the images/s the current split serves. While a surge builds, each
     estimate is still short of the rate to come, and a split for it (more heavy replicas for a
     better FID) gives up capacity just as the load arrives; a row change is free, so the surge

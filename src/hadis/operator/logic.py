@@ -17,7 +17,7 @@ from hadis.core.bundle import Bundle
 from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
 from hadis.core.planner import Demand, Objective, Plan, plan_cascade, plan_hadis_reference, swap_seconds
-from hadis.core.surge import SurgeSettings, SurgeTrigger
+from hadis.core.surge import SurgeTrigger
 from hadis.operator import builders
 from hadis.operator.spec import CascadeSpec, ModelEntry, SurgeSpec
 
@@ -108,13 +108,16 @@ def make_plan(
 
 def decide(bundle: Bundle, ps: CascadeSpec, rate_rps: float, status_plan: Mapping[str, Any] | None) -> Decision:
     """A plan for ``rate_rps`` and its replicas, counting the GPUs it would move from the plan in
-    the status. The demand is rising above that plan's rate by the surge trigger's rise ratio
-    (1.25 by default): a status is rewritten only when the plan changes, so a steady demand a
-    little above its rate is no rise."""
-    ratio = (ps.surge.settings if ps.surge is not None else SurgeSettings()).rise_ratio
-    rising = status_plan is not None and rate_rps > ratio * float(status_plan.get("demandRps") or 0.0)
-    plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models), rising)
+    the status; above that plan's rate (``rising``), keeping the images/s of its split."""
+    plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models), rising(status_plan, rate_rps))
     return Decision(plan, replicas_for(plan, ps.models))
+
+
+def rising(status_plan: Mapping[str, Any] | None, rate_rps: float) -> bool:
+    """Whether the demand is above the rate of the plan in the status. A pass that finds it so
+    writes its rate to the status even when the plan is the same, so the next pass compares
+    with the latest rate: a steady demand stops rising at its first dip."""
+    return status_plan is not None and rate_rps > float(status_plan.get("demandRps") or 0.0) + 1e-3
 
 
 def current_gpus(status_plan: Mapping[str, Any] | None, models: Sequence[ModelEntry]) -> dict[str, int] | None:
@@ -707,10 +710,12 @@ def converge(
     if surge.held or surge.was_held:
         plan_doc["surgeReplicas"] = surge.held or None  # null removes it in a merge patch
     surge_moved = surge.held != surge.was_held
+    climbing = rising(status.get("plan"), rate_rps)  # the rate is written, so the next pass compares with it
     if (
         not reconcile
         and unchanged
         and not surge_moved
+        and not climbing
         and (conds == previous or condition_reason(previous, "Degraded") == "ApplyFailed")
     ):
         # Nothing changed; or the API server refused this plan's objects, and only a new spec

@@ -113,7 +113,7 @@ def test_converge_holds_the_given_up_pods_then_drains_them_once_the_new_ones_are
     assert climb.decision.plan.config.router_ratio < first.decision.plan.config.router_ratio  # the row moved
     assert "surgeReplicas" not in climb.status["plan"]
     status, done = _settled(climb, NOW)
-    rise = converge(spec, "t", "ns", bundle, 8.9, status, done, 1, NOW, trigger="timer")  # the first dip
+    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="timer")  # no longer rising
     before, after = first.decision.replicas, rise.decision.replicas
     gave_up = {m: before[m] - after[m] for m in before if after[m] < before[m]}
     assert gave_up and any(after[m] > before[m] for m in before), (before, after)  # GPUs move
@@ -157,9 +157,7 @@ def test_without_max_surge_a_replan_drains_at_once_as_before():
     status, done = _settled(first, NOW)
     climb = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="rise")
     status, done = _settled(climb, NOW)
-    plateau = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="timer")
-    assert plateau.decision.replicas == first.decision.replicas and plateau.status is None  # nothing written
-    rise = converge(spec, "t", "ns", bundle, 8.9, status, done, 1, NOW, trigger="timer")  # the first dip
+    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="timer")
     assert rise.decision.replicas != first.decision.replicas  # GPUs moved
     assert "surgeReplicas" not in rise.status["plan"]
     assert _workers(rise) == {m.replace(".", "-"): n for m, n in rise.decision.replicas.items()}

@@ -114,14 +114,9 @@ def decide(bundle: Bundle, ps: CascadeSpec, rate_rps: float, status_plan: Mappin
 
 
 def rising(status_plan: Mapping[str, Any] | None, rate_rps: float) -> bool:
-    """Whether the demand has not fallen below the rate of the plan in the status: a plateau is
-    part of a climb (the rate read from Prometheus stands still between scrapes), and the split
-    is re-balanced at the first dip. A pass above that rate writes its rate to the status even
-    when the plan is the same (``climbing``), so the next pass compares with the latest."""
-    return status_plan is not None and rate_rps >= float(status_plan.get("demandRps") or 0.0) - 1e-3
-
-
-def climbing(status_plan: Mapping[str, Any] | None, rate_rps: float) -> bool:
+    """Whether the demand is above the rate of the plan in the status. A pass that finds it so
+    writes its rate to the status even when the plan is the same, so the next pass compares
+    with the latest rate: a steady demand stops rising at its first dip."""
     return status_plan is not None and rate_rps > float(status_plan.get("demandRps") or 0.0) + 1e-3
 
 
@@ -715,12 +710,12 @@ def converge(
     if surge.held or surge.was_held:
         plan_doc["surgeReplicas"] = surge.held or None  # null removes it in a merge patch
     surge_moved = surge.held != surge.was_held
-    above = climbing(status.get("plan"), rate_rps)  # the rate is written, so the next pass compares with it
+    climbing = rising(status.get("plan"), rate_rps)  # the rate is written, so the next pass compares with it
     if (
         not reconcile
         and unchanged
         and not surge_moved
-        and not above
+        and not climbing
         and (conds == previous or condition_reason(previous, "Degraded") == "ApplyFailed")
     ):
         # Nothing changed; or the API server refused this plan's objects, and only a new spec

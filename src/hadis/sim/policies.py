@@ -354,7 +354,7 @@ class Hadis:
     swap_aware: bool = True
     fill_budget: bool = True  # spare GPUs are surge headroom; False: the fewest GPUs (GPU-seconds saved)
     fed: int = 0
-    planned_rate: float | None = None  # the last plan's rate: not below it, the demand is rising
+    planned_rate: float | None = None  # the last plan's rate: above it, the demand is rising
     trigger: SurgeTrigger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -382,7 +382,7 @@ class Hadis:
 
     def _plan(self, obs: Observation, rate: float) -> ServingPlan:
         d = self.ctx.data
-        rising = self.planned_rate is not None and rate >= self.planned_rate  # a plateau is part of a climb
+        rising = self.planned_rate is not None and rate > self.planned_rate
         self.planned_rate = rate
         plan = plan_cascade(
             d.profile,

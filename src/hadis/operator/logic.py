@@ -74,8 +74,8 @@ def make_plan(
     the pair at least, by ``spec.planner.objective``.
 
     ``current`` (GPUs per model now) makes the ``hadis`` plan count model-load time and prefer
-    moving fewer GPUs (``plan_cascade``), and ``rising`` (the rate is above the current plan's)
-    keep the current split's images/s; load times come from the profile. Only the spec's
+    moving fewer GPUs (``plan_cascade``); ``rising`` (the rate is above the current plan's)
+    keeps the current split's images/s; load times come from the profile. Only the spec's
     models are planned with (``bundle`` is the profile restricted to them, ``restricted``)."""
     demand = Demand(max(MIN_PLANNING_RATE, rate_rps))
     budget = dict(gpus_per_replica=ps.gpus_per_replica, min_gpus=ps.gpu_min)

@@ -152,10 +152,18 @@ def test_a_restarted_worker_pod_loads_its_weights_from_the_cache(stack):
 def test_hard_prompts_reach_heavy_and_poor_light_images_escalate(stack):
     """At idle the plan sends the hardest prompts straight to heavy and escalates the light
     images whose confidence is in the bottom discRatio (the plan's numbers, read from the status)."""
-    plan = stack.cluster.json("get", "dcas", "tiny", "-n", stack.namespace)["status"]["plan"]
-    assert plan["routerRatio"] > 0 and plan["discRatio"] > 0, plan
-    status, headers, _ = _post(stack.router_url, HARD[0])
-    assert status == 200 and headers["X-Hadis-Model"] == "tiny-heavy", headers
+
+    def idle_routing() -> dict | None:  # the load step and the dashboard's traffic come first
+        plan = stack.cluster.json("get", "dcas", "tiny", "-n", stack.namespace)["status"]["plan"]
+        return plan if plan["routerRatio"] >= 0.5 and plan["discRatio"] > 0 else None
+
+    wait_until(idle_routing, "the idle plan's routing (most prompts to heavy, some escalated)", 300)
+
+    def to_heavy() -> dict | None:  # once the router pod has read the plan's ConfigMap
+        status, headers, _ = _post(stack.router_url, HARD[0])
+        return headers if status == 200 and headers["X-Hadis-Model"] == "tiny-heavy" else None
+
+    wait_until(to_heavy, "the hardest prompt served by heavy", 120, every_s=5)
     # escalation: the bottom discRatio of light confidences, so about one light image in 1/discRatio
     # (two at a time: the light tier does 4 images/s; a request it cannot finish in time is shed
     # with a 503 at once, which is admission working, not a failure of this test)

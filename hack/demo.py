@@ -500,30 +500,29 @@ def surge_drained_after(c: Cluster, namespace: str, pod: dict, name: str = "tiny
     """Seconds from ``pod``'s PodScheduled and Ready to the cascade's last SurgeDrained event (the
     pods a re-plan gave up drained: its new pods were Ready, or a later plan's could not be
     placed); empty without one. To the second: the stamps are."""
-    uid = c.json("get", "dcas", name, "-n", namespace)["metadata"]["uid"]  # not a deleted namesake's
-    events = c.json("get", "events", "-n", namespace, "--field-selector",
-                    f"involvedObject.uid={uid},reason=SurgeDrained")["items"]  # fmt: skip
-    stamps = [t for e in events if (t := e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp"))]
+    stamps = [at for at, _ in cascade_events(c, namespace, "SurgeDrained", name)]
     now = c.json("get", "pod", pod["metadata"]["name"], "-n", namespace)
     marks = {k: condition(now, k).get("lastTransitionTime") for k in ("PodScheduled", "Ready")}
     if not stamps or not all(marks.values()):
         return {}
-    at = max(_stamp(t) for t in stamps)
+    at = max(stamps)
     return {k: (at - _stamp(v)).total_seconds() for k, v in marks.items()}
 
 
 def plans_since(c: Cluster, namespace: str, since: datetime, name: str = "tiny") -> list[tuple[float, str]]:
-    """The cascade's Replanned events from ``since`` on: (seconds after it, message), in order.
-    To the second: the stamps are."""
+    """The cascade's Replanned events from ``since`` on: (seconds after it, message), in order."""
+    events = cascade_events(c, namespace, "Replanned", name)
+    return sorted(((at - since).total_seconds(), message) for at, message in events if at >= since)
+
+
+def cascade_events(c: Cluster, namespace: str, reason: str, name: str = "tiny") -> list[tuple[datetime, str]]:
+    """The events of that reason on the cascade now of this name (not a deleted namesake's, by
+    its uid): (when, to the second, message)."""
     uid = c.json("get", "dcas", name, "-n", namespace)["metadata"]["uid"]
     events = c.json("get", "events", "-n", namespace, "--field-selector",
-                    f"involvedObject.uid={uid},reason=Replanned")["items"]  # fmt: skip
-    out = []
-    for e in events:
-        stamp = e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp")
-        if stamp and _stamp(stamp) >= since:
-            out.append(((_stamp(stamp) - since).total_seconds(), e.get("message", "")))
-    return sorted(out)
+                    f"involvedObject.uid={uid},reason={reason}")["items"]  # fmt: skip
+    stamped = ((e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp"), e) for e in events)
+    return [(_stamp(t), e.get("message", "")) for t, e in stamped if t]
 
 
 def _stamp(text: str) -> datetime:

@@ -264,9 +264,10 @@ def plan_cascade(
     per = _per_replica(profile.names, gpus_per_replica)
     _budget(gpus, min_gpus, sorted({(c.light, c.heavy) for c in rows}), per)
     lam = demand.rate
+    rate_of = {m: throughput(profile, m, slo_s) for m in profile.names}  # images/s of one replica
     floor = None
-    if rising and current is not None:
-        floor = sum((n // per.get(m, 1)) * throughput(profile, m, slo_s) for m, n in current.items() if m in per)
+    if rising and current is not None:  # the images/s of the current split
+        floor = sum((n // per[m]) * rate_of[m] for m, n in current.items() if m in per)
 
     # Distinct (model, arrival rate, backlog) triples, evaluated in one vectorised pass per model,
     # each over 0 .. the replicas of that model the budget holds.
@@ -275,7 +276,6 @@ def plan_cascade(
         for model, rate in ((c.light, (1 - c.router_ratio) * lam), (c.heavy, c.heavy_ratio * lam)):
             keys = wanted.setdefault(model, {})
             keys.setdefault((rate, demand.queued(model)), len(keys))
-    rate_of = {m: throughput(profile, m, slo_s) for m in wanted}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for model, keys in wanted.items():
         batches = profile.feasible_batches(model)

@@ -648,8 +648,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="start the stack and show it serving")
-    u.add_argument("--load-rps", type=float, default=9.0, help="rate of the load step (0: none)")
-    u.add_argument("--load-seconds", type=float, default=90.0, help="longest the load step lasts")
+    # 8 req/s: the idle split (3 light, 1 heavy) carries it while it rises, and its steady plan
+    # (2 + 2 from 7 to 9 req/s) moves a GPU to heavy for quality once the rise has settled
+    u.add_argument("--load-rps", type=float, default=8.0, help="rate of the load step (0: none)")
+    u.add_argument("--load-seconds", type=float, default=180.0, help="longest the load step lasts")
     u.add_argument(
         "--no-compare-holding", dest="compare_holding", action="store_false",
         help="skip the second load step with holdRequests: false (its figures beside holding's)",

@@ -446,6 +446,22 @@ def test_surge_spec_fills_what_a_cascade_leaves_out_from_the_crd_defaults():
     assert surge_spec({"planner": {"surge": {"enabled": False}}}) is None
 
 
+def test_a_rise_settles_over_the_rate_window_the_replans_read():
+    """The demand counts as rising for one window of the rate the re-plans read: the surge
+    checks' window, or the interval's without early re-plans."""
+    import pytest
+
+    from hadis.operator.spec import duration_seconds
+
+    assert parsed({}).rise_settle_s == 60.0  # surge.window 1m
+    assert parsed({"planner": {"surge": {"window": "90s"}}}).rise_settle_s == 90.0
+    off = {"planner": {"surge": {"enabled": False}}, "prometheus": {"window": "2m"}}
+    assert parsed(off).rise_settle_s == 120.0
+    assert (duration_seconds("500ms"), duration_seconds("1h")) == (0.5, 3600.0)
+    with pytest.raises(ValueError, match="not a duration"):
+        duration_seconds("1m30s")
+
+
 def test_replan_clock_replans_early_on_a_rise_and_on_the_interval_otherwise():
     from hadis.operator.logic import ReplanClock
 

@@ -22,6 +22,7 @@ from hadis.operator.spec import CascadeSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+SETTLED = NOW + dt.timedelta(seconds=60)  # one rate window (surge.window 1m) after the last rise
 
 
 def tiny(max_surge: int, heavy_gpus: int = 1) -> CascadeSpec:
@@ -99,8 +100,10 @@ def _settled(first, at: dt.datetime) -> tuple[dict, list[WorkerRollout]]:
 
 
 def test_converge_holds_the_given_up_pods_then_drains_them_once_the_new_ones_are_ready():
-    """A rise keeps the split (3 light, 1 heavy: the most images/s) and changes the row; the
-    steady re-plan that follows moves a GPU from light to heavy for quality: the light
+    """A rise keeps the split (3 light, 1 heavy: the most images/s) and changes the row, and so
+    does a pass that reads the same rate within one rate window of the rise (the rate stands
+    still between scrapes: the climb may go on); the steady re-plan after that window moves a
+    GPU from light to heavy for quality: the light
     Deployment keeps its pods (the status says how many, in surgeReplicas) until the new heavy
     pod is Ready; the pass that sees it Ready drains the kept pods, with a SurgeDrained event
     and no new plan."""
@@ -112,8 +115,13 @@ def test_converge_holds_the_given_up_pods_then_drains_them_once_the_new_ones_are
     assert climb.decision.replicas == first.decision.replicas == {"tiny-light": 3, "tiny-heavy": 1}
     assert climb.decision.plan.config.router_ratio < first.decision.plan.config.router_ratio  # the row moved
     assert "surgeReplicas" not in climb.status["plan"]
+    assert climb.status["plan"]["lastRiseTime"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     status, done = _settled(climb, NOW)
-    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="timer")  # no longer rising
+    plateau = converge(
+        spec, "t", "ns", bundle, 9.0, status, done, 1, SETTLED - dt.timedelta(seconds=1), trigger="timer"
+    )
+    assert plateau.decision.replicas == climb.decision.replicas and plateau.status is None  # nothing to write
+    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, SETTLED, trigger="timer")  # no longer rising
     before, after = first.decision.replicas, rise.decision.replicas
     gave_up = {m: before[m] - after[m] for m in before if after[m] < before[m]}
     assert gave_up and any(after[m] > before[m] for m in before), (before, after)  # GPUs move
@@ -125,7 +133,7 @@ def test_converge_holds_the_given_up_pods_then_drains_them_once_the_new_ones_are
     assert rise.status["plan"]["replicas"] == after  # the plan is the plan; the kept pods are apart
     assert rise.events[0][0] == "Replanned"
 
-    later = NOW + dt.timedelta(seconds=10)
+    later = SETTLED + dt.timedelta(seconds=10)
     status = {**rise.status, "plan": {**rise.status["plan"], "plannedAt": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}}
     starting = [WorkerRollout(m.replace(".", "-"), workers[m.replace(".", "-")], before[m], 0, True) for m in after]
     assert not surge_settled(status["plan"], spec.models, starting, 0)
@@ -157,7 +165,7 @@ def test_without_max_surge_a_replan_drains_at_once_as_before():
     status, done = _settled(first, NOW)
     climb = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="rise")
     status, done = _settled(climb, NOW)
-    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, NOW, trigger="timer")
+    rise = converge(spec, "t", "ns", bundle, 9.0, status, done, 1, SETTLED, trigger="timer")
     assert rise.decision.replicas != first.decision.replicas  # GPUs moved
     assert "surgeReplicas" not in rise.status["plan"]
     assert _workers(rise) == {m.replace(".", "-"): n for m, n in rise.decision.replicas.items()}

@@ -3,7 +3,7 @@
 import pytest
 
 from hadis.core.routing import after_light, entry_tier
-from hadis.core.surge import SurgeSettings, SurgeTrigger
+from hadis.core.surge import SurgeSettings, SurgeTrigger, climbing
 from hadis.sim.engine import Simulation
 from hadis.sim.metrics import summarise
 from hadis.sim.policies import Hadis
@@ -61,6 +61,18 @@ def test_timer_follows_a_mild_rise_and_by_default_a_fall():
     t.check(0.0, 10.0)
     assert t.check(5.0, 11.0, timer_due=True).rate == 11.0
     assert t.check(10.0, 7.0, timer_due=True).rate == 7.0  # defaults: the estimator decays slowly
+
+
+def test_a_climb_counts_as_rising_for_the_settle_time_after_its_last_rise():
+    """The rate stands still between scrapes: a pass at the rate of the last rise is still in the
+    climb until the settle time has passed since that rise; a new rise starts it again."""
+    assert climbing(5.0, None, None, 0.0, 60.0) == (False, None)  # no plan yet: nothing to rise above
+    assert climbing(5.0, 2.0, None, 10.0, 60.0) == (True, 10.0)
+    assert climbing(5.0, 5.0, 10.0, 69.0, 60.0) == (True, 10.0)  # the same rate, within the settle time
+    assert climbing(4.0, 5.0, 10.0, 69.0, 60.0) == (True, 10.0)  # a dip, too
+    assert climbing(5.0, 5.0, 10.0, 70.0, 60.0) == (False, 10.0)  # settled: re-balance for this rate
+    assert climbing(5.5, 5.0, 10.0, 75.0, 60.0) == (True, 75.0)
+    assert climbing(5.0, 5.0, 10.0, 11.0, 0.0) == (False, 10.0)  # no settle time: the strict rule
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,9 @@ whether to re-plan now and which rate to plan for:
 
 Early re-plans are at least ``cooldown_s`` apart; the hysteresis between ``rise_ratio`` and
 ``fall_ratio`` keeps a steady rate from flapping between two plans.
+
+``climbing`` says whether the demand is still rising, for the planner's rise rule (keep the
+current split's images/s, ``hadis.core.planner.plan_cascade``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,20 @@ class SurgeSettings:
         for name in ("min_rise_rps", "backlog_ratio", "cooldown_s", "scale_down_delay_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def climbing(
+    rate: float, planned_rate: float | None, rose_at: float | None, now: float, settle_s: float
+) -> tuple[bool, float | None]:
+    """(whether the demand is rising, when it last rose) at ``now`` (seconds, any origin).
+
+    It rises when ``rate`` is above the rate of the last plan (``planned_rate``), and counts as
+    rising for ``settle_s`` after that: a windowed rate of a step climbs for one window, and
+    between two scrapes it stands still, so a pass that reads the same rate as the last rise is
+    still in the climb, not at its top."""
+    if planned_rate is not None and rate > planned_rate + 1e-3:
+        return True, now
+    return rose_at is not None and now - rose_at < settle_s, rose_at
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from hadis.core.bundle import Bundle
 from hadis.core.demand import FastRiseEstimator
 from hadis.core.pareto import planning_table
 from hadis.core.planner import Demand, Objective, Plan, plan_cascade, plan_hadis_reference, swap_seconds
-from hadis.core.surge import SurgeTrigger
+from hadis.core.surge import SurgeTrigger, climbing
 from hadis.operator import builders
 from hadis.operator.spec import CascadeSpec, ModelEntry, SurgeSpec
 
@@ -106,18 +106,27 @@ def make_plan(
     )
 
 
-def decide(bundle: Bundle, ps: CascadeSpec, rate_rps: float, status_plan: Mapping[str, Any] | None) -> Decision:
+def decide(
+    bundle: Bundle, ps: CascadeSpec, rate_rps: float, status_plan: Mapping[str, Any] | None, rising: bool = False
+) -> Decision:
     """A plan for ``rate_rps`` and its replicas, counting the GPUs it would move from the plan in
-    the status; above that plan's rate (``rising``), keeping the images/s of its split."""
-    plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models), rising(status_plan, rate_rps))
+    the status; while the demand is ``rising`` (``rise``), keeping the images/s of its split."""
+    plan = make_plan(bundle, ps, rate_rps, current_gpus(status_plan, ps.models), rising)
     return Decision(plan, replicas_for(plan, ps.models))
 
 
-def rising(status_plan: Mapping[str, Any] | None, rate_rps: float) -> bool:
-    """Whether the demand is above the rate of the plan in the status. A pass that finds it so
-    writes its rate to the status even when the plan is the same, so the next pass compares
-    with the latest rate: a steady demand stops rising at its first dip."""
-    return status_plan is not None and rate_rps > float(status_plan.get("demandRps") or 0.0) + 1e-3
+def rise(status_plan: Mapping[str, Any] | None, rate_rps: float, now: dt.datetime, settle_s: float) -> tuple[bool, str]:
+    """(whether the demand is rising, the ``lastRiseTime`` the status keeps) (``surge.climbing``).
+
+    It rises above the rate of the plan in the status (``demandRps``: a rising pass writes its
+    rate even when the plan is the same, so the next pass compares with the latest rate), and
+    counts as rising for ``settle_s`` (the rate window) after the last pass that found it so."""
+    plan = status_plan or {}
+    planned = float(plan.get("demandRps") or 0.0) if status_plan else None
+    stamp = str(plan.get("lastRiseTime") or "")
+    rose_at = _time(stamp).timestamp() if stamp else None
+    up, at = climbing(rate_rps, planned, rose_at, now.timestamp(), settle_s)
+    return up, stamp if at == rose_at else now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def current_gpus(status_plan: Mapping[str, Any] | None, models: Sequence[ModelEntry]) -> dict[str, int] | None:
@@ -210,7 +219,10 @@ def replicas_for(plan: Plan, models: Sequence[ModelEntry]) -> dict[str, int]:
     return {m.name: plan.replicas(m.name) for m in models}
 
 
-def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime, trigger: str = "") -> dict[str, Any]:
+def plan_status(
+    plan: Plan, replicas: Mapping[str, int], now: dt.datetime, trigger: str = "", rose: str = ""
+) -> dict[str, Any]:
+    """The status's plan; ``rose``: its ``lastRiseTime`` (``rise``)."""
     c = plan.config
     active = {m: n for m, n in replicas.items() if n}
     return {
@@ -229,6 +241,7 @@ def plan_status(plan: Plan, replicas: Mapping[str, int], now: dt.datetime, trigg
         else round(plan.predicted_latency_s, 3),
         "demandRps": round(plan.demand.rate, 3),
         **({"trigger": trigger} if trigger else {}),
+        **({"lastRiseTime": rose} if rose else {}),
         "feasible": plan.feasible,
         "objectiveMet": plan.objective_met,
         "plannedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -239,7 +252,7 @@ def same_plan(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
     """Whether two status plans differ in anything but when they were made or the demand seen."""
     if not a:
         return False
-    ignore = {"plannedAt", "demandRps", "predictedLatencySeconds", "trigger", "surgeReplicas"}
+    ignore = {"plannedAt", "demandRps", "predictedLatencySeconds", "trigger", "surgeReplicas", "lastRiseTime"}
     return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
 
 
@@ -688,10 +701,11 @@ def converge(
     wake Lease's token when it went to sleep) puts every worker at 0 replicas under the plan;
     ``starts`` (seconds, by the pods' model label) are the measured pod starts the routers get."""
     previous = list(status.get("conditions") or [])
-    decision = decide(bundle, spec, rate_rps, status.get("plan"))
+    up, rose = rise(status.get("plan"), rate_rps, now, spec.rise_settle_s)
+    decision = decide(bundle, spec, rate_rps, status.get("plan"), up)
     if asleep is not None:
         decision = Decision(decision.plan, {m: 0 for m in decision.replicas})
-    plan_doc = plan_status(decision.plan, decision.replicas, now, trigger)
+    plan_doc = plan_status(decision.plan, decision.replicas, now, trigger, rose)
     if asleep is not None:
         plan_doc.update(gpus=0, scaledToZero=True, wakeToken=asleep)
     elif (status.get("plan") or {}).get("scaledToZero"):
@@ -710,12 +724,11 @@ def converge(
     if surge.held or surge.was_held:
         plan_doc["surgeReplicas"] = surge.held or None  # null removes it in a merge patch
     surge_moved = surge.held != surge.was_held
-    climbing = rising(status.get("plan"), rate_rps)  # the rate is written, so the next pass compares with it
     if (
         not reconcile
         and unchanged
         and not surge_moved
-        and not climbing
+        and rose == (status.get("plan") or {}).get("lastRiseTime", "")  # a rise is written: the next compares
         and (conds == previous or condition_reason(previous, "Degraded") == "ApplyFailed")
     ):
         # Nothing changed; or the API server refused this plan's objects, and only a new spec

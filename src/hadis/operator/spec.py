@@ -10,6 +10,7 @@ spec the API server did not default (``hadis plan --cascade``, an old object) re
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,13 @@ class CascadeSpec:
     scale_to_zero: ScaleToZeroSpec | None = None  # None: workers never go below the plan's
     max_surge: int = 0  # GPUs beyond gpu_max that pods a re-plan gives up may hold until new ones are Ready
 
+    @property
+    def rise_settle_s(self) -> float:
+        """How long the demand counts as rising after a pass found it above the plan's rate
+        (``hadis.core.surge.climbing``): the window of the rate the re-plans read, over which a
+        step's rate climbs."""
+        return duration_seconds(self.surge.window if self.surge else self.prometheus.window)
+
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> CascadeSpec:
         """The typed spec; raises KeyError, TypeError or ValueError on a spec the CRD refuses."""
@@ -229,6 +237,17 @@ def _router_auth(auth: Mapping[str, Any] | None) -> RouterAuthSpec | None:
     return RouterAuthSpec(
         str(auth["apiKeySecretName"]), None if rpm is None else float(rpm), int(auth.get("burst", RouterAuthSpec.burst))
     )
+
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(duration: str) -> float:
+    """Seconds of a Prometheus duration as the CRD admits it (``^[0-9]+(ms|s|m|h)$``)."""
+    match = re.fullmatch(r"([0-9]+)(ms|s|m|h)", duration)
+    if match is None:
+        raise ValueError(f"not a duration like 30s, 1m or 500ms: {duration!r}")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
 
 
 def _surge(surge: Mapping[str, Any]) -> SurgeSpec | None:

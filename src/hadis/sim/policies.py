@@ -42,7 +42,7 @@ from hadis.core.planner import (
     spread_leftover,
 )
 from hadis.core.profile import Profile
-from hadis.core.surge import SurgeSettings, SurgeTrigger
+from hadis.core.surge import SurgeSettings, SurgeTrigger, climbing
 from hadis.sim.data import SimData
 from hadis.sim.engine import DEFAULT_DROP_FACTOR, Observation, Policy, ServingPlan
 
@@ -355,6 +355,7 @@ class Hadis:
     fill_budget: bool = True  # spare GPUs are surge headroom; False: the fewest GPUs (GPU-seconds saved)
     fed: int = 0
     planned_rate: float | None = None  # the last plan's rate: above it, the demand is rising
+    rose_at: float | None = None  # when it last rose (``hadis.core.surge.climbing``)
     trigger: SurgeTrigger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -382,7 +383,8 @@ class Hadis:
 
     def _plan(self, obs: Observation, rate: float) -> ServingPlan:
         d = self.ctx.data
-        rising = self.planned_rate is not None and rate > self.planned_rate
+        # still rising for the estimator's window of recent one-second bins after it last rose
+        rising, self.rose_at = climbing(rate, self.planned_rate, self.rose_at, obs.now, float(self.estimator.recent))
         self.planned_rate = rate
         plan = plan_cascade(
             d.profile,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -410,6 +412,10 @@ def load_step(
             with urllib.request.urlopen(req, timeout=30) as r:
                 r.read()
                 results.append((sent, r.headers.get("X-Hadis-Model", "?"), time.monotonic() - sent))
+        except urllib.error.HTTPError as e:  # the router's JSON error: its code says why (overloaded, unavailable)
+            with contextlib.suppress(ValueError, OSError):
+                e.msg = f"{e.msg} ({json.loads(e.read()).get('error', {}).get('code')})"
+            results.append((sent, f"error {e}", time.monotonic() - sent))
         except Exception as e:
             results.append((sent, f"error {e}", time.monotonic() - sent))
 
@@ -458,9 +464,9 @@ def load_step(
             stop.set()
     for label, part in (("before it was Ready", [r for r in results if r[0] < t_ready]),
                         ("after", [r for r in results if r[0] >= t_ready])):  # fmt: skip
-        errors = [m for _, m, _ in part if m.startswith("error")]
-        log(f"  requests sent {label}: {len(part)}, served {len(part) - len(errors)}"
-            + (f" (first error: {errors[0]})" if errors else ""))  # fmt: skip
+        errors = collections.Counter(m for _, m, _ in part if m.startswith("error"))
+        log(f"  requests sent {label}: {len(part)}, served {len(part) - errors.total()}"
+            + (f"; refused: {dict(errors)}" if errors else ""))  # fmt: skip
     log(f"  the new pod served {served:.0f} request(s)")
     timeline: dict[str, float] = {}
     if new_pod is not None:

@@ -295,7 +295,9 @@ def plan_cascade(
     # candidates of fewest GPUs), and the steady-state best pair over the whole budget (the
     # fallback when no row is feasible).
     n_rows = len(rows)
-    cand: list[tuple[int, int, int, float, int, float] | None] = [None] * n_rows  # nl, nh, GPUs, cost, moved, latency
+    # nl, nh, GPUs, cost, moved, latency of each row's pair: ``kept``, those that keep ``floor``
+    free: list[tuple[int, int, int, float, int, float] | None] = [None] * n_rows
+    kept: list[tuple[int, int, int, float, int, float] | None] = [None] * n_rows
     fall: list[tuple[int, int, float]] = [(0, 0, math.inf)] * n_rows
     for i, c in enumerate(rows):
         gl, gh = per[c.light], per[c.heavy]
@@ -331,21 +333,12 @@ def plan_cascade(
             moved = np.maximum(nl_c - now_l, 0) * gl + np.maximum(nh_c - now_h, 0) * gh
         cost = latency + move_penalty_slo * slo_s * moved
         served = nl_c * rate_of[c.light] + nh_c * rate_of[c.heavy]
-        if floor is not None:  # a rise keeps the images/s of the current split
-            keep = served >= floor - 1e-9
-            if not keep.any():
-                continue
-            nl_c, nh_c, used_c, cost, moved, latency, served = (
-                a[keep] for a in (nl_c, nh_c, used_c, cost, moved, latency, served)
-            )
-        if fill_budget:  # every pair uses the budget: the most images/s within the margin
-            best = int(np.argmin(cost))  # no more GPUs moved than the fastest split moves
-            priced = (cost <= cost[best] + SPARE_LATENCY_MARGIN * slo_s) & (moved <= moved[best])
-            served = np.where(priced, served, -1.0)
-            j = int(np.lexsort((cost, -served, used_c))[0])
-        else:
-            j = int(np.lexsort((cost, used_c))[0])
-        cand[i] = (int(nl_c[j]), int(nh_c[j]), int(used_c[j]), float(cost[j]), int(moved[j]), float(latency[j]))
+        pairs = (nl_c, nh_c, used_c, cost, moved, latency, served)
+        free[i] = _pick(pairs, fill_budget, slo_s)
+        if floor is not None and (keep := served >= floor - 1e-9).any():  # a rise keeps the current images/s
+            kept[i] = _pick(tuple(a[keep] for a in pairs), fill_budget, slo_s)
+    # no row keeps the current capacity: plan without the floor
+    cand = kept if any(k is not None for k in kept) else free
 
     def build(i: int, nl: int, nh: int, latency: float, feasible: bool, reason: str, met: bool = True) -> Plan:
         c = rows[i]
@@ -357,13 +350,6 @@ def plan_cascade(
         return Plan("hadis", c, tuple(allocs), latency, c.quality, slo_s, demand, feasible, reason, met)
 
     ok_rows = [i for i in range(n_rows) if cand[i] is not None]
-    if not ok_rows and floor is not None:  # no row keeps the current capacity: plan without the floor
-        return plan_cascade(
-            profile, table, gpus, slo_s, demand, min_gpus=min_gpus, gpus_per_replica=gpus_per_replica,
-            objective=objective, quantile=quantile, max_utilisation=max_utilisation, rows=rows, current=current,
-            swap_s=swap_s, move_penalty_fid=move_penalty_fid, move_penalty_slo=move_penalty_slo,
-            fill_budget=fill_budget,
-        )  # fmt: skip
     if ok_rows:
 
         def quality_first(i: int) -> tuple:
@@ -398,6 +384,21 @@ def plan_cascade(
             return build(i, nl, nh, latency, False, reason)
     reason = f"demand {lam:.2f} req/s exceeds the capacity of {gpus} GPUs in every configuration"
     return lightest_fallback(profile, table, gpus, slo_s, demand, "hadis", reason, per)
+
+
+def _pick(pairs: tuple[np.ndarray, ...], fill_budget: bool, slo_s: float) -> tuple[int, int, int, float, int, float]:
+    """A row's pair among its candidates ``(light, heavy, GPUs, cost, moved, latency, images/s)``:
+    the fewest GPUs, then the lowest cost; with ``fill_budget`` (every pair uses the budget) the
+    most images/s among those within ``SPARE_LATENCY_MARGIN`` of the lowest cost that move no
+    more GPUs than it, then the lowest cost."""
+    nl, nh, used, cost, moved, latency, served = pairs
+    if fill_budget:
+        best = int(np.argmin(cost))
+        priced = (cost <= cost[best] + SPARE_LATENCY_MARGIN * slo_s) & (moved <= moved[best])
+        j = int(np.lexsort((cost, -np.where(priced, served, -1.0), used))[0])
+    else:
+        j = int(np.lexsort((cost, used))[0])
+    return int(nl[j]), int(nh[j]), int(used[j]), float(cost[j]), int(moved[j]), float(latency[j])
 
 
 def _fewest(

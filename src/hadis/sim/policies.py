@@ -356,6 +356,10 @@ class Hadis:
     fed: int = 0
     planned_rate: float | None = None  # the last plan's rate: above it, the demand is rising
     rose_at: float | None = None  # when it last rose (``hadis.core.surge.climbing``)
+    # how long it counts as rising after that: none, since the estimate reads a fresh one-second
+    # bin at every pass and never stands still between two as a scraped rate does (5 s, the
+    # estimator's recent bins, cost violations and FID on the short spikes of bench_surge.py)
+    rise_settle_s: float = 0.0
     trigger: SurgeTrigger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -383,8 +387,7 @@ class Hadis:
 
     def _plan(self, obs: Observation, rate: float) -> ServingPlan:
         d = self.ctx.data
-        # still rising for the estimator's window of recent one-second bins after it last rose
-        rising, self.rose_at = climbing(rate, self.planned_rate, self.rose_at, obs.now, float(self.estimator.recent))
+        rising, self.rose_at = climbing(rate, self.planned_rate, self.rose_at, obs.now, self.rise_settle_s)
         self.planned_rate = rate
         plan = plan_cascade(
             d.profile,

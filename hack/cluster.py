@@ -171,6 +171,8 @@ def up(args: argparse.Namespace) -> int:
         if all(_alive(p) for p in state.get("pids", {}).values()) and state.get("real_node", False) == args.real_node:
             print(f"export KUBECONFIG={state['kubeconfig']}")
             return 0
+        if state.get("real_node") and node.other_node(node.paths(STATE)):
+            node.refuse_second_node(node.paths(STATE))  # tearing this one down would take the other's bridge
         down(args)
     t0 = time.monotonic()
     log("building or finding the cluster's binaries ...")

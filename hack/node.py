@@ -139,9 +139,22 @@ def cni_config(dir_: Path) -> None:
 # ---------------------------------------------------------------- containerd
 
 
+def other_node(p: dict[str, Path]) -> list[int]:
+    """The containerd processes of a real node that another checkout (a CI clone beside the
+    developer's) started: their configs are in another state folder, their socket is the same."""
+    own = str(p["containerd_config"])
+    others = []
+    for pid in _pids_of(r"containerd --config=[^ ]*/containerd\.toml"):
+        with contextlib.suppress(OSError):
+            if f"--config={own}".encode() not in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                others.append(pid)
+    return others
+
+
 def refuse_second_node(p: dict[str, Path]) -> None:
-    """One real node per machine: its bridge, addresses and /run paths are fixed."""
-    if _pids_of(str(p["containerd_sock"])):
+    """One real node per machine: its bridge, addresses and /run paths are fixed, so a second
+    would take the first's bridge address, and its teardown would delete the first's bridge."""
+    if _pids_of(str(p["containerd_sock"])) or other_node(p):
         raise SystemExit(
             "error: another local cluster's real node is running on this machine; stop it first "
             "(python hack/cluster.py down, from the checkout that started it)"

@@ -6,6 +6,7 @@ Runs before the other cluster tests (file order) and leaves the cluster as it fo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ def _cluster(*args: str) -> subprocess.CompletedProcess:
     return out
 
 
-def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind():
+def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind(tmp_path):
     was_running = (demo.CLUSTER_STATE / "state.json").exists()
     up = _cluster("up")
     assert up.returncode == 0, up.stderr[-3000:]
@@ -61,6 +62,7 @@ def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind():
         c.kubectl("apply", "-f", "-", stdin=json.dumps(plain))
         placed = wait_until(lambda: c.json("get", "pod", "fake-only")["spec"].get("nodeName"), "scheduled", 60)
         assert placed.startswith("gpu-node-")
+        _a_second_checkouts_up_is_refused_and_leaves_this_node_serving(c, tmp_path)
     finally:
         t0 = time.monotonic()
         down = _cluster("down")
@@ -70,3 +72,24 @@ def test_a_pod_runs_on_the_real_node_and_down_leaves_nothing_behind():
     assert left.returncode == 0 and left.stdout == "", left.stdout
     if was_running:
         assert _cluster("up").returncode == 0
+
+
+def _a_second_checkouts_up_is_refused_and_leaves_this_node_serving(c: demo.Cluster, tmp_path: Path) -> None:
+    """Another checkout (a CI clone beside the developer's) shares the bridge, its address and
+    the /run paths: its ``up`` is refused, and so is one that finds its own stale state (whose
+    teardown would delete this node's bridge); this node's pods keep their network."""
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "state.json").write_text(
+        json.dumps({"pids": {"etcd": 2**22 + 1}, "real_node": True, "bin_dir": "/nonexistent"})
+    )
+    for state_dir in (tmp_path / "fresh", stale):
+        second = subprocess.run(
+            [*CLUSTER, "up"], capture_output=True, text=True, env={**os.environ, "HADIS_CLUSTER_DIR": str(state_dir)}
+        )
+        assert second.returncode != 0 and "another local cluster's real node is running" in second.stderr, (
+            second.stderr[-2000:]
+        )
+    assert subprocess.run(["ip", "link", "show", demo.node.BRIDGE], capture_output=True).returncode == 0
+    assert c.json("get", "pod", "sandbox-only")["status"]["phase"] == "Running"
+    assert c.json("get", "node", demo.node.NODE_NAME)["metadata"]["name"] == demo.node.NODE_NAME

@@ -160,7 +160,9 @@ def test_a_step_up_in_arrivals_is_demand_within_a_scrape_and_a_stop_falls_at_the
     """A real Prometheus (1 s scrape) and a 30 s window: after a quiet spell, about 20 images/s
     read as the rate between the last two scrapes, several times the window's mean a few seconds
     into the step (the demand the operator plans for was that mean: a ramp over the whole
-    window). Once they stop, the demand falls as the window's mean does, not to 0 at once."""
+    window). Once the window holds only the steady rate, the demand is its mean again, not the
+    scrape-to-scrape noise of irate. Once they stop, the demand falls as the window's mean does,
+    not to 0 at once."""
     demand = prom.ARRIVAL_RATES_QUERY.format(window="30s")
     mean = f"sum by (namespace, cascade) (rate({prom.DEMAND_SERIES}[30s]))"
     with (
@@ -187,6 +189,13 @@ def test_a_step_up_in_arrivals_is_demand_within_a_scrape_and_a_stop_falls_at_the
             ratio = wait_until(lambda: (r := over_mean()) >= 3 and r, "demand several times the window's mean", 60,
                                every_s=0.2)  # fmt: skip
             assert ratio >= 3
+            wait_until(lambda: over_mean() == pytest.approx(1.0), "the steady rate's demand its window's mean", 90,
+                       every_s=0.5)  # fmt: skip
+            steady = []
+            for _ in range(8):  # irate is above the mean at about every other scrape: the larger read it so
+                time.sleep(1.0)
+                steady.append(over_mean())
+            assert sum(r == pytest.approx(1.0) for r in steady) >= 7, steady  # one hiccup of this machine allowed
         finally:
             busy.set()
             t.join(5)

@@ -33,11 +33,17 @@ def _summed(fn: str) -> str:
     return "sum by (namespace, cascade) (" + fn + "(" + DEMAND_SERIES + "[{window}]))"
 
 
-# The larger of the window's mean rate and the rate between its last two scrapes (``irate``): a
-# step up shows within one scrape instead of as a ramp over the whole window (a 1m window at a
-# 15 s scrape took 38 s to plan a 9 req/s step as 7), while a fall shows at the window's pace, so
-# one quiet scrape cuts no plan. Where rate > irate fails, ``or`` fills in irate (same labels).
-ARRIVAL_RATES_QUERY = "(" + _summed("rate") + " > " + _summed("irate") + ") or " + _summed("irate")
+# The rate between the last two scrapes (``irate``) where it is well above the window's mean
+# (``STEP_OVER_MEAN`` times), else the mean: a step up shows within one scrape instead of as a
+# ramp over the whole window (a 1m window at a 15 s scrape took 38 s to plan a 9 req/s step as
+# 7), while a steady rate is its window's mean, not the scrape-to-scrape noise of irate (the
+# larger of the two, read every check, ratcheted the planned rate up: an 8 req/s step was planned
+# for 9.7 and flipped the split), and a fall shows at the window's pace, so one quiet scrape cuts
+# no plan. Where the comparison drops a series, ``or`` fills in the mean (same labels).
+STEP_OVER_MEAN = 1.25
+ARRIVAL_RATES_QUERY = (
+    "(" + _summed("irate") + f" > {STEP_OVER_MEAN:g} * " + _summed("rate") + ") or " + _summed("rate")
+)
 # Images the routers hold for a pod with room (``hadis.router.holding``), by cascade: a backlog
 # the plan must drain on top of the arrivals.
 BACKLOG_SERIES = "hadis_router_queue_depth_images"

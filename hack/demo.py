@@ -428,7 +428,7 @@ def load_step(
 
     t0, wall0 = time.monotonic(), datetime.now(UTC).replace(microsecond=0)
     t_ready = t_plan = float("inf")
-    new_pod, plan1 = None, None
+    new_pod, plan1, new_pod_log = None, None, ""
     served = 0.0
     with concurrent.futures.ThreadPoolExecutor(64) as pool, concurrent.futures.ThreadPoolExecutor(1) as pacer:
         pacer.submit(paced, pool)
@@ -453,10 +453,17 @@ def load_step(
             t_ready = time.monotonic()
             if plan1.get("surgeReplicas"):
                 log(f"  kept serving until it is Ready (gpuBudget.maxSurge): {plan1['surgeReplicas']}")
-            served = wait_until(lambda: worker_served(new_pod), "the new pod serving", 60)
-            log(f"  new {new_pod['metadata']['labels'][MODEL_LABEL]} pod {new_pod['metadata']['name']} Ready "
-                f"{t_ready - t0:.1f}s into the step; it served "
-                f"{served:.0f} request(s) so far")  # fmt: skip
+            served = wait_until(lambda: serving_or_gone(c, namespace, new_pod), "the new pod serving", 60)
+            if served == "gone":  # a later plan drained it before the router sent it a request
+                log(f"  new pod {new_pod['metadata']['name']} Ready {t_ready - t0:.1f}s into the step; a later "
+                    "plan drained it before it served")  # fmt: skip
+                served = 0.0
+            else:
+                log(f"  new {new_pod['metadata']['labels'][MODEL_LABEL]} pod {new_pod['metadata']['name']} Ready "
+                    f"{t_ready - t0:.1f}s into the step; it served "
+                    f"{served:.0f} request(s) so far")  # fmt: skip
+            new_pod = live_pod(c, namespace, new_pod) or new_pod  # its log has the model's load line
+            new_pod_log = c.kubectl("logs", "--timestamps", "-n", namespace, new_pod["metadata"]["name"], check=False)
             time.sleep(max(0.0, min(after_s, seconds - (time.monotonic() - t0))))  # the load goes on: recovery
             with contextlib.suppress(OSError):  # a pod slow to answer under the load keeps its last count
                 served = worker_served(new_pod)
@@ -470,9 +477,7 @@ def load_step(
     log(f"  the new pod served {served:.0f} request(s)")
     timeline: dict[str, float] = {}
     if new_pod is not None:
-        pod = c.json("get", "pod", new_pod["metadata"]["name"], "-n", namespace)
-        logs = c.kubectl("logs", "--timestamps", "-n", namespace, pod["metadata"]["name"])
-        timeline = pod_timeline(pod, logs)
+        timeline = pod_timeline(live_pod(c, namespace, new_pod) or new_pod, new_pod_log)
         log("  new worker pod, seconds after it was created: "
             + ", ".join(f"{k} {v:.1f}" for k, v in timeline.items()))  # fmt: skip
     for at, message in plans_since(c, namespace, wall0):
@@ -502,12 +507,26 @@ def load_step(
     return figures
 
 
+def live_pod(c: Cluster, namespace: str, pod: dict) -> dict | None:
+    """The pod as it is now, or None once it is gone (a later plan drained it)."""
+    out = c.kubectl("get", "pod", pod["metadata"]["name"], "-n", namespace, "--ignore-not-found", "-o", "json")
+    return json.loads(out) if out.strip() else None
+
+
+def serving_or_gone(c: Cluster, namespace: str, pod: dict) -> float | str | None:
+    """Requests the pod has served once it has served one; "gone" once it no longer exists."""
+    with contextlib.suppress(OSError):
+        if served := worker_served(pod):
+            return served
+    return None if live_pod(c, namespace, pod) else "gone"
+
+
 def surge_drained_after(c: Cluster, namespace: str, pod: dict, name: str = "tiny") -> dict[str, float]:
     """Seconds from ``pod``'s PodScheduled and Ready to the cascade's last SurgeDrained event (the
     pods a re-plan gave up drained: its new pods were Ready, or a later plan's could not be
     placed); empty without one. To the second: the stamps are."""
     stamps = [at for at, _ in cascade_events(c, namespace, "SurgeDrained", name)]
-    now = c.json("get", "pod", pod["metadata"]["name"], "-n", namespace)
+    now = live_pod(c, namespace, pod) or pod
     marks = {k: condition(now, k).get("lastTransitionTime") for k in ("PodScheduled", "Ready")}
     if not stamps or not all(marks.values()):
         return {}
@@ -654,9 +673,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="start the stack and show it serving")
-    # 8 req/s: the idle split (3 light, 1 heavy) carries it while it rises, and its steady plan
-    # (2 + 2 from 7 to 9 req/s) moves a GPU to heavy for quality once the rise has settled
-    u.add_argument("--load-rps", type=float, default=8.0, help="rate of the load step (0: none)")
+    # 7 req/s: the idle split (3 light, 1 heavy) carries it while it rises, and its steady plan
+    # (2 + 2 from 6.9 to 9.5 req/s) moves a GPU to heavy for quality once the rise has settled
+    u.add_argument("--load-rps", type=float, default=7.0, help="rate of the load step (0: none)")
     u.add_argument("--load-seconds", type=float, default=180.0, help="longest the load step lasts")
     u.add_argument(
         "--no-compare-holding", dest="compare_holding", action="store_false",

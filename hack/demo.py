@@ -378,6 +378,23 @@ def up(args: argparse.Namespace) -> int:
     return 0
 
 
+# The load step's prompts, in turn: easy ones and a share of hard ones, as users send them. One
+# prompt text over and over ranks as one hardness, so the router's cut would send it all to one
+# tier, and a pod the re-plan adds to the other would never serve.
+LOAD_PROMPTS = (
+    "a cat",
+    "a red apple on a wooden table",
+    "a photo of a dog",
+    "three glass spheres stacked on top of a blue cube, left of a small green pyramid, seen from above",
+    "a cup of tea",
+    "a blue car",
+    "an intricate isometric city with reflections at night, two bridges, and a person holding an umbrella",
+    "a green tree",
+    "a small house",
+    "a crowded night market with five vendors under paper lanterns, a cyclist and reflections in the puddles",
+)
+
+
 def worker_pods(c: Cluster, namespace: str, model: str) -> list[dict]:
     sel = f"app.kubernetes.io/component=worker,serving.hadis.dev/model={model}"
     return c.json("get", "pods", "-n", namespace, "-l", sel)["items"]
@@ -404,7 +421,7 @@ def load_step(
     def post(k: int) -> None:
         req = urllib.request.Request(
             f"{router_url}/v1/images/generations",
-            data=json.dumps({"prompt": f"load step prompt {k}"}).encode(),
+            data=json.dumps({"prompt": LOAD_PROMPTS[k % len(LOAD_PROMPTS)]}).encode(),
             headers={"Content-Type": "application/json"},
         )
         sent = time.monotonic()

@@ -41,9 +41,7 @@ def _summed(fn: str) -> str:
 # for 9.7 and flipped the split), and a fall shows at the window's pace, so one quiet scrape cuts
 # no plan. Where the comparison drops a series, ``or`` fills in the mean (same labels).
 STEP_OVER_MEAN = 1.25
-ARRIVAL_RATES_QUERY = (
-    "(" + _summed("irate") + f" > {STEP_OVER_MEAN:g} * " + _summed("rate") + ") or " + _summed("rate")
-)
+ARRIVAL_RATES_QUERY = "(" + _summed("irate") + f" > {STEP_OVER_MEAN:g} * " + _summed("rate") + ") or " + _summed("rate")
 # Images the routers hold for a pod with room (``hadis.router.holding``), by cascade: a backlog
 # the plan must drain on top of the arrivals.
 BACKLOG_SERIES = "hadis_router_queue_depth_images"

@@ -479,7 +479,7 @@ def load_step(
                 log(f"  new {new_pod['metadata']['labels'][MODEL_LABEL]} pod {new_pod['metadata']['name']} Ready "
                     f"{t_ready - t0:.1f}s into the step; it served "
                     f"{served:.0f} request(s) so far")  # fmt: skip
-            new_pod = live_pod(c, namespace, new_pod) or new_pod  # its log has the model's load line
+            # its log (the model load line), read while it exists: a later plan may drain it
             new_pod_log = c.kubectl("logs", "--timestamps", "-n", namespace, new_pod["metadata"]["name"], check=False)
             time.sleep(max(0.0, min(after_s, seconds - (time.monotonic() - t0))))  # the load goes on: recovery
             with contextlib.suppress(OSError):  # a pod slow to answer under the load keeps its last count

@@ -126,7 +126,7 @@ def rise(status_plan: Mapping[str, Any] | None, rate_rps: float, now: dt.datetim
     stamp = str(plan.get("lastRiseTime") or "")
     rose_at = _time(stamp).timestamp() if stamp else None
     up, at = climbing(rate_rps, planned, rose_at, now.timestamp(), settle_s)
-    return up, stamp if at == rose_at else now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return up, stamp if at == rose_at else _stamp(now)
 
 
 def current_gpus(status_plan: Mapping[str, Any] | None, models: Sequence[ModelEntry]) -> dict[str, int] | None:
@@ -244,7 +244,7 @@ def plan_status(
         **({"lastRiseTime": rose} if rose else {}),
         "feasible": plan.feasible,
         "objectiveMet": plan.objective_met,
-        "plannedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "plannedAt": _stamp(now),
     }
 
 
@@ -267,7 +267,7 @@ def condition(
 ) -> dict[str, Any]:
     """A condition in the Kubernetes shape; ``lastTransitionTime`` moves only when status changes."""
     value = "Unknown" if status is None else ("True" if status else "False")
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = _stamp(now)
     for p in previous:
         if p.get("type") == type_ and p.get("status") == value and p.get("lastTransitionTime"):
             stamp = p["lastTransitionTime"]
@@ -488,6 +488,11 @@ def start_seconds(starts: Sequence[tuple[str, float]]) -> dict[str, float]:
 
 def _time(stamp: str) -> dt.datetime:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _stamp(t: dt.datetime) -> str:
+    """A status time as Kubernetes writes one (RFC 3339, to the second, UTC); ``_time`` reads it."""
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def unschedulable(pod: Mapping[str, Any]) -> bool:

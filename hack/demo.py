@@ -403,14 +403,15 @@ def worker_pods(c: Cluster, namespace: str, model: str) -> list[dict]:
 def load_step(
     c: Cluster, router_url: str, rate: float, seconds: float, namespace: str = DEMO_NS, after_s: float = 15.0
 ) -> dict:
-    """Open-loop traffic at ``rate`` req/s; waits for the re-plan and the new worker pod serving,
-    then keeps the load on for ``after_s`` more seconds. Returns the figures: the share of
+    """Open-loop traffic at ``rate`` req/s; waits up to ``seconds`` for the re-plan, then for the
+    new worker pod serving, then keeps the load on for ``after_s`` more seconds (the load lasts
+    until then: a late re-plan's pod still meets the load it was planned for). Returns the figures: the share of
     requests refused (any answer but 200) over the whole step, the new pod's Ready time after
     the re-plan, the admitted requests' p99, and the new pod's ``timeline``."""
     import concurrent.futures
     import threading
 
-    log(f"== load step: {rate:g} req/s for up to {seconds:g}s ==")
+    log(f"== load step: {rate:g} req/s, its re-plan awaited up to {seconds:g}s ==")
     models = ("tiny-light", "tiny-heavy")
     before = {p["metadata"]["name"] for m in models for p in worker_pods(c, namespace, m)}
     plan0 = (c.json("get", "dcas", "tiny", "-n", namespace).get("status") or {}).get("plan", {})
@@ -438,7 +439,7 @@ def load_step(
 
     def paced(pool) -> None:
         sent, t0 = 0, time.monotonic()
-        while not stop.is_set() and time.monotonic() - t0 < seconds:
+        while not stop.is_set():
             pool.submit(post, sent)
             sent += 1
             time.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
@@ -481,7 +482,7 @@ def load_step(
                     f"{served:.0f} request(s) so far")  # fmt: skip
             # its log (the model load line), read while it exists: a later plan may drain it
             new_pod_log = c.kubectl("logs", "--timestamps", "-n", namespace, new_pod["metadata"]["name"], check=False)
-            time.sleep(max(0.0, min(after_s, seconds - (time.monotonic() - t0))))  # the load goes on: recovery
+            time.sleep(after_s)  # the load goes on: recovery
             with contextlib.suppress(OSError):  # a pod slow to answer under the load keeps its last count
                 served = worker_served(new_pod)
         finally:
@@ -693,7 +694,7 @@ def main() -> int:
     # 7 req/s: the idle split (3 light, 1 heavy) carries it while it rises, and its steady plan
     # (2 + 2 from 6.9 to 9.5 req/s) moves a GPU to heavy for quality once the rise has settled
     u.add_argument("--load-rps", type=float, default=7.0, help="rate of the load step (0: none)")
-    u.add_argument("--load-seconds", type=float, default=180.0, help="longest the load step lasts")
+    u.add_argument("--load-seconds", type=float, default=180.0, help="longest wait for the load step's re-plan")
     u.add_argument(
         "--no-compare-holding", dest="compare_holding", action="store_false",
         help="skip the second load step with holdRequests: false (its figures beside holding's)",

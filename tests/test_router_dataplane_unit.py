@@ -384,3 +384,88 @@ def test_a_prompt_due_at_a_full_light_tier_overflows_to_heavy_when_heavy_can_fin
     sample = router.metrics.registry.get_sample_value
     assert sample("hadis_router_routing_decisions_total", {"cascade": "tiny", "decision": "overflow"}) == 1
     assert sample("hadis_router_routing_decisions_total", {"cascade": "tiny", "decision": "direct_heavy"}) == 0
+
+
+def test_requests_that_find_the_pods_gone_each_get_a_json_answer(tmp_path):
+    """When a tier's pods have gone (scale to zero, a re-plan), every request that arrives closes
+    the Triton clients of the gone pods. Three at once each took the same list and the second
+    to close a client found it taken (a KeyError: a text/plain 500, the first cold-start request's
+    answer on the real node). Each now gets the API's JSON 503, and no fault is counted."""
+    import aiohttp
+    from aiohttp import web
+
+    from hadis.router.service import Router, make_app
+
+    async def run() -> list[tuple[int, dict]]:
+        path = tmp_path / "router.yaml"
+        _write(path, tiny_config(1, 2))
+        router = Router(path)
+        for tier in ("light", "heavy"):
+            client = router.plane.clients[tier]
+            client.pool.update(("10.255.0.1:8000", "10.255.0.2:8000", "10.255.0.3:8000"))
+            for endpoint in client.pool.candidates():
+                client._client_for(endpoint)  # the clients of pods that served before
+            client.pool.update(())  # gone
+        runner = web.AppRunner(make_app(router))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/images/generations"
+        try:
+            async with aiohttp.ClientSession() as s:
+
+                async def post(k: int) -> tuple[int, dict]:
+                    async with s.post(url, json={"prompt": f"a cat number {k}"}) as r:
+                        return r.status, await r.json(content_type=None)
+
+                answers = await asyncio.gather(*(post(k) for k in range(3)))
+        finally:
+            await runner.cleanup()
+        internal = router.metrics.registry.get_sample_value(
+            "hadis_router_rejected_requests_total", {"cascade": router.cfg.cascade, "reason": "internal"}
+        )
+        assert internal == 0
+        return answers
+
+    answers = asyncio.run(run())
+    assert [status for status, _ in answers] == [503] * 3, answers
+    assert {body["error"]["code"] for _, body in answers} == {"unavailable"}
+
+
+def test_a_fault_in_the_router_is_a_counted_json_500_not_a_bare_one(tmp_path, monkeypatch, caplog):
+    """Whatever fails inside the router on a request (a bug, injected here) answers the API's
+    JSON error with the request id, counts reason="internal" and logs the traceback."""
+    import aiohttp
+    from aiohttp import web
+
+    from hadis.router.service import Router, make_app
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("injected fault")
+
+    async def run() -> tuple[int, dict, dict]:
+        path = tmp_path / "router.yaml"
+        _write(path, tiny_config(1, 2))
+        router = Router(path)
+        monkeypatch.setattr(router, "_route", broken)
+        runner = web.AppRunner(make_app(router))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/images/generations"
+        try:
+            async with aiohttp.ClientSession() as s, s.post(url, json={"prompt": "a cat"}) as r:
+                answer = r.status, {k.lower(): v for k, v in r.headers.items()}, await r.json(content_type=None)
+        finally:
+            await runner.cleanup()
+        internal = router.metrics.registry.get_sample_value(
+            "hadis_router_rejected_requests_total", {"cascade": router.cfg.cascade, "reason": "internal"}
+        )
+        assert internal == 1
+        return answer
+
+    status, headers, body = asyncio.run(run())
+    assert status == 500 and headers["content-type"].startswith("application/json")
+    assert body["error"]["type"] == "server_error" and body["error"]["code"] == "internal_error"
+    assert headers["x-request-id"]
+    assert "injected fault" in caplog.text

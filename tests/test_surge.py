@@ -73,6 +73,10 @@ def test_a_climb_counts_as_rising_for_the_settle_time_after_its_last_rise():
     assert climbing(5.0, 5.0, 10.0, 70.0, 60.0) == (False, 10.0)  # settled: re-balance for this rate
     assert climbing(5.5, 5.0, 10.0, 75.0, 60.0) == (True, 75.0)
     assert climbing(5.0, 5.0, 10.0, 11.0, 0.0) == (False, 10.0)  # no settle time: the strict rule
+    # with a noise margin, a read within it above the last rise's rate is no new rise
+    assert climbing(5.4, 5.0, 10.0, 69.0, 60.0, noise=0.1) == (True, 10.0)
+    assert climbing(5.4, 5.0, 10.0, 70.0, 60.0, noise=0.1) == (False, 10.0)
+    assert climbing(5.6, 5.0, 10.0, 70.0, 60.0, noise=0.1) == (True, 70.0)
 
 
 @pytest.mark.parametrize(

@@ -47,15 +47,18 @@ class SurgeSettings:
 
 
 def climbing(
-    rate: float, planned_rate: float | None, rose_at: float | None, now: float, settle_s: float
+    rate: float, planned_rate: float | None, rose_at: float | None, now: float, settle_s: float, noise: float = 0.0
 ) -> tuple[bool, float | None]:
     """(whether the demand is rising, when it last rose) at ``now`` (seconds, any origin).
 
-    It rises when ``rate`` is above the rate of the last plan (``planned_rate``), and counts as
-    rising for ``settle_s`` after that: a windowed rate of a step climbs for one window, and
-    between two scrapes it stands still, so a pass that reads the same rate as the last rise is
-    still in the climb, not at its top."""
-    if planned_rate is not None and rate > planned_rate + 1e-3:
+    It rises when ``rate`` is above the rate of the last plan (``planned_rate``) by more than the
+    share ``noise`` of it, and counts as rising for ``settle_s`` after that: a windowed rate of a
+    step climbs for one window, and between two scrapes it stands still, so a pass that reads the
+    same rate as the last rise is still in the climb, not at its top. ``noise``: a scraped rate
+    jitters around a steady load; each read above the highest so far would count as a new rise
+    and start the settle time again, so the re-balance after a climb would wait for the jitter's
+    last record instead of one window."""
+    if planned_rate is not None and rate > planned_rate * (1.0 + noise) + 1e-3:
         return True, now
     return rose_at is not None and now - rose_at < settle_s, rose_at
 

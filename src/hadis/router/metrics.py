@@ -45,7 +45,8 @@ class RouterMetrics:
         self.rejected = Counter(
             "hadis_router_rejected_requests",
             "Requests refused: unauthorized (no valid API key, 401), quota (a key over its quota, 429), "
-            "invalid (other 4xx), overload (shed early, 503), unavailable (no worker answered).",
+            "invalid (other 4xx), overload (shed early, 503), unavailable (no worker answered), "
+            "internal (a fault in the router, 500: its log has the traceback).",
             ["cascade", "reason"],
             registry=r,
         )
@@ -154,7 +155,7 @@ class RouterMetrics:
         self.cold_starts.labels(c)
         for decision in ("light", "direct_heavy", "overflow", "escalated", "heavy_fallback"):
             self.decisions.labels(c, decision)
-        for reason in ("unauthorized", "quota", "invalid", "overload", "unavailable"):
+        for reason in ("unauthorized", "quota", "invalid", "overload", "unavailable", "internal"):
             self.rejected.labels(c, reason)
         for reason in ("heavy_unavailable", "heavy_saturated"):
             self.degraded.labels(c, reason)

@@ -597,6 +597,16 @@ class Router:
                 self.metrics.rejected.labels(cfg.cascade, e.reason).inc()
             _log(logging.INFO, "request refused", request_id=rid, status=e.status, error=e.message)
             return web.json_response(e.body(), status=e.status, headers={"X-Request-Id": rid, **e.headers()})
+        except Exception:  # a fault of ours: a JSON 500 the client can read, counted, traceback logged
+            self.metrics.rejected.labels(cfg.cascade, "internal").inc()
+            log.exception("request failed in the router (request_id %s)", rid)
+            err = ApiError(
+                500,
+                "the router failed on this request; its log has the cause",
+                type_="server_error",
+                code="internal_error",
+            )
+            return web.json_response(err.body(), status=500, headers={"X-Request-Id": rid})
         finally:
             self.metrics.in_flight.labels(cfg.cascade).dec()
         elapsed = time.monotonic() - t0

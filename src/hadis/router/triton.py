@@ -81,10 +81,13 @@ class TierClient:
         return client
 
     async def _prune(self) -> None:
-        """Close the clients of pods that are gone (a client holds no connection between calls)."""
+        """Close the clients of pods that are gone (a client holds no connection between calls).
+        Taken out of the map before the first await: requests prune concurrently (every one
+        that arrives after the pods went, as on a cold start), and each closes only its own."""
         live = set(self.pool.candidates())
-        for ep in [e for e in self._clients if e not in live and not self.pool.in_flight.get(e)]:
-            await self._clients.pop(ep).close()
+        gone = [self._clients.pop(e) for e in list(self._clients) if e not in live and not self.pool.in_flight.get(e)]
+        for client in gone:
+            await client.close()
 
     async def generate(self, prompt: str, seed: int, deadline: float, bind_by: float | None = None) -> WorkerResult:
         """One image before ``deadline`` (a ``time.monotonic()`` value), or WorkerUnavailable.

@@ -119,8 +119,8 @@ def decide(
 # arrivals that fall either side of a scrape, held images counted as demand): a read within this
 # share above the last rise's rate is that rate, not a new rise. Without it each new highest
 # read of a steady load is a "rise" that starts the settle time again, and the re-balance after
-# a step waits for the jitter's last record instead of one window (a 7 req/s step, 1m window,
-# re-balanced 162 s in on a busy CI machine, against about 100 s before).
+# a step waits for the jitter's last record instead of one window (most likely why a 7 req/s
+# step, 1m window, re-balanced 162 s in on a busy CI machine, against about 100 s before).
 RATE_NOISE = 0.1
 
 

@@ -88,6 +88,25 @@ def test_examples_are_accepted_and_show_printer_columns(crd, namespace):
             },
             "model names must differ once dots become dashes",
         ),
+        (
+            {
+                "models": [
+                    {"name": "tiny-light", "workerSpec": "tiny-light", "gpusPerReplica": 3},
+                    {"name": "tiny-heavy", "workerSpec": "tiny-heavy", "gpusPerReplica": 3},
+                ],
+                "gpuBudget": {"min": 0, "max": 4},
+            },
+            "gpuBudget.max must hold one replica of two models",
+        ),
+        (
+            {
+                "models": [
+                    {"name": "tiny-light", "workerSpec": "tiny-light"},
+                    {"name": "router", "workerSpec": "tiny-heavy"},
+                ]
+            },
+            "a model may not be named router",
+        ),
         *[
             (
                 {
